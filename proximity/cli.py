@@ -1,0 +1,60 @@
+"""The `proximity` command line.
+
+Core commands live here; commands from other packages (`training`, `analysis`)
+register through the `proximity.commands` entry-point group, so the core package
+never imports them (no upward imports).
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import typer
+from rich.console import Console
+
+from proximity.errors import ProximityError
+
+app = typer.Typer(
+    name="proximity",
+    help="Domain proximity for language-model midtraining.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register_plugins() -> None:
+    """Add the sub-apps that other installed packages declare."""
+    for entry in entry_points(group="proximity.commands"):
+        sub_app = entry.load()
+        app.add_typer(sub_app, name=entry.name)
+
+
+def _register_core_commands() -> None:
+    # Imported here so `proximity --help` stays fast and each module registers itself.
+    from proximity import commands  # noqa: F401
+
+
+def main() -> None:
+    """Console-script entry: run the app, turning `ProximityError` into one line."""
+    _register_core_commands()
+    _register_plugins()
+    try:
+        app(standalone_mode=False)
+    except ProximityError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as error:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise

@@ -1,0 +1,36 @@
+"""Shared fixtures: where the real data lives, and a private cache per test session.
+
+Tests that need `../shared/data` skip with a clear reason when it is absent; in CI it is
+present beside the clone, so they run there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PROXIMITY_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data folder (../shared/data); skip when it is not beside the repository."""
+    if not (SHARED_DATA / "MANIFEST.md").exists():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set PROXIMITY_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def pythia_tokenizer_path(shared_data: Path) -> Path:
+    return shared_data / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test session gets its own statistics/token cache so tests never see stale files."""
+    cache = tmp_path_factory.getbasetemp() / "proximity-cache"
+    monkeypatch.setenv("PROXIMITY_CACHE_DIR", str(cache))
+    monkeypatch.delenv("PROXIMITY_DATA_DIR", raising=False)
