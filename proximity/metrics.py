@@ -1,0 +1,203 @@
+"""Similarity metrics between two token-frequency vectors.
+
+Every metric takes two non-negative vectors over the same index space (raw counts or
+normalised frequencies: each function normalises on its own, so a mixture of normalised
+counts and a raw count vector are treated alike) and returns a similarity where 1 means
+"identical distributions".
+
+`paper` is the combined score of Liu, Neubig & Xiong (arXiv 2510.14865), restated from the
+authors' released script in ../shared/docs/PAPER.md:
+
+1. each side keeps its `top_k` (50,000) most frequent tokens (ties: lower token id first);
+2. on the union U of the two kept vocabularies, p and q are the kept counts renormalised to
+   sum to 1 over U (a token one side did not keep is 0 on that side);
+3. cosine = p·q / (|p| |q|); Jaccard = |K_a ∩ K_b| / |K_a ∪ K_b|;
+   JSD = ½ KL(p ‖ m) + ½ KL(q ‖ m), m = ½(p + q), natural log (the divergence, not
+   scipy's square-rooted "distance"); JS similarity = 1 / (1 + JSD);
+4. paper = 0.4·cosine + 0.3·Jaccard + 0.3·JS similarity.
+
+`cosine`, `jaccard` and `js` are those components on their own (same top-k step), so
+`paper == 0.4*cosine + 0.3*jaccard + 0.3*js` holds exactly. `ngram_kl` compares hashed
+n-gram distributions in the spirit of DSIR (Xie et al., 2023) and is asymmetric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy.special import rel_entr
+
+from proximity.errors import ProximityError
+
+PAPER_TOP_K = 50_000
+PAPER_WEIGHTS = (0.4, 0.3, 0.3)
+NGRAM_SMOOTHING = 0.01
+
+
+def kept_vocabulary(x: np.ndarray, top_k: int | None = PAPER_TOP_K) -> np.ndarray:
+    """Boolean mask of the `top_k` most frequent entries with a positive count.
+
+    Ties at the cut are broken towards the lower index so the result is deterministic.
+    """
+    positive = x > 0
+    if top_k is None or int(positive.sum()) <= top_k:
+        return positive
+    order = np.argsort(-x, kind="stable")[:top_k]
+    mask = np.zeros(x.shape, dtype=bool)
+    mask[order] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class _Aligned:
+    """Both sides restricted to the union of their kept vocabularies, renormalised."""
+
+    p: np.ndarray
+    q: np.ndarray
+    kept_a: np.ndarray
+    kept_b: np.ndarray
+
+
+def _align(a: np.ndarray, b: np.ndarray, top_k: int | None) -> _Aligned:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ProximityError(
+            f"frequency vectors must be 1-D and the same length (got {a.shape} and {b.shape}); "
+            "compute both statistics with the same tokenizer"
+        )
+    kept_a, kept_b = kept_vocabulary(a, top_k), kept_vocabulary(b, top_k)
+    if not kept_a.any() or not kept_b.any():
+        raise ProximityError("cannot compare an empty token distribution (no tokens counted)")
+    union = kept_a | kept_b
+    p = np.where(kept_a, a, 0.0)[union]
+    q = np.where(kept_b, b, 0.0)[union]
+    return _Aligned(p / p.sum(), q / q.sum(), kept_a, kept_b)
+
+
+def _cosine(al: _Aligned) -> float:
+    return float(al.p @ al.q / (np.linalg.norm(al.p) * np.linalg.norm(al.q)))
+
+
+def _jaccard(al: _Aligned) -> float:
+    return float(np.sum(al.kept_a & al.kept_b) / np.sum(al.kept_a | al.kept_b))
+
+
+def _js(al: _Aligned) -> float:
+    m = 0.5 * (al.p + al.q)
+    jsd = 0.5 * rel_entr(al.p, m).sum() + 0.5 * rel_entr(al.q, m).sum()
+    return float(1.0 / (1.0 + max(jsd, 0.0)))
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray, top_k: int | None = PAPER_TOP_K) -> float:
+    """cosine = p·q / (|p| |q|) on the union of the top-k vocabularies."""
+    return _cosine(_align(a, b, top_k))
+
+
+def jaccard_similarity(a: np.ndarray, b: np.ndarray, top_k: int | None = PAPER_TOP_K) -> float:
+    """Jaccard = |K_a ∩ K_b| / |K_a ∪ K_b| of the top-k vocabularies.
+
+    Depends on how many tokens were seen: compare datasets on an equal token budget.
+    """
+    return _jaccard(_align(a, b, top_k))
+
+
+def js_similarity(a: np.ndarray, b: np.ndarray, top_k: int | None = PAPER_TOP_K) -> float:
+    """JS similarity = 1 / (1 + JSD), JSD in nats, on the union of the top-k vocabularies."""
+    return _js(_align(a, b, top_k))
+
+
+def paper_similarity(a: np.ndarray, b: np.ndarray, top_k: int | None = PAPER_TOP_K) -> float:
+    """0.4·cosine + 0.3·Jaccard + 0.3/(1 + JSD), as in the authors' script (see module doc)."""
+    al = _align(a, b, top_k)
+    w_cos, w_jac, w_js = PAPER_WEIGHTS
+    return w_cos * _cosine(al) + w_jac * _jaccard(al) + w_js * _js(al)
+
+
+def ngram_kl_similarity(a: np.ndarray, b: np.ndarray, smoothing: float = NGRAM_SMOOTHING) -> float:
+    """exp(−KL(Q̃_b ‖ P̃_a)) over hashed n-gram buckets; `b` is the reference (target).
+
+    P̃ = (1 − λ)·P + λ/B mixes each normalised bucket distribution with the uniform one
+    (λ = `smoothing`, B = number of buckets) so the KL is finite and works on mixtures of
+    normalised counts, which have no integer counts to add pseudo-counts to. exp(−KL) maps
+    [0, ∞) onto (0, 1]: it is the per-n-gram geometric-mean likelihood ratio of the target's
+    n-grams under a's model versus the target's own, and equals 1 only for identical inputs.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ProximityError(
+            f"n-gram vectors differ in size ({a.shape} vs {b.shape}); "
+            "compute both with the same --ngram-buckets"
+        )
+    if a.sum() <= 0 or b.sum() <= 0:
+        raise ProximityError("cannot compare an empty n-gram distribution (no n-grams counted)")
+    if not 0 < smoothing < 1:
+        raise ProximityError(f"n-gram smoothing must be in (0, 1), got {smoothing}")
+    uniform = smoothing / a.size
+    p = (1 - smoothing) * a / a.sum() + uniform
+    q = (1 - smoothing) * b / b.sum() + uniform
+    return float(np.exp(-rel_entr(q, p).sum()))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named metric, the vector it reads, and its formula for `--help` and reports."""
+
+    name: str
+    function: Callable[[np.ndarray, np.ndarray], float]
+    uses: Literal["unigram", "ngram"]
+    symmetric: bool
+    formula: str
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "paper",
+            paper_similarity,
+            "unigram",
+            True,
+            "0.4·cosine + 0.3·Jaccard + 0.3/(1+JSD) on the union of each side's top-50k "
+            "token vocabulary (Liu et al. 2025)",
+        ),
+        Metric("cosine", cosine_similarity, "unigram", True, "p·q/(|p||q|) of unigram frequencies"),
+        Metric(
+            "jaccard",
+            jaccard_similarity,
+            "unigram",
+            True,
+            "|K_a∩K_b|/|K_a∪K_b| of the top-50k vocabularies (grows with tokens seen)",
+        ),
+        Metric(
+            "js", js_similarity, "unigram", True, "1/(1+JSD), Jensen-Shannon divergence in nats"
+        ),
+        Metric(
+            "ngram_kl",
+            ngram_kl_similarity,
+            "ngram",
+            False,
+            "exp(−KL(target‖a)) of hashed bigram distributions, each smoothed as "
+            "0.99·P + 0.01·uniform (DSIR-style; asymmetric, b is the target)",
+        ),
+    )
+}
+
+
+def get_metric(name: str) -> Metric:
+    """Look a metric up by name; an unknown name is a user error that lists the choices."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ProximityError(
+            f"unknown metric {name!r}; choose one of: {', '.join(METRICS)} (--metric)"
+        ) from None
+
+
+def metrics_help() -> str:
+    """One line per metric with its formula, for the CLI's `--metric` help."""
+    return "; ".join(f"{m.name}: {m.formula}" for m in METRICS.values())

@@ -1,0 +1,377 @@
+"""Token statistics of a dataset: unigram counts, optional hashed n-grams, per-document counts.
+
+Plain data and pure functions (the scikit-learn lesson): `count_texts` turns texts into a
+`TokenStats`, `compute_stats` does the same for a dataset spec through the on-disk cache, and
+`Profile` is the normalised form every metric reads, so that a mixture of datasets is the
+exact weighted mixture of its parts' normalised counts rather than a resampled stream.
+
+Memory stays O(vocabulary): texts are encoded in batches with `Tokenizer.encode_batch_fast`
+(all cores, no offsets), each batch is folded into the counts with `np.bincount` and
+dropped. Only a bootstrap needs more: then the per-document counts are kept as a sparse
+docs × vocabulary matrix, so a resample is `weights @ matrix` with no re-tokenising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from scipy import sparse
+from tokenizers import Tokenizer
+
+from proximity.cache import cache_key, load_entry, save_entry
+from proximity.data import describe_source, load_texts
+from proximity.errors import ProximityError
+from proximity.registry import Registry
+from proximity.specs import DatasetSpec, MixtureSpec, parse_spec
+from proximity.tokenizer import tokenizer_fingerprint
+
+PAPER_N_DOCS = 1000
+PAPER_MAX_CHARS = 10_000
+PAPER_MAX_TOKENS = 512
+DEFAULT_BATCH_SIZE = 256
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier (2^64 / golden ratio)
+
+
+@dataclass(frozen=True)
+class StatsOptions:
+    """How a dataset is sampled and counted; the paper's protocol is the default."""
+
+    n_docs: int | None = PAPER_N_DOCS
+    """Documents to read (None: all, or as many as `token_budget` needs)."""
+    sample: Literal["first", "random"] = "first"
+    """Take the first `n_docs` documents or a seeded random sample."""
+    seed: int = 0
+    """Seed of the random document sample."""
+    max_chars: int | None = PAPER_MAX_CHARS
+    """Cut each document to this many characters before tokenising."""
+    max_tokens: int | None = PAPER_MAX_TOKENS
+    """Keep each document's first this many tokens."""
+    token_budget: int | None = None
+    """Stop at exactly this many tokens in total (cutting the last document): equal budgets
+    make the vocabulary-Jaccard term comparable across datasets."""
+    ngram_order: int = 0
+    """Also count hashed n-grams of this order (0: off; 2: bigrams)."""
+    ngram_buckets: int = 2**20
+    """Number of hash buckets for n-grams (a power of two)."""
+    per_document: bool = False
+    """Keep sparse per-document counts (needed for a bootstrap)."""
+    batch_size: int = DEFAULT_BATCH_SIZE
+    """Documents per `encode_batch` call; does not change the result."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_docs", "max_chars", "max_tokens", "token_budget"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ProximityError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.sample not in ("first", "random"):
+            raise ProximityError(f"--sample must be 'first' or 'random', got {self.sample!r}")
+        if self.ngram_order < 0:
+            raise ProximityError(f"--ngram-order must be >= 0, got {self.ngram_order}")
+        buckets = self.ngram_buckets
+        if buckets < 2 or buckets & (buckets - 1):
+            raise ProximityError(f"--ngram-buckets must be a power of two, got {buckets}")
+        if self.batch_size <= 0:
+            raise ProximityError(f"batch size must be positive, got {self.batch_size}")
+
+    def key_fields(self) -> dict[str, Any]:
+        """The options that change the counts (the cache key); extras are left out."""
+        fields = asdict(self)
+        del fields["per_document"], fields["batch_size"]
+        if self.sample == "first":
+            del fields["seed"]  # the seed cannot change a "first N" sample
+        if not self.ngram_order:
+            del fields["ngram_buckets"]
+        return fields
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Counts of one dataset under one `StatsOptions`."""
+
+    counts: np.ndarray
+    """Unigram counts over the tokenizer's vocabulary (np.int64)."""
+    n_docs: int
+    n_tokens: int
+    ngram_counts: np.ndarray | None = None
+    """Hashed n-gram counts (np.int64, `ngram_buckets` long) when asked for."""
+    doc_counts: sparse.csr_matrix | None = None
+    """Per-document unigram counts (docs × vocabulary) when `per_document`."""
+    doc_ngram_counts: sparse.csr_matrix | None = None
+    """Per-document hashed n-gram counts when both `per_document` and n-grams are on."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Provenance: spec, source, tokenizer and option fields, cache key."""
+
+    def profile(self) -> Profile:
+        return Profile.from_counts(self.counts, self.ngram_counts, self.n_tokens, self.n_docs)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Normalised token (and n-gram) distributions: what the metrics compare."""
+
+    unigram: np.ndarray
+    ngram: np.ndarray | None
+    n_tokens: int
+    n_docs: int
+
+    @classmethod
+    def from_counts(
+        cls, counts: np.ndarray, ngram_counts: np.ndarray | None, n_tokens: int, n_docs: int
+    ) -> Profile:
+        return cls(_normalise(counts), _normalise(ngram_counts), n_tokens, n_docs)
+
+
+def _normalise(x: np.ndarray | None) -> np.ndarray | None:
+    if x is None:
+        return None
+    x = np.asarray(x, dtype=np.float64)
+    total = x.sum()
+    if total <= 0:
+        raise ProximityError("no tokens were counted: the dataset is empty after truncation")
+    return x / total
+
+
+def mix_profiles(parts: Iterable[tuple[Profile, float]]) -> Profile:
+    """Exact mixture Σ wᵢ·Pᵢ of normalised distributions (weights are renormalised to 1).
+
+    Token and document totals are summed: they report how much data stands behind the mix.
+    """
+    parts = list(parts)
+    if not parts:
+        raise ProximityError("a mixture needs at least one component")
+    weights = np.array([w for _, w in parts], dtype=np.float64)
+    if (weights <= 0).any():
+        raise ProximityError(f"mixture weights must be positive, got {weights.tolist()}")
+    weights /= weights.sum()
+    unigram = sum(w * p.unigram for (p, _), w in zip(parts, weights, strict=True))
+    has_ngrams = all(p.ngram is not None for p, _ in parts)
+    ngram = (
+        sum(w * p.ngram for (p, _), w in zip(parts, weights, strict=True)) if has_ngrams else None
+    )
+    return Profile(
+        unigram=unigram,
+        ngram=ngram,
+        n_tokens=sum(p.n_tokens for p, _ in parts),
+        n_docs=sum(p.n_docs for p, _ in parts),
+    )
+
+
+def hash_ngrams(ids: np.ndarray, doc_index: np.ndarray, order: int, n_buckets: int, vocab: int):
+    """Bucket of every n-gram that lies inside one document (`doc_index` per token).
+
+    The n-gram's ids are packed as a base-`vocab` number (wrapping in uint64 for long
+    n-grams) and scattered with Fibonacci hashing; returns (buckets, doc_index_of_ngram).
+    """
+    n = ids.size - order + 1
+    if n <= 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    inside = doc_index[:n] == doc_index[order - 1 :]
+    packed = ids[:n].astype(np.uint64)
+    for k in range(1, order):
+        packed = packed * np.uint64(vocab) + ids[k : k + n].astype(np.uint64)
+    shift = np.uint64(64 - int(n_buckets).bit_length() + 1)
+    buckets = ((packed * _GOLDEN) >> shift).astype(np.int64)
+    return buckets[inside], doc_index[:n][inside]
+
+
+def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(texts)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _encode(tokenizer: Tokenizer, batch: list[str]) -> list[list[int]]:
+    # encode_batch_fast skips character offsets we never read; same ids as encode_batch.
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    return [e.ids for e in encode(batch, add_special_tokens=False)]
+
+
+def count_texts(
+    texts: Iterable[str],
+    tokenizer: Tokenizer,
+    options: StatsOptions = StatsOptions(),
+    *,
+    on_docs: Callable[[int], None] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> TokenStats:
+    """Tokenise `texts` (already sampled and char-truncated) and count, batch by batch.
+
+    `options.max_tokens` and `options.token_budget` are applied here; `n_docs`, `sample` and
+    `max_chars` are the reader's job. `on_docs(k)` reports progress after each batch.
+    """
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+    counts = np.zeros(vocab, dtype=np.int64)
+    ngrams = np.zeros(options.ngram_buckets, dtype=np.int64) if options.ngram_order else None
+    doc_blocks: list[sparse.csr_matrix] = []
+    ngram_blocks: list[sparse.csr_matrix] = []
+    n_docs = n_tokens = 0
+    budget = options.token_budget
+
+    for batch in _batches(texts, options.batch_size):
+        ids_per_doc = _encode(tokenizer, batch)
+        if options.max_tokens is not None:
+            ids_per_doc = [ids[: options.max_tokens] for ids in ids_per_doc]
+        lengths = np.fromiter(map(len, ids_per_doc), dtype=np.int64, count=len(ids_per_doc))
+        if budget is not None:
+            lengths = _cut_to_budget(lengths, budget - n_tokens)
+            ids_per_doc = [ids[:n] for ids, n in zip(ids_per_doc, lengths, strict=False)]
+        ids = np.fromiter(
+            chain.from_iterable(ids_per_doc), dtype=np.int64, count=int(lengths.sum())
+        )
+        counts += np.bincount(ids, minlength=vocab)
+        doc_index = np.repeat(np.arange(lengths.size), lengths)
+        if ngrams is not None:
+            buckets, ngram_docs = hash_ngrams(
+                ids, doc_index, options.ngram_order, options.ngram_buckets, vocab
+            )
+            ngrams += np.bincount(buckets, minlength=options.ngram_buckets)
+        if options.per_document:
+            doc_blocks.append(_doc_matrix(doc_index, ids, lengths.size, vocab))
+            if ngrams is not None:
+                ngram_blocks.append(
+                    _doc_matrix(ngram_docs, buckets, lengths.size, options.ngram_buckets)
+                )
+        n_docs += lengths.size
+        n_tokens += int(lengths.sum())
+        if on_docs is not None:
+            on_docs(len(batch))
+        if budget is not None and n_tokens >= budget:
+            break
+
+    if n_tokens == 0:
+        raise ProximityError("no tokens were counted: the dataset is empty (check the spec)")
+    if budget is not None and n_tokens < budget:
+        raise ProximityError(
+            f"only {n_tokens} tokens available under these options, fewer than the equal-token "
+            f"budget {budget}: lower --equal-tokens or raise --n-docs"
+        )
+    return TokenStats(
+        counts=counts,
+        n_docs=n_docs,
+        n_tokens=n_tokens,
+        ngram_counts=ngrams,
+        doc_counts=sparse.vstack(doc_blocks, format="csr") if doc_blocks else None,
+        doc_ngram_counts=sparse.vstack(ngram_blocks, format="csr") if ngram_blocks else None,
+        metadata=dict(metadata or {}),
+    )
+
+
+def _cut_to_budget(lengths: np.ndarray, remaining: int) -> np.ndarray:
+    """Keep whole documents until `remaining` tokens, cut the next one, drop the rest."""
+    ends = np.cumsum(lengths)
+    if ends.size == 0 or ends[-1] <= remaining:
+        return lengths
+    last = int(np.searchsorted(ends, remaining))  # first document that reaches the budget
+    kept = lengths[: last + 1].copy()
+    kept[last] -= int(ends[last] - remaining)
+    return kept
+
+
+def _doc_matrix(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int):
+    data = np.ones(rows.size, dtype=np.int64)
+    # COO -> CSR sums the duplicate (document, token) entries into counts.
+    return sparse.csr_matrix((data, (rows, cols)), shape=(n_rows, n_cols), dtype=np.int64)
+
+
+def stats_to_arrays(stats: TokenStats) -> dict[str, np.ndarray]:
+    """Flatten `stats` into named arrays (sparse matrices as CSR parts) for the cache."""
+    arrays: dict[str, np.ndarray] = {
+        "counts": stats.counts,
+        "n_docs": np.asarray(stats.n_docs),
+        "n_tokens": np.asarray(stats.n_tokens),
+    }
+    if stats.ngram_counts is not None:
+        arrays["ngram_counts"] = stats.ngram_counts
+    for name, matrix in (("doc", stats.doc_counts), ("doc_ngram", stats.doc_ngram_counts)):
+        if matrix is not None:
+            arrays[f"{name}_data"] = matrix.data
+            arrays[f"{name}_indices"] = matrix.indices
+            arrays[f"{name}_indptr"] = matrix.indptr
+            arrays[f"{name}_shape"] = np.asarray(matrix.shape)
+    return arrays
+
+
+def stats_from_arrays(arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> TokenStats:
+    """Inverse of `stats_to_arrays`."""
+
+    def csr(name: str) -> sparse.csr_matrix | None:
+        if f"{name}_data" not in arrays:
+            return None
+        parts = (arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"])
+        return sparse.csr_matrix(parts, shape=tuple(int(n) for n in arrays[f"{name}_shape"]))
+
+    return TokenStats(
+        counts=arrays["counts"],
+        n_docs=int(arrays["n_docs"]),
+        n_tokens=int(arrays["n_tokens"]),
+        ngram_counts=arrays.get("ngram_counts"),
+        doc_counts=csr("doc"),
+        doc_ngram_counts=csr("doc_ngram"),
+        metadata=metadata,
+    )
+
+
+def _satisfies(stats: TokenStats, options: StatsOptions) -> bool:
+    """A cached entry serves a request when it holds every extra the request needs."""
+    if not options.per_document:
+        return True
+    if stats.doc_counts is None:
+        return False
+    return not options.ngram_order or stats.doc_ngram_counts is not None
+
+
+def compute_stats(
+    spec: str | DatasetSpec,
+    tokenizer: Tokenizer,
+    options: StatsOptions = StatsOptions(),
+    *,
+    data_dir: str | Path | None = None,
+    registry: Registry | None = None,
+    on_docs: Callable[[int], None] | None = None,
+    use_cache: bool = True,
+) -> TokenStats:
+    """Statistics of one dataset (not a mixture: mix `Profile`s instead), through the cache.
+
+    A cache hit never reads or tokenises the data; `metadata["cache_hit"]` says which it was.
+    """
+    parsed = parse_spec(spec)
+    if isinstance(parsed, MixtureSpec):
+        raise ProximityError(
+            f"{parsed}: statistics are per dataset; mix the parts' profiles (mix_profiles)"
+        )
+    source = describe_source(parsed, data_dir, registry)
+    fields = options.key_fields()
+    key = cache_key(
+        parsed.canonical(), source.fingerprint, tokenizer_fingerprint(tokenizer), fields
+    )
+    if use_cache and (entry := load_entry(key)) is not None:
+        cached = stats_from_arrays(*entry)
+        if _satisfies(cached, options):
+            cached.metadata["cache_hit"] = True
+            return cached
+    texts = load_texts(
+        parsed,
+        n_docs=options.n_docs,
+        sample=options.sample,
+        seed=options.seed,
+        max_chars=options.max_chars,
+        data_dir=data_dir,
+        registry=registry,
+    )
+    metadata = {
+        "spec": parsed.canonical(),
+        "source": asdict(source),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "options": fields,
+    }
+    stats = count_texts(texts, tokenizer, options, on_docs=on_docs, metadata=metadata)
+    if use_cache:
+        save_entry(key, stats_to_arrays(stats), stats.metadata)
+    stats.metadata["cache_hit"] = False
+    return stats
