@@ -28,7 +28,13 @@ err_console = Console(stderr=True)
 def _register_plugins() -> None:
     """Add the sub-apps that other installed packages declare."""
     for entry in entry_points(group="proximity.commands"):
-        sub_app = entry.load()
+        try:
+            sub_app = entry.load()
+        except ImportError as error:
+            # A broken optional part (e.g. training without torch) must not take down
+            # `proximity similarity`; say what is missing instead.
+            err_console.print(f"[yellow]warning:[/] `proximity {entry.name}` unavailable: {error}")
+            continue
         app.add_typer(sub_app, name=entry.name)
 
 
