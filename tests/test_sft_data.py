@@ -1,0 +1,126 @@
+"""SFT examples: prompt masking, truncation, the loss convention and deterministic batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from proximity.data import load_examples
+from proximity.tokenizer import load_tokenizer
+from training.sft_data import IGNORE_INDEX, build_sft_data
+from training.tokenized import validation_mask
+
+N_DOCS = 200
+
+
+@pytest.fixture(scope="module")
+def pythia(pythia_tokenizer_path: Path):
+    return load_tokenizer(str(pythia_tokenizer_path))
+
+
+@pytest.fixture(scope="module")
+def gsm8k_train_prompts(pythia, shared_data) -> list[list[int]]:
+    """Prompt ids of the GSM8K examples that land in the train split (seed 0, 10% held out)."""
+    examples = list(load_examples("gsm8k", n_docs=N_DOCS, data_dir=shared_data))
+    held_out = validation_mask(len(examples), 0.1, 0, min_count=1)
+    prompts = [e.prompt for e, v in zip(examples, held_out, strict=True) if not v]
+    return [e.ids for e in pythia.encode_batch(prompts, add_special_tokens=False)]
+
+
+def test_gsm8k_prompt_tokens_carry_label_minus_100(pythia, shared_data, gsm8k_train_prompts):
+    train, _ = build_sft_data(
+        "gsm8k", pythia, seq_len=512, mask_prompt=True, data_dir=shared_data, n_docs=N_DOCS
+    )
+    assert len(train) == len(gsm8k_train_prompts)  # nothing dropped at this length
+    for row, prompt in enumerate(gsm8k_train_prompts):
+        labels, ids = train.labels[row], train.input_ids[row]
+        assert np.array_equal(ids[: len(prompt)], prompt)
+        assert (labels[: len(prompt)] == IGNORE_INDEX).all()
+        trained = labels != IGNORE_INDEX
+        assert np.array_equal(labels[trained], ids[trained])
+    answer = pythia.decode(
+        train.labels[0][train.labels[0] != IGNORE_INDEX].tolist(), skip_special_tokens=False
+    )
+    assert "####" in answer and "Question" not in answer and answer.endswith("<|endoftext|>")
+
+
+def test_without_masking_prompt_tokens_carry_loss(pythia, shared_data, gsm8k_train_prompts):
+    train, _ = build_sft_data(
+        "gsm8k", pythia, seq_len=512, mask_prompt=False, data_dir=shared_data, n_docs=N_DOCS
+    )
+    for row, prompt in enumerate(gsm8k_train_prompts[:50]):
+        assert np.array_equal(train.labels[row][: len(prompt)], prompt)
+    real = train.labels != IGNORE_INDEX
+    assert np.array_equal(train.labels[real], train.input_ids[real])
+    assert (train.input_ids[~real] == pythia.token_to_id("<|padding|>")).all()
+
+
+def test_hugging_face_loss_is_the_shifted_masked_cross_entropy(pythia, shared_data):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    train, _ = build_sft_data(
+        "gsm8k", pythia, seq_len=128, mask_prompt=True, data_dir=shared_data, n_docs=20
+    )
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(
+        vocab_size=pythia.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    model = GPTNeoXForCausalLM(config).eval()
+    input_ids, labels = next(train.batches(4, epoch=0, seed=0))
+    with torch.no_grad():
+        output = model(input_ids=input_ids, labels=labels)
+    logits = output.logits[:, :-1].flatten(0, 1)
+    manual = torch.nn.functional.cross_entropy(
+        logits, labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+    )
+    assert torch.allclose(output.loss, manual)
+    n_trained = int((labels[:, 1:] != IGNORE_INDEX).sum())
+    assert 0 < n_trained < int((input_ids != pythia.token_to_id("<|padding|>")).sum())
+
+
+def test_long_examples_lose_the_response_end_and_prompt_only_ones_are_dropped(pythia, shared_data):
+    seq_len = 48
+    train, val = build_sft_data(
+        "gsm8k", pythia, seq_len=seq_len, mask_prompt=True, data_dir=shared_data, n_docs=N_DOCS
+    )
+    examples = list(load_examples("gsm8k", n_docs=N_DOCS, data_dir=shared_data))
+    prompt_lengths = [
+        len(e.ids)
+        for e in pythia.encode_batch([x.prompt for x in examples], add_special_tokens=False)
+    ]
+    too_long = sum(n >= seq_len for n in prompt_lengths)
+    assert too_long > 0 and train.n_dropped + val.n_dropped == too_long
+    assert len(train) + len(val) == N_DOCS - too_long
+    assert train.n_truncated > 0
+    full = train.labels[:, -1] != IGNORE_INDEX  # truncated rows reach the last position
+    assert full.sum() == train.n_truncated
+    assert (train.input_ids[full, -1] != pythia.token_to_id("<|endoftext|>")).any()
+    assert ((train.labels != IGNORE_INDEX).sum(axis=1) > 0).all()  # each row trains on some
+
+
+def test_batches_are_deterministic_per_seed_and_epoch(pythia, shared_data):
+    train, val = build_sft_data(
+        "gsm8k", pythia, seq_len=256, mask_prompt=True, data_dir=shared_data, n_docs=N_DOCS
+    )
+
+    def order(epoch: int, seed: int) -> list[int]:
+        rows = torch.cat([x for x, _ in train.batches(16, epoch=epoch, seed=seed)])
+        keys = {tuple(r.tolist()): i for i, r in enumerate(train.input_ids)}
+        return [keys[tuple(r.tolist())] for r in rows]
+
+    assert order(0, 0) == order(0, 0)
+    assert sorted(order(0, 0)) == list(range(len(train)))  # each example once per epoch
+    assert order(0, 0) != order(1, 0) and order(0, 0) != order(0, 1)
+    unshuffled = torch.cat([x for x, _ in train.batches(16, epoch=3, seed=9, shuffle=False)])
+    assert torch.equal(unshuffled, torch.from_numpy(train.input_ids))
+    assert not {tuple(r) for r in train.input_ids.tolist()} & {
+        tuple(r) for r in val.input_ids.tolist()
+    }
