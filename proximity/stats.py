@@ -369,6 +369,7 @@ def compute_stats(
         "source": asdict(source),
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "options": fields,
+        "key": key,
     }
     stats = count_texts(texts, tokenizer, options, on_docs=on_docs, metadata=metadata)
     if use_cache:
