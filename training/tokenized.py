@@ -279,7 +279,9 @@ def _write_splits(
         _resplit(tmp, dtype, np.frombuffer(in_val, np.int8).astype(bool), starts, lengths, mask)
     for split, path in tmp.items():
         os.replace(path, directory / f"{split}.bin")
-    np.save(directory / "val_docs.npy", np.flatnonzero(mask))
+    held_out_path = directory / f"val_docs{tag}.npy"
+    np.save(held_out_path, np.flatnonzero(mask))
+    os.replace(held_out_path, directory / "val_docs.npy")
     doc_lengths = np.frombuffer(lengths, dtype=np.int64)
     return {
         "n_docs": n,
