@@ -1,0 +1,319 @@
+"""The training loop: one visible loop for pretraining, midtraining and SFT of GPT-NeoX models.
+
+Everything a phase changes (its data and where it starts) lives in training/phases.py; this file
+is the loop itself, in the spirit of nanoGPT's train.py.
+
+Launch commands (the YAML files are in configs/; `--set key=value` overrides any field):
+
+    # CPU, micro scale
+    proximity train pretrain --config configs/micro-pretrain.yaml
+    proximity train midtrain --config configs/micro-midtrain.yaml
+    proximity train sft      --config configs/micro-sft.yaml
+    # continue a run that was stopped or killed, exactly where its last checkpoint left it
+    proximity train pretrain --config configs/micro-pretrain.yaml --resume
+
+    # one GPU (bf16 autocast, fused AdamW and SDPA attention are automatic on CUDA)
+    proximity train pretrain --config configs/pythia-70m-pretrain.yaml --set system.compile=true
+
+    # 8 GPUs on one node (DDP; train.batch_size is the global batch)
+    torchrun --standalone --nproc_per_node=8 -m training.cli pretrain \\
+        --config configs/pythia-70m-pretrain.yaml
+    # 2 nodes x 8 GPUs: run on each node, node_rank 0 and 1
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --rdzv_backend=c10d \\
+        --rdzv_endpoint=HOST:29500 -m training.cli pretrain \\
+        --config configs/pythia-160m-pretrain.yaml
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from proximity.errors import ProximityError
+from training import distributed, phases
+from training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from training.config import RunConfig
+from training.evaluate import MetricsLog, evaluate, lm_loss
+from training.presets import flops_per_token
+
+# Dense bf16 peak FLOP/s per GPU, for model FLOPs utilisation (MFU).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    step: int  # the global step reached
+    total_steps: int
+    train_loss: float  # the last step's training loss
+    eval_losses: dict[str, float] = field(default_factory=dict)
+    last_checkpoint: Path | None = None
+    finished: bool = False  # False when max_steps_this_run stopped it early
+
+
+def configure_optimizer(
+    model: torch.nn.Module, cfg: RunConfig, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (as in nanoGPT and Pythia), fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.optim.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups,
+        lr=cfg.optim.lr,
+        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps,
+        fused=device.type == "cuda",
+    )
+
+
+def autocast_context(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    use_bf16 = cfg.system.dtype == "bf16" or (cfg.system.dtype == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def _params_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _set_up_torch(cfg: RunConfig) -> None:
+    if cfg.system.threads:
+        torch.set_num_threads(cfg.system.threads)
+    if cfg.system.deterministic:
+        torch.use_deterministic_algorithms(True)
+    # TF32 matmuls on Ampere+ for the fp32 parts; no effect on CPU.
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def train(cfg: RunConfig, *, resume: bool = False) -> RunResult:
+    """Run (or resume) one phase as `cfg` describes; returns where it ended."""
+    info = distributed.setup(cfg.system.device)
+    try:
+        return _train(cfg, info, resume)
+    finally:
+        distributed.cleanup(info)
+
+
+def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResult:
+    from proximity.tokenizer import load_tokenizer
+
+    _set_up_torch(cfg)
+    device, main = info.device, info.is_main
+    out_dir = Path(cfg.out_dir)
+    ckpt_root = out_dir / "checkpoints"
+    say = print if main else (lambda *a, **k: None)
+
+    # ---- data (rank 0 tokenises first; the others then find it in the cache) ------------------
+    tokenizer = load_tokenizer(cfg.data.tokenizer, data_dir=cfg.data.data_dir)
+    if not main:
+        distributed.barrier(info)
+    prepare = phases.sft_data if cfg.phase == "sft" else phases.pretraining_data
+    data = prepare(cfg, tokenizer, info, progress=cfg.system.progress and main)
+    if main:
+        distributed.barrier(info)
+    say(f"[{cfg.phase}] data: {data.description}; vocabulary {phases.describe_vocab(tokenizer)}")
+
+    # ---- model, optimizer, schedule: fresh, from init_from, or resumed --------------------------
+    existing = latest_checkpoint(ckpt_root)
+    if resume and existing is not None:
+        start = phases.resume_start(cfg, load_checkpoint(existing))
+    else:
+        if not resume and existing is not None:
+            raise ProximityError(
+                f"{out_dir} already has checkpoints; pass --resume to continue it, or --out "
+                f"elsewhere"
+            )
+        start = phases.initial_start(cfg, tokenizer)
+    model = start.model
+    phases.check_vocab(model, tokenizer, cfg.model.init_from or cfg.model.preset)
+    model.to(device)
+    model.train()
+    total_steps = phases.total_steps(cfg, data, start)
+    schedule = start.schedule or phases.new_schedule(cfg, total_steps)
+    optimizer = configure_optimizer(model, cfg, device)
+    if start.optimizer_state is not None:
+        optimizer.load_state_dict(start.optimizer_state)
+        for group in optimizer.param_groups:  # a GPU checkpoint may say fused=True
+            group["fused"], group["foreach"] = device.type == "cuda", None
+    if start.rng is not None:
+        restore_rng(start.rng)
+    raw_model = model  # what we save and evaluate: never the compiled or DDP wrapper
+    if cfg.system.compile:
+        model = torch.compile(model)
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    autocast = autocast_context(cfg, device)
+    say(f"[{cfg.phase}] {start.description}; steps {start.step} -> {total_steps}")
+
+    # ---- batch geometry: global batch = world size x accumulation x micro-batch --------------
+    local_batch = phases.local_batch_size(cfg, info)
+    micro = cfg.train.micro_batch_size or local_batch
+    if local_batch % micro:
+        raise ProximityError(
+            f"train.micro_batch_size={micro} must divide the per-process batch {local_batch} "
+            f"(train.batch_size / processes)"
+        )
+    accumulation = local_batch // micro
+    seq_len = cfg.model.seq_len
+    tokens_per_step = cfg.train.batch_size * seq_len
+    flops_per_step = flops_per_token(raw_model.config, seq_len) * tokens_per_step
+    peak = peak_flops(device)
+
+    # ---- bookkeeping -----------------------------------------------------------------------
+    metrics = MetricsLog(out_dir / "metrics.jsonl", enabled=main)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(out_dir / "config.yaml")
+        metrics.truncate_after(cfg.phase, start.step)
+    step, tokens = start.step, start.tokens
+    stop_step = total_steps
+    if cfg.train.max_steps_this_run is not None:
+        stop_step = min(total_steps, step + cfg.train.max_steps_this_run)
+    keep_steps = set(cfg.checkpoint.steps)
+    last_checkpoint = existing if resume else None
+    eval_losses: dict[str, float] = {}
+    loss_value = math.nan
+
+    def run_eval() -> None:
+        eval_losses.update(evaluate(raw_model, data.eval_sets, device=device, autocast=autocast))
+        for name, value in eval_losses.items():
+            metrics.write(
+                phase=cfg.phase, step=step, tokens=tokens, split="val", dataset=name,
+                loss=value, lr=schedule.lr(min(step, total_steps - 1)),
+            )  # fmt: skip
+
+    def checkpoint() -> None:
+        nonlocal last_checkpoint
+        if main:
+            if not _params_finite(raw_model):
+                raise ProximityError(
+                    f"weights became non-finite at step {step}; stopped without saving. Last good "
+                    f"checkpoint: {last_checkpoint}. Lower optim.lr or raise optim.warmup_steps"
+                )
+            last_checkpoint = save_checkpoint(
+                ckpt_root,
+                step,
+                model=raw_model,
+                optimizer=optimizer,
+                state=phases.checkpoint_state(cfg, schedule, tokens),
+                config_yaml=cfg.to_yaml(),
+                tokenizer=tokenizer,
+                keep_last=cfg.checkpoint.keep_last,
+                protected_steps=keep_steps,
+            )
+        distributed.barrier(info)
+
+    if not resume and step == start.step and cfg.eval.every:
+        run_eval()  # where the phase starts from: the reference for forgetting and gains
+    if not resume and step in keep_steps:
+        checkpoint()
+
+    progress = tqdm(
+        total=total_steps, initial=step, unit="step", dynamic_ncols=True,
+        disable=not (cfg.system.progress and main), desc=cfg.phase,
+    )  # fmt: skip
+    window_start, window_tokens = time.perf_counter(), 0
+
+    # ---- the loop ------------------------------------------------------------------------------
+    while step < stop_step:
+        lr = schedule.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        inputs, targets = data.batch(step)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(accumulation):
+            rows = slice(i * micro, (i + 1) * micro)
+            x = inputs[rows].to(device, non_blocking=True)
+            y = targets[rows].to(device, non_blocking=True)
+            # DDP would all-reduce gradients after every backward; only the last one needs it.
+            sync = not info.enabled or i == accumulation - 1
+            with contextlib.nullcontext() if sync else model.no_sync(), autocast:
+                loss = lm_loss(model, x, y) / accumulation
+            loss.backward()
+            loss_sum += loss.detach()
+
+        # Checked before the update, so the weights in memory were never touched by a bad step.
+        loss_value = float(distributed.all_reduce_mean(loss_sum, info))
+        if not math.isfinite(loss_value):
+            progress.close()
+            raise ProximityError(
+                f"loss is {loss_value} at step {step + 1}: stopped. Last good checkpoint: "
+                f"{last_checkpoint or 'none'}. Lower optim.lr or raise optim.warmup_steps, then "
+                f"--resume"
+            )
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens += tokens_per_step
+        window_tokens += tokens_per_step
+        progress.update(1)
+
+        if step % cfg.train.log_every == 0 or step == stop_step:
+            elapsed = time.perf_counter() - window_start
+            tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
+            record = dict(
+                phase=cfg.phase, step=step, tokens=tokens, split="train", dataset=cfg.data.train,
+                loss=loss_value, lr=lr, tokens_per_s=round(tokens_per_s, 1),
+            )  # fmt: skip
+            if peak:
+                record["mfu"] = round(flops_per_step / tokens_per_step * tokens_per_s / peak, 4)
+            metrics.write(**record)
+            progress.set_postfix(
+                loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}", lr=f"{lr:.2e}"
+            )
+            window_start, window_tokens = time.perf_counter(), 0
+
+        if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps:
+            run_eval()
+        every = cfg.checkpoint.every
+        if step in keep_steps or (every and step % every == 0) or step == stop_step:
+            checkpoint()
+            window_start = time.perf_counter()  # saving is not training time
+
+    progress.close()
+    finished = step >= total_steps
+    if finished:
+        run_eval()
+        say(
+            f"[{cfg.phase}] done at step {step}: "
+            + ", ".join(f"{name} val loss {value:.4f}" for name, value in eval_losses.items())
+        )
+    else:
+        say(f"[{cfg.phase}] stopped at step {step}/{total_steps}; continue with --resume")
+    return RunResult(
+        out_dir=out_dir,
+        step=step,
+        total_steps=total_steps,
+        train_loss=loss_value,
+        eval_losses=dict(eval_losses),
+        last_checkpoint=last_checkpoint,
+        finished=finished,
+    )
