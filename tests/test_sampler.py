@@ -42,8 +42,7 @@ def test_windows_share_one_token_and_cover_the_stream():
     assert np.array_equal(targets, np.arange(1, 101))
     with pytest.raises(IndexError):
         packed[10]
-    with pytest.raises(ProximityError, match="seq_len"):
-        PackedSequences(tokens[:5], 10)
+    assert len(PackedSequences(tokens[:10], 10)) == 0  # too short: zero windows, no error
 
 
 def test_realised_proportions_match_the_weights(sources):
@@ -113,6 +112,9 @@ def test_bad_weights_and_batch_sizes_name_the_problem(sources):
         MixtureSampler(sources, [1.0], seed=0)
     with pytest.raises(ProximityError, match="same seq_len"):
         MixtureSampler([sources[0], PackedSequences(sources[1].tokens, 16)], [0.5, 0.5], seed=0)
+    too_short = PackedSequences(np.arange(SEQ_LEN, dtype=np.uint16), SEQ_LEN)
+    with pytest.raises(ProximityError, match="n_docs"):
+        MixtureSampler([sources[0], too_short], [0.5, 0.5], seed=0)
     sampler = MixtureSampler(sources, [0.2, 0.4, 0.4], seed=0)
     with pytest.raises(ProximityError, match="divisible by world_size"):
         sampler.batch(0, 10, rank=0, world_size=4)

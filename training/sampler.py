@@ -32,7 +32,7 @@ class PackedSequences:
     Documents are packed across boundaries, separated by EOS (as `tokenize_dataset` writes them).
     Window i holds tokens[i * seq_len : i * seq_len + seq_len + 1]: consecutive windows share one
     token, so every token but the first is a target exactly once; the tail shorter than a
-    window is dropped.
+    window is dropped (fewer than seq_len + 1 tokens give zero windows; callers say what to raise).
     """
 
     def __init__(self, tokens: np.ndarray, seq_len: int) -> None:
@@ -40,16 +40,11 @@ class PackedSequences:
             raise ProximityError(f"seq_len {seq_len} must be at least 1")
         if tokens.ndim != 1:
             raise ProximityError(f"expected a 1-D token array, got shape {tokens.shape}")
-        if len(tokens) < seq_len + 1:
-            raise ProximityError(
-                f"only {len(tokens)} tokens, fewer than seq_len + 1 = {seq_len + 1}: "
-                "tokenise more documents (n_docs) or lower seq_len"
-            )
         self.tokens = tokens
         self.seq_len = seq_len
 
     def __len__(self) -> int:
-        return (len(self.tokens) - 1) // self.seq_len
+        return max(0, (len(self.tokens) - 1) // self.seq_len)
 
     def __getitem__(self, index: int) -> np.ndarray:
         if not -len(self) <= index < len(self):
@@ -79,6 +74,12 @@ class MixtureSampler:
             raise ProximityError(f"mixture weights {list(weights)} must be finite and >= 0")
         if abs(w.sum() - 1.0) > _WEIGHT_TOLERANCE:
             raise ProximityError(f"mixture weights {list(weights)} sum to {w.sum():g}, not 1")
+        empty = [k for k, source in enumerate(sources) if len(source) == 0 and w[k] > 0]
+        if empty:
+            raise ProximityError(
+                f"mixture sources {empty} have fewer than seq_len + 1 tokens: "
+                "tokenise more documents (n_docs) or lower seq_len"
+            )
         if seed < 0:
             raise ProximityError(f"seed {seed} must be >= 0")
         self.sources = list(sources)
