@@ -1,0 +1,134 @@
+"""Counting tokens: truncation, budgets, n-grams, per-document counts and exact mixtures."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from proximity.errors import ProximityError
+from proximity.similarity import candidate, profile_of
+from proximity.stats import StatsOptions, count_texts, mix_profiles
+
+
+@pytest.fixture(scope="module")
+def tokenizer(pythia_tokenizer_path: Path) -> Tokenizer:
+    return Tokenizer.from_file(str(pythia_tokenizer_path))
+
+
+@pytest.fixture(scope="module")
+def code_texts(shared_data: Path) -> list[str]:
+    with (shared_data / "python_stdlib_code.jsonl").open(encoding="utf-8") as handle:
+        return [json.loads(line)["content"][:4000] for line in islice(handle, 60)]
+
+
+@pytest.fixture(scope="module")
+def web_texts(shared_data: Path) -> list[str]:
+    with (shared_data / "c4_extra.jsonl").open(encoding="utf-8") as handle:
+        return [json.loads(line)["text"] for line in islice(handle, 80)]
+
+
+def _ids(texts: list[str], tokenizer: Tokenizer, max_tokens: int | None) -> list[list[int]]:
+    return [tokenizer.encode(t, add_special_tokens=False).ids[:max_tokens] for t in texts]
+
+
+def test_counts_equal_a_counter_over_each_documents_truncated_ids(
+    web_texts: list[str], tokenizer: Tokenizer
+) -> None:
+    stats = count_texts(web_texts, tokenizer, StatsOptions(max_tokens=64, batch_size=16))
+    expected = Counter(i for doc in _ids(web_texts, tokenizer, 64) for i in doc)
+    assert stats.counts.dtype == np.int64
+    assert stats.counts.size == tokenizer.get_vocab_size()
+    assert dict(Counter({i: int(c) for i, c in enumerate(stats.counts) if c})) == expected
+    assert stats.n_tokens == sum(expected.values()) and stats.n_docs == len(web_texts)
+
+
+def test_batch_size_does_not_change_the_counts(code_texts: list[str], tokenizer: Tokenizer) -> None:
+    options = StatsOptions(ngram_order=2, per_document=True)
+    one = count_texts(code_texts, tokenizer, StatsOptions(**{**options.__dict__, "batch_size": 7}))
+    two = count_texts(code_texts, tokenizer, options)
+    np.testing.assert_array_equal(one.counts, two.counts)
+    np.testing.assert_array_equal(one.ngram_counts, two.ngram_counts)
+    assert (one.doc_counts != two.doc_counts).nnz == 0
+
+
+def test_token_budget_stops_at_exactly_the_budget_cutting_the_last_document(
+    web_texts: list[str], tokenizer: Tokenizer
+) -> None:
+    budget = 5_003
+    stats = count_texts(web_texts, tokenizer, StatsOptions(token_budget=budget, batch_size=8))
+    stream = [i for doc in _ids(web_texts, tokenizer, 512) for i in doc][:budget]
+    assert stats.n_tokens == budget
+    np.testing.assert_array_equal(stats.counts, np.bincount(stream, minlength=stats.counts.size))
+
+
+def test_token_budget_beyond_the_data_is_a_user_error(
+    code_texts: list[str], tokenizer: Tokenizer
+) -> None:
+    with pytest.raises(ProximityError, match="lower --equal-tokens"):
+        count_texts(code_texts[:3], tokenizer, StatsOptions(token_budget=10**7))
+
+
+def test_ngrams_never_cross_document_boundaries(
+    code_texts: list[str], tokenizer: Tokenizer
+) -> None:
+    stats = count_texts(code_texts, tokenizer, StatsOptions(ngram_order=2, ngram_buckets=2**12))
+    lengths = [len(doc) for doc in _ids(code_texts, tokenizer, 512)]
+    assert stats.ngram_counts.sum() == sum(max(n - 1, 0) for n in lengths)
+    assert stats.ngram_counts.size == 2**12
+
+
+def test_per_document_counts_add_up_to_the_totals(
+    web_texts: list[str], tokenizer: Tokenizer
+) -> None:
+    stats = count_texts(web_texts, tokenizer, StatsOptions(per_document=True, ngram_order=2))
+    assert stats.doc_counts.shape == (len(web_texts), stats.counts.size)
+    np.testing.assert_array_equal(np.asarray(stats.doc_counts.sum(axis=0)).ravel(), stats.counts)
+    np.testing.assert_array_equal(
+        np.asarray(stats.doc_ngram_counts.sum(axis=0)).ravel(), stats.ngram_counts
+    )
+
+
+def test_mixture_of_normalised_counts_equals_counting_an_exactly_scaled_stream(
+    web_texts: list[str], code_texts: list[str], tokenizer: Tokenizer
+) -> None:
+    web = count_texts(web_texts, tokenizer, StatsOptions(ngram_order=2))
+    code = count_texts(code_texts, tokenizer, StatsOptions(ngram_order=2))
+    n_web, n_code = web.n_tokens, code.n_tokens
+    # A stream holding the web tokens n_code times and the code tokens 3·n_web times is
+    # exactly 1/4 web and 3/4 code by tokens; its counts are integers we can write down.
+    stream_counts = n_code * web.counts + 3 * n_web * code.counts
+    mixed = mix_profiles([(web.profile(), 0.25), (code.profile(), 0.75)])
+    np.testing.assert_allclose(mixed.unigram, stream_counts / stream_counts.sum(), rtol=1e-12)
+    # n-gram totals are not proportional to token totals, so scale by the n-gram totals.
+    n_web_ng, n_code_ng = web.ngram_counts.sum(), code.ngram_counts.sum()
+    stream_ngrams = n_code_ng * web.ngram_counts + 3 * n_web_ng * code.ngram_counts
+    np.testing.assert_allclose(mixed.ngram, stream_ngrams / stream_ngrams.sum(), rtol=1e-12)
+    assert mixed.unigram.sum() == pytest.approx(1.0)
+
+
+def test_a_mixture_spec_uses_the_exact_mixture_of_its_parts(
+    web_texts: list[str], code_texts: list[str], tokenizer: Tokenizer
+) -> None:
+    stats = {
+        "c4": count_texts(web_texts, tokenizer).profile(),
+        "starcoder": count_texts(code_texts, tokenizer).profile(),
+    }
+    mixed = profile_of(candidate("c4:0.8+starcoder:0.2"), stats)
+    np.testing.assert_allclose(
+        mixed.unigram, 0.8 * stats["c4"].unigram + 0.2 * stats["starcoder"].unigram
+    )
+
+
+def test_bad_options_name_the_flag_to_change() -> None:
+    with pytest.raises(ProximityError, match="--ngram-buckets"):
+        StatsOptions(ngram_buckets=1000)
+    with pytest.raises(ProximityError, match="--n-docs"):
+        StatsOptions(n_docs=0)
+    with pytest.raises(ProximityError, match="--sample"):
+        StatsOptions(sample="all")  # type: ignore[arg-type]
