@@ -48,7 +48,7 @@ console = Console()
 MetricOpt = Annotated[str, typer.Option("--metric", "-m", help=f"Metric. {metrics_help()}.")]
 NDocsOpt = Annotated[
     int | None,
-    typer.Option(help="Documents per dataset [default: 1000, or as many as --equal-tokens needs]."),
+    typer.Option(help="Documents per dataset (default 1000, or as many as --equal-tokens needs)."),
 ]
 SampleOpt = Annotated[str, typer.Option(help="'first' N documents or a seeded 'random' sample.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for --sample random and the bootstrap.")]
@@ -228,7 +228,20 @@ def _fmt(value: float, low: float, high: float) -> str:
     return f"{value:.3f}"
 
 
-@app.command("similarity")
+SIMILARITY_HELP = (
+    "Similarity matrix between datasets (each tokenised once): table, CSV, JSON, heatmap.\n\n"
+    "Defaults follow the paper: 1,000 documents, 10,000 characters, 512 tokens, no special "
+    "tokens, Pythia tokenizer. Row a, column b holds metric(a, b); b is the reference for "
+    "the asymmetric ngram_kl."
+)
+ADVANTAGE_HELP = (
+    "Rank midtraining mixes by proximity advantage "
+    "PA = sim(mix, target) − sim(pretrain, target).\n\n"
+    "A mix is compared as the exact mixture of its parts' normalised token counts."
+)
+
+
+@app.command("similarity", help=SIMILARITY_HELP)
 def similarity_command(
     datasets: Annotated[
         list[str],
@@ -252,12 +265,7 @@ def similarity_command(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/similarity"),
     no_cache: NoCacheOpt = False,
 ) -> None:
-    """Similarity matrix between datasets (each tokenised once); table, CSV, JSON, heatmap.
-
-    Defaults follow the paper: 1,000 documents, 10,000 characters, 512 tokens, no special
-    tokens, Pythia tokenizer. Row a, column b holds metric(a, b) (b is the reference for the
-    asymmetric ngram_kl).
-    """
+    """`proximity similarity`: see SIMILARITY_HELP."""
     chosen = get_metric(metric)
     options = _options(
         chosen,
@@ -318,7 +326,7 @@ def similarity_command(
     _print_written(paths)
 
 
-@app.command("advantage")
+@app.command("advantage", help=ADVANTAGE_HELP)
 def advantage_command(
     pretrain: Annotated[str, typer.Option(help="Pretraining data (the baseline), e.g. c4.")],
     target: Annotated[str, typer.Option(help="Target (SFT) data, e.g. gsm8k.")],
@@ -347,10 +355,7 @@ def advantage_command(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/advantage"),
     no_cache: NoCacheOpt = False,
 ) -> None:
-    """Rank midtraining mixes by proximity advantage PA = sim(mix, target) − sim(pretrain, target).
-
-    Mixtures are compared as the exact mixture of their parts' normalised token counts.
-    """
+    """`proximity advantage`: see ADVANTAGE_HELP."""
     chosen = get_metric(metric)
     options = _options(
         chosen,

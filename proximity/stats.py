@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ PAPER_N_DOCS = 1000
 PAPER_MAX_CHARS = 10_000
 PAPER_MAX_TOKENS = 512
 DEFAULT_BATCH_SIZE = 256
+DEFAULT_BATCH_CHARS = 1_000_000  # bounds a batch's id lists to ~250k tokens (~10 MiB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier (2^64 / golden ratio)
 
 
@@ -61,7 +62,10 @@ class StatsOptions:
     per_document: bool = False
     """Keep sparse per-document counts (needed for a bootstrap)."""
     batch_size: int = DEFAULT_BATCH_SIZE
-    """Documents per `encode_batch` call; does not change the result."""
+    """Most documents per `encode_batch` call; does not change the result."""
+    batch_chars: int = DEFAULT_BATCH_CHARS
+    """Most characters per `encode_batch` call (long documents make smaller batches, so
+    memory stays bounded); does not change the result."""
 
     def __post_init__(self) -> None:
         for name in ("n_docs", "max_chars", "max_tokens", "token_budget"):
@@ -75,13 +79,13 @@ class StatsOptions:
         buckets = self.ngram_buckets
         if buckets < 2 or buckets & (buckets - 1):
             raise ProximityError(f"--ngram-buckets must be a power of two, got {buckets}")
-        if self.batch_size <= 0:
-            raise ProximityError(f"batch size must be positive, got {self.batch_size}")
+        if self.batch_size <= 0 or self.batch_chars <= 0:
+            raise ProximityError(f"batch limits must be positive, got {self.batch_size}")
 
     def key_fields(self) -> dict[str, Any]:
         """The options that change the counts (the cache key); extras are left out."""
         fields = asdict(self)
-        del fields["per_document"], fields["batch_size"]
+        del fields["per_document"], fields["batch_size"], fields["batch_chars"]
         if self.sample == "first":
             del fields["seed"]  # the seed cannot change a "first N" sample
         if not self.ngram_order:
@@ -180,9 +184,17 @@ def hash_ngrams(ids: np.ndarray, doc_index: np.ndarray, order: int, n_buckets: i
     return buckets[inside], doc_index[:n][inside]
 
 
-def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    it = iter(texts)
-    while batch := list(islice(it, size)):
+def _batches(texts: Iterable[str], max_docs: int, max_chars: int) -> Iterator[list[str]]:
+    """Groups of at most `max_docs` documents and (unless one is longer) `max_chars` chars."""
+    batch: list[str] = []
+    chars = 0
+    for text in texts:
+        if batch and (len(batch) >= max_docs or chars + len(text) > max_chars):
+            yield batch
+            batch, chars = [], 0
+        batch.append(text)
+        chars += len(text)
+    if batch:
         yield batch
 
 
@@ -213,7 +225,7 @@ def count_texts(
     n_docs = n_tokens = 0
     budget = options.token_budget
 
-    for batch in _batches(texts, options.batch_size):
+    for batch in _batches(texts, options.batch_size, options.batch_chars):
         ids_per_doc = _encode(tokenizer, batch)
         if options.max_tokens is not None:
             ids_per_doc = [ids[: options.max_tokens] for ids in ids_per_doc]

@@ -48,10 +48,13 @@ def test_counts_equal_a_counter_over_each_documents_truncated_ids(
     assert stats.n_tokens == sum(expected.values()) and stats.n_docs == len(web_texts)
 
 
-def test_batch_size_does_not_change_the_counts(code_texts: list[str], tokenizer: Tokenizer) -> None:
+def test_batching_does_not_change_the_counts(code_texts: list[str], tokenizer: Tokenizer) -> None:
     options = StatsOptions(ngram_order=2, per_document=True)
-    one = count_texts(code_texts, tokenizer, StatsOptions(**{**options.__dict__, "batch_size": 7}))
-    two = count_texts(code_texts, tokenizer, options)
+    small = StatsOptions(ngram_order=2, per_document=True, batch_size=7, batch_chars=9_000)
+    one, two = (
+        count_texts(code_texts, tokenizer, small),
+        count_texts(code_texts, tokenizer, options),
+    )
     np.testing.assert_array_equal(one.counts, two.counts)
     np.testing.assert_array_equal(one.ngram_counts, two.ngram_counts)
     assert (one.doc_counts != two.doc_counts).nnz == 0
