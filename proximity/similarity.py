@@ -207,6 +207,17 @@ class Bootstrap:
     level: float = 0.95
     method: CIMethod = "centered"
 
+    def __post_init__(self) -> None:
+        # Checked here too, so a bad flag fails even when no resampling is asked for.
+        if self.n_resamples < 0 or self.n_resamples == 1:
+            raise ProximityError(f"--bootstrap must be 0 or >= 2, got {self.n_resamples}")
+        if not 0 < self.level < 1:
+            raise ProximityError(f"--ci-level must be in (0, 1), got {self.level}")
+        if self.method not in ("centered", "percentile"):
+            raise ProximityError(
+                f"--ci-method must be 'centered' or 'percentile', got {self.method!r}"
+            )
+
 
 def similarity_matrix(
     candidates: Sequence[Candidate],

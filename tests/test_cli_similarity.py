@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,7 @@ def test_advantage_ranks_mixes_and_writes_outputs(shared_data: Path, tmp_path: P
         (["similarity", "c4", "--metric", "cosin"], "unknown metric 'cosin'"),
         (["advantage", "--pretrain", "c4", "--target", "gsm8k", "--mix", "math:1.2"], "--mix"),
         (["similarity", "c4", "gsm8k", "--ngram-buckets", "1000"], "--ngram-buckets"),
+        (["similarity", "c4", "gsm8k", "--ci-method", "bca"], "--ci-method"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(
@@ -102,8 +104,9 @@ def test_bad_input_is_one_line_and_exit_code_2(
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "COLUMNS": "250"},  # so a soft wrap cannot split the one line
     )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) <= 2  # one message, maybe soft-wrapped
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # nothing written on bad input
