@@ -80,7 +80,10 @@ def _align(a: np.ndarray, b: np.ndarray, top_k: int | None) -> _Aligned:
 
 
 def _cosine(al: _Aligned) -> float:
-    return float(al.p @ al.q / (np.linalg.norm(al.p) * np.linalg.norm(al.q)))
+    # Elementwise sums rather than BLAS dot: after tokenising, BLAS threads compete with the
+    # tokenizer's thread pool and a 50k-long dot product took ~7 ms instead of ~30 µs.
+    dot, norm_p, norm_q = (np.sum(x * y) for x, y in ((al.p, al.q), (al.p, al.p), (al.q, al.q)))
+    return float(dot / np.sqrt(norm_p * norm_q))
 
 
 def _jaccard(al: _Aligned) -> float:
