@@ -22,9 +22,11 @@ install: $(BIN)/.installed
 demo: install
 	PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/proximity similarity c4 starcoder math pycode gsm8k \
 		--n-docs 1000 --out $(OUT)/similarity
-	PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/proximity advantage --pretrain c4 --target gsm8k \
-		--target pycode --mix starcoder:0.2 --mix math:0.12 --mix alpaca:0.05 \
-		--n-docs 1000 --out $(OUT)/advantage
+	for target in gsm8k pycode; do \
+		PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/proximity advantage --pretrain c4 --target $$target \
+			--mix starcoder:0.2 --mix math:0.12 --mix alpaca:0.05 --mix c4:0.8+starcoder:0.1+math:0.1 \
+			--n-docs 1000 --out $(OUT)/advantage-$$target || exit 1; \
+	done
 
 test: install
 	$(BIN)/pytest -q
