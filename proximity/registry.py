@@ -8,6 +8,7 @@ files separated by the OS path separator) without touching code.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -119,11 +120,20 @@ def _read_registry_file(path: Path) -> dict[str, DatasetEntry]:
         raise ProximityError(
             f"registry file {path} not found (check --registry / $PROXIMITY_REGISTRY)"
         )
+    # Every command resolves several specs; parse each file once per version of it.
+    stat = path.stat()
+    return dict(_parse_registry_file(path.resolve(), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_registry_file(
+    path: Path, _mtime_ns: int, _size: int
+) -> tuple[tuple[str, DatasetEntry], ...]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ProximityError(f"registry file {path}: invalid TOML ({error})") from None
-    return {name: _entry_from_toml(name, table, path) for name, table in raw.items()}
+    return tuple((name, _entry_from_toml(name, table, path)) for name, table in raw.items())
 
 
 def _entry_from_toml(name: str, table: object, path: Path) -> DatasetEntry:
