@@ -60,26 +60,38 @@ def short_label(label: str, limit: int = MAX_LABEL) -> str:
 
 
 def save_heatmap(matrix: pd.DataFrame, path: str | Path, *, title: str, note: str = "") -> Path:
-    """Annotated heatmap of a square matrix (rows a, columns b), paper-ready."""
+    """Annotated heatmap of a square matrix (rows a, columns b), paper-ready.
+
+    The colour scale spans the off-diagonal values only: the diagonal is 1 by construction,
+    and letting it set the scale squeezes the comparisons that matter into a few shades.
+    Diagonal cells are left uncoloured and annotated in grey.
+    """
+    values = matrix.to_numpy(dtype=float)
     labels = [short_label(str(x)) for x in matrix.index]
     n = len(labels)
+    diagonal = np.eye(n, dtype=bool) if values.shape == (n, n) and n > 1 else None
+    scaled = values[~diagonal] if diagonal is not None else values.ravel()
     size = max(4.5, 0.9 * n + 2.5)
     sns.set_theme(style="white", context="paper", font_scale=1.15)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     sns.heatmap(
-        matrix.to_numpy(dtype=float),
+        values,
         ax=ax,
+        mask=diagonal,
         annot=n <= 15,
         fmt=".2f",
         cmap="rocket_r",
-        vmin=float(np.nanmin(matrix.to_numpy(dtype=float))),
-        vmax=1.0,
+        vmin=float(np.nanmin(scaled)),
+        vmax=float(np.nanmax(scaled)),
         square=True,
         linewidths=0.5,
         cbar_kws={"label": "similarity", "shrink": 0.8},
         xticklabels=labels,
         yticklabels=labels,
     )
+    if diagonal is not None and n <= 15:
+        for i in range(n):
+            ax.text(i + 0.5, i + 0.5, f"{values[i, i]:.2f}", ha="center", va="center", color="0.55")
     ax.set_xticklabels(ax.get_xticklabels(), rotation=35, ha="right")
     ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
     ax.set_title(title)
