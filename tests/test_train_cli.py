@@ -64,3 +64,26 @@ def test_keys_lists_every_field_with_its_default():
     assert result.exit_code == 0
     assert "optim.lr = 0.0006" in result.output
     assert "checkpoint.steps = []" in result.output
+
+
+def test_ddp_with_two_cpu_processes_matches_one_process(config_file, tmp_path):
+    """torchrun + gloo on CPU: the global batch is split over ranks and accumulation steps,
+    so the losses equal a single process's (up to float summation order)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed beside this Python")
+    common = ["pretrain", "--config", str(config_file), "--set", "train.steps=4"]
+    ddp = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "training.cli", *common,
+         "--out", str(tmp_path / "ddp"), "--set", "train.micro_batch_size=2"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert runner.invoke(train_app, [*common, "--out", str(tmp_path / "one")]).exit_code == 0
+
+    def losses(name):
+        lines = read_metrics(tmp_path / name / "metrics.jsonl")
+        return [m["loss"] for m in lines if m["split"] == "train"]
+
+    assert losses("ddp") == pytest.approx(losses("one"), rel=1e-5)
+    assert len(losses("ddp")) == 4

@@ -135,6 +135,11 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     if main:
         distributed.barrier(info)
     say(f"[{cfg.phase}] data: {data.description}; vocabulary {phases.describe_vocab(tokenizer)}")
+    if main:
+        for note in phases.substitute_notes(
+            [cfg.data.train, *cfg.eval.datasets], cfg.data.data_dir
+        ):
+            say(f"[{cfg.phase}] note: {note}")
 
     # ---- model, optimizer, schedule: fresh, from init_from, or resumed --------------------------
     existing = latest_checkpoint(ckpt_root)

@@ -95,6 +95,19 @@ def _tokenized(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: bool):
     )
 
 
+def substitute_notes(specs: list[str], data_dir: str | None) -> list[str]:
+    """Local stand-ins for hub datasets (e.g. stdlib code for StarCoder): say so, once each."""
+    from proximity.data import describe_source
+
+    notes = []
+    for spec in specs:
+        for part, _ in _components(spec):
+            info = describe_source(part, data_dir=data_dir)
+            if info.substitute:
+                notes.append(f"{part}: {info.substitute}")
+    return list(dict.fromkeys(notes))
+
+
 def _components(spec_text: str) -> list[tuple[str, float]]:
     from proximity.specs import MixtureSpec, parse_spec
 
@@ -245,6 +258,9 @@ def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: boo
 
 
 def _load_model(path: str | Path, revision: str | None = None) -> GPTNeoXForCausalLM:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # its per-load bar would clutter ours
     try:
         # fp32 master weights whatever the file holds (Pythia hub weights are fp16).
         return GPTNeoXForCausalLM.from_pretrained(
