@@ -214,12 +214,13 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
 
     def checkpoint() -> None:
         nonlocal last_checkpoint
+        # Every rank checks (the weights are identical), so all of them stop together.
+        if not _params_finite(raw_model):
+            raise ProximityError(
+                f"weights became non-finite at step {step}; stopped without saving. Last good "
+                f"checkpoint: {last_checkpoint}. Lower optim.lr or raise optim.warmup_steps"
+            )
         if main:
-            if not _params_finite(raw_model):
-                raise ProximityError(
-                    f"weights became non-finite at step {step}; stopped without saving. Last good "
-                    f"checkpoint: {last_checkpoint}. Lower optim.lr or raise optim.warmup_steps"
-                )
             last_checkpoint = save_checkpoint(
                 ckpt_root,
                 step,
