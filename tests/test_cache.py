@@ -121,3 +121,17 @@ def test_a_corrupt_entry_is_a_miss_and_gets_rewritten(
     np.testing.assert_array_equal(first.counts, second.counts)
     third = compute_stats(_spec(gsm_copy), tokenizer, StatsOptions(n_docs=30))
     assert third.metadata["cache_hit"]
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path: Path) -> None:
+    import os
+
+    from proximity.atomic import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        written = write_text_atomic(tmp_path / "result.json", "{}")
+    finally:
+        os.umask(old)
+    assert written.stat().st_mode & 0o777 == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
