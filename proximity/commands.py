@@ -91,8 +91,8 @@ RegistryOpt = Annotated[
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute, ignore the cache.")]
 
 
-def _options(
-    metric: Metric,
+def _protocol(
+    metric_name: str,
     n_docs: int | None,
     sample: str,
     seed: int,
@@ -102,14 +102,18 @@ def _options(
     ngram_order: int,
     ngram_buckets: int,
     bootstrap: int,
-) -> StatsOptions:
+    ci_level: float,
+    ci_method: str,
+) -> tuple[Metric, StatsOptions, Bootstrap]:
+    """The metric, the counting options and the bootstrap both commands share, validated."""
+    metric = get_metric(metric_name)
     if n_docs is None and equal_tokens is None:
         n_docs = 1000
     if metric.uses == "ngram" and not ngram_order:
         ngram_order = 2
     if bootstrap < 0:
         raise ProximityError(f"--bootstrap must be >= 0, got {bootstrap}")
-    return StatsOptions(
+    options = StatsOptions(
         n_docs=n_docs,
         sample=sample,  # type: ignore[arg-type]  # validated by StatsOptions
         seed=seed,
@@ -120,6 +124,8 @@ def _options(
         ngram_buckets=ngram_buckets,
         per_document=bootstrap > 0,
     )
+    boot = Bootstrap(bootstrap, seed, ci_level, ci_method)  # type: ignore[arg-type]
+    return metric, options, boot
 
 
 def _compute_all(
@@ -266,20 +272,10 @@ def similarity_command(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """`proximity similarity`: see SIMILARITY_HELP."""
-    chosen = get_metric(metric)
-    options = _options(
-        chosen,
-        n_docs,
-        sample,
-        seed,
-        max_chars,
-        max_tokens,
-        equal_tokens,
-        ngram_order,
-        ngram_buckets,
-        bootstrap,
-    )
-    boot = Bootstrap(bootstrap, seed, ci_level, ci_method)  # type: ignore[arg-type]
+    chosen, options, boot = _protocol(
+        metric, n_docs, sample, seed, max_chars, max_tokens, equal_tokens,
+        ngram_order, ngram_buckets, bootstrap, ci_level, ci_method,
+    )  # fmt: skip
     candidates = [candidate(text) for text in datasets]
     folder = resolve_data_dir(data_dir)
     reg = Registry.load(registry)
@@ -356,20 +352,10 @@ def advantage_command(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """`proximity advantage`: see ADVANTAGE_HELP."""
-    chosen = get_metric(metric)
-    options = _options(
-        chosen,
-        n_docs,
-        sample,
-        seed,
-        max_chars,
-        max_tokens,
-        equal_tokens,
-        ngram_order,
-        ngram_buckets,
-        bootstrap,
-    )
-    boot = Bootstrap(bootstrap, seed, ci_level, ci_method)  # type: ignore[arg-type]
+    chosen, options, boot = _protocol(
+        metric, n_docs, sample, seed, max_chars, max_tokens, equal_tokens,
+        ngram_order, ngram_buckets, bootstrap, ci_level, ci_method,
+    )  # fmt: skip
     base = candidate(pretrain)
     goal = candidate(target)
     mixes = [midtraining_mix(base, text) for text in mix]

@@ -311,6 +311,12 @@ def resume_start(cfg: RunConfig, checkpoint: Checkpoint) -> Start:
                 f"{section}.{key}={value} differs from the checkpoint's {state[key]}; a resumed "
                 f"run must keep it (the data position depends on it)"
             )
+    return _continue_from(checkpoint, f"resumed from {checkpoint.path} at step {checkpoint.step}")
+
+
+def _continue_from(checkpoint: Checkpoint, description: str) -> Start:
+    """Carry on a run exactly: weights, AdamW moments, LR schedule, step, tokens and RNG."""
+    state = checkpoint.state
     return Start(
         model=_load_model(checkpoint.model_dir),
         optimizer_state=checkpoint.optimizer_state(),
@@ -318,7 +324,7 @@ def resume_start(cfg: RunConfig, checkpoint: Checkpoint) -> Start:
         step=checkpoint.step,
         tokens=int(state.get("tokens", 0)),
         rng=state.get("rng"),
-        description=f"resumed from {checkpoint.path} at step {checkpoint.step}",
+        description=description,
     )
 
 
@@ -336,14 +342,8 @@ def initial_start(cfg: RunConfig, tokenizer: Tokenizer) -> Start:
                     f"checkpoint, this one is from {state.get('phase')}"
                 )
             # The paper's protocol: same weights, AdamW moments, LR schedule and final step.
-            return Start(
-                model=_load_model(checkpoint.model_dir),
-                optimizer_state=checkpoint.optimizer_state(),
-                schedule=CosineSchedule.from_state_dict(state["schedule"]),
-                step=checkpoint.step,
-                tokens=int(state.get("tokens", 0)),
-                rng=state.get("rng"),
-                description=f"midtraining from {checkpoint.path} (step {checkpoint.step})",
+            return _continue_from(
+                checkpoint, f"midtraining from {checkpoint.path} (step {checkpoint.step})"
             )
         if init_from is None:
             raise ProximityError(
