@@ -8,7 +8,7 @@ OUT ?= outputs
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo micro-grid test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,25 @@ demo: install
 		PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/proximity advantage --pretrain c4 --target $$target \
 			--mix starcoder:0.2 --mix math:0.12 --mix alpaca:0.05 --mix c4:0.8+starcoder:0.1+math:0.1 \
 			--n-docs 1000 --out $(OUT)/advantage-$$target || exit 1; \
+	done
+
+# The paper's protocol at micro scale on CPU (~8 min on 2 cores): an 8k tokenizer, pretraining on
+# C4, three branches from step 200 (20% code midtraining, CPT on code, the C4 control) to the same
+# final step, then SFT on pycode from each. Results: RUNS/*/metrics.jsonl. (`proximity
+# train-grid` will run such grids with shared work and resumption.)
+RUNS ?= runs
+micro-grid: install
+	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; P=$(BIN)/proximity; \
+	T=$(RUNS)/tokenizer-8k/tokenizer.json; C="--set data.tokenizer=$$T --set system.progress=false"; \
+	E='eval.datasets=[c4, starcoder, pycode]'; \
+	$$P tokenizer train --corpus c4 --vocab-size 8192 --n-docs 2500 --out $(RUNS)/tokenizer-8k; \
+	$$P train pretrain --config configs/micro-pretrain.yaml $$C --set "$$E" --out $(RUNS)/micro-pretrain; \
+	for b in code20:c4:0.8+starcoder:0.2 cpt:starcoder control:c4; do \
+		$$P train midtrain --config configs/micro-midtrain.yaml $$C --set "$$E" --out $(RUNS)/mid-$${b%%:*} \
+			--set model.init_from=$(RUNS)/micro-pretrain/checkpoints/step-000200 --set data.train=$${b#*:}; \
+		$$P train sft --config configs/micro-sft.yaml $$C --set model.init_from=$(RUNS)/mid-$${b%%:*} \
+			--set data.train=pycode --set train.epochs=2 --set 'eval.datasets=[c4]' \
+			--out $(RUNS)/sft-pycode-$${b%%:*}; \
 	done
 
 test: install
