@@ -124,7 +124,7 @@ def load_examples(
         yielded += 1
         yield example
     if yielded == 0:
-        raise ProximityError(f"dataset {parse_spec(spec)} has no non-empty documents")
+        raise ProximityError(f"dataset {parsed} has no non-empty documents")
 
 
 def load_texts(spec: str | AnySpec, **options) -> Iterator[str]:

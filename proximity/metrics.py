@@ -62,14 +62,19 @@ class _Aligned:
     kept_b: np.ndarray
 
 
-def _align(a: np.ndarray, b: np.ndarray, top_k: int | None) -> _Aligned:
+def _as_vectors(a: np.ndarray, b: np.ndarray, fix: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides as float64 1-D vectors of one length; `fix` says how to make them match."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ProximityError(
-            f"frequency vectors must be 1-D and the same length (got {a.shape} and {b.shape}); "
-            "compute both statistics with the same tokenizer"
+            f"vectors must be 1-D and the same length (got {a.shape} and {b.shape}); {fix}"
         )
+    return a, b
+
+
+def _align(a: np.ndarray, b: np.ndarray, top_k: int | None) -> _Aligned:
+    a, b = _as_vectors(a, b, "compute both statistics with the same tokenizer")
     kept_a, kept_b = kept_vocabulary(a, top_k), kept_vocabulary(b, top_k)
     if not kept_a.any() or not kept_b.any():
         raise ProximityError("cannot compare an empty token distribution (no tokens counted)")
@@ -132,13 +137,7 @@ def ngram_kl_similarity(a: np.ndarray, b: np.ndarray, smoothing: float = NGRAM_S
     It is turned into a similarity with the same 1/(1 + divergence) map as the paper's JS
     term (exp(−KL) would do too, but squeezes typical values of 5–10 nats to ~0).
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ProximityError(
-            f"n-gram vectors differ in size ({a.shape} vs {b.shape}); "
-            "compute both with the same --ngram-buckets"
-        )
+    a, b = _as_vectors(a, b, "compute both with the same --ngram-buckets")
     if a.sum() <= 0 or b.sum() <= 0:
         raise ProximityError("cannot compare an empty n-gram distribution (no n-grams counted)")
     if not 0 < smoothing < 1:

@@ -45,3 +45,12 @@ def test_missing_tokenizer_file_and_unreachable_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(ProximityError, match=r"unreachable.*--data-dir"):
         load_tokenizer("pythia")  # no data folder given
+
+
+def test_fingerprint_follows_a_tokenizer_changed_in_place(shared_data):
+    # A memo keyed on the object (or its id) would keep the old fingerprint here, and the
+    # statistics cache would then serve counts made with the unchanged vocabulary.
+    tokenizer = load_tokenizer("pythia", shared_data)
+    before = tokenizer_fingerprint(tokenizer)
+    tokenizer.add_tokens(["<|proximity-test|>"])
+    assert tokenizer_fingerprint(tokenizer) != before
