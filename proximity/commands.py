@@ -31,13 +31,13 @@ from proximity.metrics import Metric, get_metric, metrics_help
 from proximity.registry import Registry
 from proximity.similarity import (
     Bootstrap,
-    Candidate,
     candidate,
     midtraining_mix,
     proximity_advantage,
     similarity_matrix,
     unique_datasets,
 )
+from proximity.specs import MixtureSpec
 from proximity.stats import PAPER_MAX_CHARS, PAPER_MAX_TOKENS, StatsOptions, TokenStats
 from proximity.stats import compute_stats as compute_dataset_stats
 from proximity.tokenizer import load_tokenizer, tokenizer_fingerprint
@@ -129,7 +129,7 @@ def _protocol(
 
 
 def _compute_all(
-    candidates: list[Candidate],
+    candidates: list[MixtureSpec],
     tokenizer_name: str,
     options: StatsOptions,
     data_dir: Path | None,
@@ -181,9 +181,9 @@ def _print_sources(stats: dict[str, TokenStats]) -> None:
             )
 
 
-def _notes(cand: Candidate, stats: dict[str, TokenStats]) -> str:
+def _notes(cand: MixtureSpec, stats: dict[str, TokenStats]) -> str:
     notes = []
-    for spec in cand.datasets():
+    for spec in cand.datasets:
         sub = stats[spec.canonical()].metadata.get("source", {}).get("substitute")
         if sub:
             notes.append(f"{spec.canonical()}: substitute: {sub}")
@@ -283,13 +283,13 @@ def similarity_command(
     _print_sources(stats)
     with console.status("comparing" + (f" ({bootstrap} bootstrap resamples)" if bootstrap else "")):
         table = similarity_matrix(candidates, stats, chosen, boot)
-    notes = {c.label: _notes(c, stats) for c in candidates}
+    notes = {c.name: _notes(c, stats) for c in candidates}
     table["notes_a"] = table["a"].map(notes)
     table["notes_b"] = table["b"].map(notes)
 
     from proximity.outputs import short_label
 
-    labels = [c.label for c in candidates]
+    labels = [c.name for c in candidates]
     grid = Table(title=f"{chosen.name} similarity (row a, column b)")
     grid.add_column("")
     for label in labels:
@@ -311,7 +311,7 @@ def similarity_command(
         folder,
         stats,
         table,
-        {"datasets_compared": {c.label: c.spec for c in candidates}},
+        {"datasets_compared": {c.name: c.canonical() for c in candidates}},
     )
     note = _budget_note(options, stats)
     paths = [
@@ -359,7 +359,7 @@ def advantage_command(
     base = candidate(pretrain)
     goal = candidate(target)
     mixes = [midtraining_mix(base, text) for text in mix]
-    if len({m.label for m in mixes}) != len(mixes):
+    if len({m.name for m in mixes}) != len(mixes):
         raise ProximityError(f"--mix values must be distinct, got {mix}")
     folder = resolve_data_dir(data_dir)
     reg = Registry.load(registry)
@@ -371,8 +371,8 @@ def advantage_command(
         table = proximity_advantage(base, goal, mixes, stats, chosen, boot)
     table["notes"] = [_notes(m, stats) for m in mixes]
 
-    grid = Table(title=f"proximity advantage for target {goal.label} ({chosen.name})")
-    for name in ("rank", "mix", "as mixture", f"sim(mix, {goal.label})", "PA"):
+    grid = Table(title=f"proximity advantage for target {goal.name} ({chosen.name})")
+    for name in ("rank", "mix", "as mixture", f"sim(mix, {goal.name})", "PA"):
         grid.add_column(name, justify="right" if name in ("rank", "PA") else "left")
     for row in table.itertuples():
         grid.add_row(
@@ -384,7 +384,7 @@ def advantage_command(
         )
     console.print(grid)
     console.print(
-        f"baseline sim({base.label}, {goal.label}) = {table['sim_pretrain_target'].iloc[0]:.4f}",
+        f"baseline sim({base.name}, {goal.name}) = {table['sim_pretrain_target'].iloc[0]:.4f}",
         highlight=False,
     )
     record = _record(
@@ -397,9 +397,13 @@ def advantage_command(
         folder,
         stats,
         table,
-        {"pretrain": base.spec, "target": goal.spec, "mixes": {m.label: m.spec for m in mixes}},
+        {
+            "pretrain": base.canonical(),
+            "target": goal.canonical(),
+            "mixes": {m.name: m.canonical() for m in mixes},
+        },
     )
-    title = f"Proximity advantage for {goal.label} vs {base.label} ({chosen.name})"
+    title = f"Proximity advantage for {goal.name} vs {base.name} ({chosen.name})"
     paths = [
         _write_csv(table, out / "advantage.csv"),
         _write_json(record, out / "advantage.json"),

@@ -28,38 +28,21 @@ from tokenizers import Tokenizer
 from proximity.errors import ProximityError
 from proximity.metrics import Metric
 from proximity.registry import Registry
-from proximity.specs import DatasetSpec, MixtureSpec, parse_component, parse_spec
+from proximity.specs import DatasetSpec, MixtureSpec, blend, parse_component, parse_mixture
 from proximity.stats import Profile, StatsOptions, TokenStats, compute_stats, mix_profiles
 
 Profiles = dict[str, Profile]  # dataset canonical spec -> its profile
 CIMethod = Literal["centered", "percentile"]
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A labelled dataset or mixture; `components` are (dataset, weight) pairs summing to 1."""
-
-    label: str
-    components: tuple[tuple[DatasetSpec, float], ...]
-
-    @property
-    def spec(self) -> str:
-        if len(self.components) == 1:
-            return self.components[0][0].canonical()
-        return MixtureSpec(self.components).canonical()
-
-    def datasets(self) -> list[DatasetSpec]:
-        return [spec for spec, _ in self.components]
+def candidate(text: str | MixtureSpec, label: str | None = None) -> MixtureSpec:
+    """A dataset or mixture to compare, labelled by `label`, its own `name=`, or what was typed."""
+    mixture = parse_mixture(text)
+    typed = text if isinstance(text, str) else None
+    return mixture.labelled(label or mixture.label or typed or mixture.canonical())
 
 
-def candidate(text: str, label: str | None = None) -> Candidate:
-    """A dataset or mixture spec string as a `Candidate` labelled by what the user typed."""
-    parsed = parse_spec(text)
-    components = parsed.components if isinstance(parsed, MixtureSpec) else ((parsed, 1.0),)
-    return Candidate(label or text, tuple(components))
-
-
-def midtraining_mix(pretrain: Candidate, text: str) -> Candidate:
+def midtraining_mix(pretrain: MixtureSpec, text: str) -> MixtureSpec:
     """`--mix` value as a mixture: `name:w` means pretrain·(1−w) + name·w, else a full spec."""
     if "+" not in text:
         spec, weight = parse_component(text)
@@ -67,12 +50,11 @@ def midtraining_mix(pretrain: Candidate, text: str) -> Candidate:
             if not 0 < weight < 1:
                 raise ProximityError(
                     f"--mix {text}: the weight must be between 0 and 1 (exclusive), e.g. "
-                    f"starcoder:0.2 for {pretrain.label}:0.8+starcoder:0.2"
+                    f"starcoder:0.2 for {pretrain.name}:0.8+starcoder:0.2"
                 )
-            scaled = tuple((part, w * (1 - weight)) for part, w in pretrain.components)
-            return Candidate(text, (*scaled, (spec, weight)))
+            return blend(pretrain, parse_mixture(spec), weight).labelled(text)
     mix = candidate(text)
-    if len(mix.components) == 1:
+    if not mix.is_mixture:
         raise ProximityError(
             f"--mix {text}: give a weight (e.g. {text}:0.2, mixed with the pretraining data) "
             "or a full mixture such as c4:0.8+starcoder:0.2"
@@ -80,17 +62,17 @@ def midtraining_mix(pretrain: Candidate, text: str) -> Candidate:
     return mix
 
 
-def unique_datasets(candidates: Iterable[Candidate]) -> list[DatasetSpec]:
+def unique_datasets(candidates: Iterable[MixtureSpec]) -> list[DatasetSpec]:
     """The distinct datasets behind `candidates`, in first-seen order."""
     seen: dict[str, DatasetSpec] = {}
     for cand in candidates:
-        for spec in cand.datasets():
+        for spec in cand.datasets:
             seen.setdefault(spec.canonical(), spec)
     return list(seen.values())
 
 
 def gather_stats(
-    candidates: Iterable[Candidate],
+    candidates: Iterable[MixtureSpec],
     tokenizer: Tokenizer,
     options: StatsOptions,
     *,
@@ -107,9 +89,9 @@ def gather_stats(
     }
 
 
-def profile_of(cand: Candidate, profiles: Profiles) -> Profile:
+def profile_of(cand: MixtureSpec, profiles: Profiles) -> Profile:
     """The candidate's distribution: its dataset's, or the exact mixture of its parts'."""
-    if len(cand.components) == 1:
+    if not cand.is_mixture:
         return profiles[cand.components[0][0].canonical()]
     return mix_profiles((profiles[spec.canonical()], w) for spec, w in cand.components)
 
@@ -125,12 +107,12 @@ def _vector(profile: Profile, metric: Metric, label: str) -> np.ndarray:
 
 
 def _pair_values(
-    pairs: Sequence[tuple[Candidate, Candidate]], profiles: Profiles, metric: Metric
+    pairs: Sequence[tuple[MixtureSpec, MixtureSpec]], profiles: Profiles, metric: Metric
 ) -> np.ndarray:
     """metric(a, b) for each pair; symmetric metrics are evaluated once per unordered pair."""
     # Keyed by candidate, not label: two candidates may share a label but not their parts.
-    by_cand: dict[Candidate, Profile] = {}
-    done: dict[tuple[Candidate, Candidate], float] = {}
+    by_cand: dict[MixtureSpec, Profile] = {}
+    done: dict[tuple[MixtureSpec, MixtureSpec], float] = {}
     values = np.empty(len(pairs))
     for i, (a, b) in enumerate(pairs):
         for cand in (a, b):
@@ -140,7 +122,7 @@ def _pair_values(
             values[i] = done[(b, a)]
             continue
         value = metric.function(
-            _vector(by_cand[a], metric, a.label), _vector(by_cand[b], metric, b.label)
+            _vector(by_cand[a], metric, a.name), _vector(by_cand[b], metric, b.name)
         )
         done[(a, b)] = values[i] = value
     return values
@@ -220,13 +202,13 @@ class Bootstrap:
 
 
 def similarity_matrix(
-    candidates: Sequence[Candidate],
+    candidates: Sequence[MixtureSpec],
     stats: dict[str, TokenStats],
     metric: Metric,
     bootstrap: Bootstrap = Bootstrap(),
 ) -> pd.DataFrame:
     """Tidy table, one row per ordered pair: a, b, metric, value, ci_low, ci_high, n_tokens."""
-    labels = [c.label for c in candidates]
+    labels = [c.name for c in candidates]
     if len(set(labels)) != len(labels):
         raise ProximityError(f"datasets to compare must be distinct, got {labels}")
     pairs = [(a, b) for a in candidates for b in candidates]
@@ -235,24 +217,24 @@ def similarity_matrix(
     low, high = _intervals(lambda p: _pair_values(pairs, p, metric), stats, values, bootstrap)
     return pd.DataFrame(
         {
-            "a": [a.label for a, _ in pairs],
-            "b": [b.label for _, b in pairs],
+            "a": [a.name for a, _ in pairs],
+            "b": [b.name for _, b in pairs],
             "metric": metric.name,
             "value": values,
             "ci_low": low,
             "ci_high": high,
             "n_tokens_a": [profile_of(a, profiles).n_tokens for a, _ in pairs],
             "n_tokens_b": [profile_of(b, profiles).n_tokens for _, b in pairs],
-            "spec_a": [a.spec for a, _ in pairs],
-            "spec_b": [b.spec for _, b in pairs],
+            "spec_a": [a.canonical() for a, _ in pairs],
+            "spec_b": [b.canonical() for _, b in pairs],
         }
     )
 
 
 def proximity_advantage(
-    pretrain: Candidate,
-    target: Candidate,
-    mixes: Sequence[Candidate],
+    pretrain: MixtureSpec,
+    target: MixtureSpec,
+    mixes: Sequence[MixtureSpec],
     stats: dict[str, TokenStats],
     metric: Metric,
     bootstrap: Bootstrap = Bootstrap(),
@@ -271,10 +253,10 @@ def proximity_advantage(
     k = len(mixes)
     table = pd.DataFrame(
         {
-            "mix": [m.label for m in mixes],
-            "mix_spec": [m.spec for m in mixes],
-            "target": target.label,
-            "pretrain": pretrain.label,
+            "mix": [m.name for m in mixes],
+            "mix_spec": [m.canonical() for m in mixes],
+            "target": target.name,
+            "pretrain": pretrain.name,
             "metric": metric.name,
             "advantage": point[:k],
             "ci_low": low[:k],

@@ -11,7 +11,11 @@ interchangeable everywhere (the `datasets.load_dataset` lesson). The grammar:
 
 `c4:0.8+starcoder:0.2` is a mixture (weights must sum to 1); `gsm8k?split=test` picks a split;
 `code.jsonl?field=content` names the text field; `qa.jsonl?prompt=Q: {q}\\nA: &response={a}`
-gives an instruction template (``\\n`` in a template means a newline).
+gives an instruction template (``\\n`` in a template means a newline). A leading `name=` labels
+the whole spec for tables and figures: `humaneval=data/he.jsonl?template={prompt}`.
+
+`MixtureSpec` is the one mixture type of the package: a plain dataset is a mixture of one part
+with weight 1 (`parse_mixture`), so code that takes mixtures never inspects spec strings.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from proximity.errors import ProximityError
 
@@ -27,6 +32,7 @@ FORMATS = ("plain", "instruction")
 HUB_PREFIX = "hf:"
 _WEIGHT_TOLERANCE = 1e-6
 _NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_LABEL = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)=([^=].*)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -59,11 +65,45 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class MixtureSpec:
-    """Several datasets mixed by weight; weights sum to 1."""
+    """Datasets mixed by weight (weights sum to 1), optionally labelled; one part is a dataset."""
 
     components: tuple[tuple[DatasetSpec, float], ...]
+    label: str | None = None
+
+    @property
+    def is_mixture(self) -> bool:
+        """True when more than one dataset is mixed."""
+        return len(self.components) > 1
+
+    @property
+    def datasets(self) -> tuple[DatasetSpec, ...]:
+        return tuple(spec for spec, _ in self.components)
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return tuple(weight for _, weight in self.components)
+
+    @property
+    def name(self) -> str:
+        """The label when one was given, else the canonical spec."""
+        return self.label or self.canonical()
+
+    def single(self) -> DatasetSpec:
+        """The one dataset of a one-part mixture; a real mixture is an error naming it."""
+        if self.is_mixture:
+            parts = ", ".join(spec.canonical() for spec in self.datasets)
+            raise ProximityError(
+                f"{self.canonical()!r} is a mixture of {parts}; one dataset is needed here"
+            )
+        return self.components[0][0]
+
+    def labelled(self, label: str | None) -> MixtureSpec:
+        return MixtureSpec(self.components, label)
 
     def canonical(self) -> str:
+        """A stable string for keys and reports: a dataset's own spec, or `a:w+b:w` (no label)."""
+        if not self.is_mixture:
+            return self.components[0][0].canonical()
         return "+".join(f"{spec.canonical()}:{weight:g}" for spec, weight in self.components)
 
     def __str__(self) -> str:
@@ -73,11 +113,57 @@ class MixtureSpec:
 AnySpec = DatasetSpec | MixtureSpec
 
 
-def parse_spec(text: str | DatasetSpec | MixtureSpec) -> AnySpec:
-    """Parse a spec string; a mixture needs a weight on every part and weights summing to 1."""
-    if isinstance(text, DatasetSpec | MixtureSpec):
+def parse_mixture(text: str | DatasetSpec | MixtureSpec) -> MixtureSpec:
+    """Any spec as a `MixtureSpec`: a dataset becomes one part with weight 1; `name=` labels it."""
+    if isinstance(text, MixtureSpec):
         return text
+    if isinstance(text, DatasetSpec):
+        return MixtureSpec(((text, 1.0),))
+    label, body = split_label(text)
+    parsed = parse_spec(body)
+    mixture = parsed if isinstance(parsed, MixtureSpec) else MixtureSpec(((parsed, 1.0),))
+    return mixture.labelled(label)
+
+
+def split_label(text: str) -> tuple[str | None, str]:
+    """`name=spec` -> (name, spec); anything else -> (None, text).
+
+    Only a name-like prefix before any `?`, `/` or `:` counts, and an existing path always
+    wins, so `data/x.jsonl?field=a` and a file called `a=b.jsonl` are never split.
+    """
     text = text.strip()
+    match = _LABEL.match(text)
+    if match is None or Path(text).expanduser().exists():
+        return None, text
+    return match.group(1), match.group(2).strip()
+
+
+def blend(base: MixtureSpec, addition: MixtureSpec, weight: float) -> MixtureSpec:
+    """`base·(1 − weight) + addition·weight`, parts of one dataset merged (weight 1: addition).
+
+    The paper's midtraining mixture: `blend(c4, starcoder, 0.2)` is `c4:0.8+starcoder:0.2`.
+    """
+    if not 0 < weight <= 1:
+        raise ProximityError(f"mixing weight {weight:g} must be in (0, 1]")
+    merged: dict[DatasetSpec, float] = {}
+    for parts, scale in ((base.components, 1 - weight), (addition.components, weight)):
+        for spec, part_weight in parts:
+            if scale * part_weight > 0:
+                merged[spec] = merged.get(spec, 0.0) + scale * part_weight
+    return MixtureSpec(tuple(merged.items()))
+
+
+def parse_spec(text: str | DatasetSpec | MixtureSpec) -> AnySpec:
+    """Parse a spec string; a mixture needs a weight on every part and weights summing to 1.
+
+    A `name=` label is dropped here (the data layer reads data, labels are for reports): use
+    `parse_mixture` to keep it.
+    """
+    if isinstance(text, DatasetSpec):
+        return text
+    if isinstance(text, MixtureSpec):
+        return text if text.is_mixture else text.single()
+    text = split_label(text)[1]
     if not text:
         raise ProximityError("empty dataset spec: give a registry name, a file path or hf:<id>")
     pieces = [piece.strip() for piece in text.split("+")]
@@ -94,7 +180,7 @@ def parse_spec(text: str | DatasetSpec | MixtureSpec) -> AnySpec:
         )
     components = tuple((spec, float(weight)) for spec, weight in weighted)  # type: ignore[arg-type]
     check_weights(components, text)
-    return MixtureSpec(components)
+    return MixtureSpec(components) if len(components) > 1 else components[0][0]
 
 
 def parse_component(text: str) -> tuple[DatasetSpec, float | None]:

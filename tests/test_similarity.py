@@ -92,8 +92,8 @@ def test_a_weight_alone_means_a_mix_with_the_pretraining_data() -> None:
     pretrain = candidate("c4")
     mix = midtraining_mix(pretrain, "starcoder:0.2")
     assert mix.label == "starcoder:0.2"
-    assert mix.spec == "c4:0.8+starcoder:0.2"
-    assert midtraining_mix(pretrain, "c4:0.5+math:0.5").spec == "c4:0.5+math:0.5"
+    assert mix.canonical() == "c4:0.8+starcoder:0.2"
+    assert midtraining_mix(pretrain, "c4:0.5+math:0.5").canonical() == "c4:0.5+math:0.5"
     nested = midtraining_mix(candidate("c4:0.5+dclm:0.5"), "math:0.2")
     assert [w for _, w in nested.components] == pytest.approx([0.4, 0.4, 0.2])
 

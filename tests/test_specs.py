@@ -3,7 +3,14 @@
 import pytest
 
 from proximity.errors import ProximityError
-from proximity.specs import DatasetSpec, MixtureSpec, parse_component, parse_spec
+from proximity.specs import (
+    DatasetSpec,
+    MixtureSpec,
+    blend,
+    parse_component,
+    parse_mixture,
+    parse_spec,
+)
 
 
 def test_plain_name_parses_to_a_dataset_spec():
@@ -57,3 +64,58 @@ def test_template_ending_in_a_number_after_colon_is_not_a_weight():
 def test_bad_specs_name_what_to_fix(text, message):
     with pytest.raises(ProximityError, match=message):
         parse_spec(text)
+
+
+def test_a_dataset_is_a_one_part_mixture_and_a_mixture_keeps_its_parts():
+    single = parse_mixture("gsm8k?split=test")
+    assert not single.is_mixture
+    assert single.single() == DatasetSpec("gsm8k", (("split", "test"),))
+    assert single.canonical() == "gsm8k?split=test"
+    mixed = parse_mixture("c4:0.8+starcoder:0.2")
+    assert mixed.is_mixture and mixed.weights == (0.8, 0.2)
+    assert [s.source for s in mixed.datasets] == ["c4", "starcoder"]
+    with pytest.raises(ProximityError, match="is a mixture of c4, starcoder"):
+        mixed.single()
+    # `x:1` names the same dataset as `x`, so both key caches and tables the same way.
+    assert parse_mixture("starcoder:1").canonical() == parse_mixture("starcoder").canonical()
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "canonical"),
+    [
+        (
+            "humaneval=data/he.jsonl?template={prompt}",
+            "humaneval",
+            "data/he.jsonl?template={prompt}",
+        ),
+        ("code20=c4:0.8+starcoder:0.2", "code20", "c4:0.8+starcoder:0.2"),
+        ("data/he.jsonl?template={prompt}", None, "data/he.jsonl?template={prompt}"),
+        ("gsm8k?split=test", None, "gsm8k?split=test"),
+        ("hf:allenai/c4?config=en", None, "hf:allenai/c4?config=en"),
+    ],
+)
+def test_a_name_prefix_labels_a_spec_and_options_are_not_labels(text, label, canonical):
+    mixture = parse_mixture(text)
+    assert mixture.label == label
+    assert mixture.canonical() == canonical
+    assert mixture.name == (label or canonical)
+    # The data layer reads the same data whatever the label.
+    assert str(parse_spec(text)) == canonical
+
+
+def test_an_existing_path_with_an_equals_sign_is_not_split(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a=b.jsonl").write_text('{"text": "x"}\n')
+    assert parse_mixture("a=b.jsonl").label is None
+
+
+def test_blend_scales_the_base_and_merges_repeated_parts():
+    c4 = parse_mixture("c4")
+    assert blend(c4, parse_mixture("starcoder"), 0.2).canonical() == "c4:0.8+starcoder:0.2"
+    # Blending a mixture that already holds c4 merges the two c4 parts into one.
+    merged = blend(c4, parse_mixture("c4:0.5+math:0.5"), 0.2)
+    assert merged.canonical() == "c4:0.9+math:0.1"
+    # Weight 1 is the addition alone: continued pretraining.
+    assert blend(c4, parse_mixture("math"), 1.0).canonical() == "math"
+    with pytest.raises(ProximityError, match=r"must be in \(0, 1\]"):
+        blend(c4, parse_mixture("math"), 0.0)

@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 from transformers import GPTNeoXForCausalLM
 
 from proximity.errors import ProximityError
+from proximity.specs import parse_mixture
 from training.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
 from training.config import RunConfig
 from training.distributed import DistInfo
@@ -101,20 +102,11 @@ def substitute_notes(specs: list[str], data_dir: str | None) -> list[str]:
 
     notes = []
     for spec in specs:
-        for part, _ in _components(spec):
+        for part in parse_mixture(spec).datasets:
             info = describe_source(part, data_dir=data_dir)
             if info.substitute:
                 notes.append(f"{part}: {info.substitute}")
     return list(dict.fromkeys(notes))
-
-
-def _components(spec_text: str) -> list[tuple[str, float]]:
-    from proximity.specs import MixtureSpec, parse_spec
-
-    spec = parse_spec(spec_text)
-    if isinstance(spec, MixtureSpec):
-        return [(part.canonical(), weight) for part, weight in spec.components]
-    return [(spec.canonical(), 1.0)]
 
 
 def _packed_eval_sets(
@@ -124,7 +116,13 @@ def _packed_eval_sets(
 
     sets = []
     for spec in specs:
-        name = _components(spec)[0][0] if "+" not in spec else spec
+        mixture = parse_mixture(spec)
+        if mixture.is_mixture:
+            raise ProximityError(
+                f"eval.datasets: {spec!r} is a mixture; list its parts "
+                f"({', '.join(str(part) for part in mixture.datasets)}) separately"
+            )
+        name = mixture.canonical()
         if name in skip:
             continue
         skip.add(name)
@@ -144,7 +142,8 @@ def pretraining_data(
     """Pretrain and midtrain: packed sequences mixed by weight, deterministic in (seed, step)."""
     from training.sampler import MixtureSampler, PackedSequences
 
-    components = _components(cfg.data.train)
+    mixture = parse_mixture(cfg.data.train)
+    components = [(part.canonical(), weight) for part, weight in mixture.components]
     sources = []
     for spec, _ in components:
         tokens = _tokenized(cfg, spec, tokenizer, progress).train
@@ -170,15 +169,11 @@ def pretraining_data(
     return TrainData(batch=batch, eval_sets=eval_sets, description=sizes)
 
 
-def _mask_prompt_default(spec: str) -> bool:
+def _mask_prompt_default(spec: str, data_dir: str | None) -> bool:
     """The registry says which targets mask their prompt (the paper: GSM8K)."""
-    from proximity.registry import Registry
-    from proximity.specs import parse_spec
+    from proximity.data import describe_source
 
-    parsed = parse_spec(spec)
-    registry = Registry.load()
-    source = getattr(parsed, "source", None)
-    return bool(source in registry and registry.get(source).mask_prompt)
+    return describe_source(spec, data_dir=data_dir).mask_prompt
 
 
 class _EpochBatches:
@@ -217,11 +212,11 @@ def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: boo
     from training.sft_data import build_sft_data
 
     target = cfg.data.train
-    if "+" in target and ":" in target:
+    if parse_mixture(target).is_mixture:
         raise ProximityError(f"data.train={target!r}: SFT takes one target dataset, not a mixture")
     mask_prompt = cfg.data.mask_prompt
     if mask_prompt is None:
-        mask_prompt = _mask_prompt_default(target)
+        mask_prompt = _mask_prompt_default(target, cfg.data.data_dir)
     train, val = build_sft_data(
         target,
         tokenizer,

@@ -208,17 +208,15 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 def _single_spec(spec: str) -> str:
-    from proximity.specs import MixtureSpec, parse_spec
+    from proximity.specs import parse_mixture
 
-    parsed = parse_spec(spec)
-    if isinstance(parsed, MixtureSpec):
-        if len(parsed.components) == 1:
-            return parsed.components[0][0].canonical()
-        parts = ", ".join(component.canonical() for component, _ in parsed.components)
+    mixture = parse_mixture(spec)
+    if mixture.is_mixture:
+        parts = ", ".join(str(part) for part in mixture.datasets)
         raise ProximityError(
             f"{spec!r} is a mixture: tokenise each part ({parts}) and mix them with MixtureSampler"
         )
-    return parsed.canonical()
+    return mixture.canonical()
 
 
 def _encoded_batches(texts: Iterable[str], tokenizer: Tokenizer) -> Iterator[list[list[int]]]:
