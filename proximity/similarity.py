@@ -43,7 +43,7 @@ from proximity.specs import (
     split_label,
 )
 from proximity.stats import Counts, Profile, StatsOptions, TokenStats, compute_stats
-from proximity.tokenizer import load_tokenizer, tokenizer_fingerprint
+from proximity.tokenizer import TokenizerHandle
 
 MixtureMode = Literal["expected", "resample"]
 MIXTURE_MODES: tuple[str, ...] = ("expected", "resample")
@@ -144,7 +144,7 @@ class StatsProgress(Protocol):
 
 def gather_stats(
     candidates: Sequence[MixtureSpec],
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | TokenizerHandle,
     options: StatsOptions,
     *,
     data_dir: str | Path | None = None,
@@ -154,6 +154,8 @@ def gather_stats(
 ) -> dict[str, TokenStats]:
     """Statistics of every distinct dataset behind `candidates`, each computed (or read from
     the cache) exactly once: N datasets cost N tokenisation passes, whatever is compared."""
+    if not isinstance(tokenizer, TokenizerHandle):
+        tokenizer = TokenizerHandle(tokenizer)  # fingerprinted once for all datasets
     stats: dict[str, TokenStats] = {}
     for spec in unique_datasets(candidates):
         key = spec.canonical()
@@ -222,7 +224,7 @@ class Comparison:
             meta = self.stats[spec.canonical()].metadata
             substitute = (meta.get("source") or {}).get("substitute")
             if substitute:
-                notes.append(f"{spec.canonical()}: {substitute}")
+                notes.append(f"{spec.canonical()}: substitute: {substitute}")
             notes += [f"{spec.canonical()}: {note}" for note in meta.get("notes", [])]
         if cand in self.plans:
             notes += [f"resample: {note}" for note in self.plans[cand].notes]
@@ -287,8 +289,15 @@ class Comparison:
         return Counts(unigram, ngram, n_docs)
 
 
-def compare(metric: Metric, a: Profile, b: Profile, names: tuple[str, str]) -> float:
-    """metric(a, b); a unigram metric also reads each side's vocabulary presence."""
+def compare(
+    metric: Metric, a: Profile, b: Profile, names: tuple[str, str], *, same: bool = False
+) -> float:
+    """metric(a, b); a unigram metric also reads each side's vocabulary presence.
+
+    `same`: both sides are one sample (the same spec), so one vocabulary, not two
+    independent draws of it: an expected mixture is then exactly as similar to itself as a
+    dataset is (1), where independent draws would overlap less.
+    """
     if metric.uses == "ngram":
         if a.ngram is None or b.ngram is None:
             missing = names[0] if a.ngram is None else names[1]
@@ -296,6 +305,8 @@ def compare(metric: Metric, a: Profile, b: Profile, names: tuple[str, str]) -> f
                 f"metric {metric.name} needs n-gram counts for {missing}: set --ngram-order 2"
             )
         return metric.function(a.ngram, b.ngram)
+    if same:
+        return metric.function(a.unigram, b.unigram)
     return metric.function(a.unigram, b.unigram, presence_a=a.presence, presence_b=b.presence)
 
 
@@ -311,7 +322,10 @@ def _pair_values(
         if metric.symmetric and (b, a) in done:
             values[i] = done[(b, a)]
             continue
-        values[i] = done[(a, b)] = compare(metric, profiles[a], profiles[b], (a.name, b.name))
+        same = a.canonical() == b.canonical()
+        values[i] = done[(a, b)] = compare(
+            metric, profiles[a], profiles[b], (a.name, b.name), same=same
+        )
     return values
 
 
@@ -456,7 +470,7 @@ def _setup(
     bootstrap: Bootstrap,
     data_dir: str | Path | None,
     registry: Registry | Sequence[str | Path] | None,
-) -> tuple[Metric, Tokenizer, StatsOptions, Registry]:
+) -> tuple[Metric, TokenizerHandle, StatsOptions, Registry]:
     chosen = get_metric(metric) if isinstance(metric, str) else metric
     if mixture not in MIXTURE_MODES:
         raise ProximityError(
@@ -467,8 +481,7 @@ def _setup(
     if bootstrap.n_resamples or mixture == "resample":
         options = replace(options, per_document=True)
     reg = registry if isinstance(registry, Registry) else Registry.load(list(registry or []))
-    tok = load_tokenizer(tokenizer, data_dir) if isinstance(tokenizer, str) else tokenizer
-    return chosen, tok, options, reg
+    return chosen, TokenizerHandle(tokenizer, data_dir), options, reg
 
 
 def run_advantage(
@@ -508,7 +521,7 @@ def run_advantage(
         base, goal, mix_specs, stats, chosen, bootstrap, mixture=mixture, seed=options.seed
     )
     compared = {m.name: m.canonical() for m in (base, goal, *mix_specs)}
-    return Run(table, stats, tokenizer_fingerprint(tok), compared, options)
+    return Run(table, stats, tok.fingerprint, compared, options)
 
 
 def advantage_table(
@@ -587,7 +600,7 @@ def run_similarity(
         candidates, stats, chosen, bootstrap, mixture=mixture, seed=options.seed
     )
     compared = {c.name: c.canonical() for c in candidates}
-    return Run(table, stats, tokenizer_fingerprint(tok), compared, options)
+    return Run(table, stats, tok.fingerprint, compared, options)
 
 
 def similarity_table(

@@ -29,7 +29,7 @@ from proximity.data import ReadReport, describe_source, load_texts
 from proximity.errors import ProximityError
 from proximity.registry import Registry
 from proximity.specs import DatasetSpec, MixtureSpec, parse_spec
-from proximity.tokenizer import tokenizer_fingerprint
+from proximity.tokenizer import TokenizerHandle
 
 if TYPE_CHECKING:  # scipy.sparse costs ~0.2 s to import; only per-document counts need it
     from scipy import sparse
@@ -369,7 +369,7 @@ def _satisfies(stats: TokenStats, options: StatsOptions) -> bool:
 
 def compute_stats(
     spec: str | DatasetSpec,
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | TokenizerHandle,
     options: StatsOptions = StatsOptions(),
     *,
     data_dir: str | Path | None = None,
@@ -377,9 +377,10 @@ def compute_stats(
     on_docs: Callable[[int], None] | None = None,
     use_cache: bool = True,
 ) -> TokenStats:
-    """Statistics of one dataset (not a mixture: mix `Profile`s instead), through the cache.
+    """Statistics of one dataset (not a mixture: see `proximity.mixtures`), through the cache.
 
-    A cache hit never reads or tokenises the data; `metadata["cache_hit"]` says which it was.
+    A cache hit never reads or tokenises the data (and, given a `TokenizerHandle`, never
+    loads the tokenizer); `metadata["cache_hit"]` says which it was.
     """
     parsed = parse_spec(spec)
     if isinstance(parsed, MixtureSpec):
@@ -388,7 +389,8 @@ def compute_stats(
         )
     source = describe_source(parsed, data_dir, registry)
     fields = options.key_fields()
-    tokenizer_fp = tokenizer_fingerprint(tokenizer)
+    handle = tokenizer if isinstance(tokenizer, TokenizerHandle) else TokenizerHandle(tokenizer)
+    tokenizer_fp = handle.fingerprint
     key = cache_key(
         parsed.canonical(),
         source.fingerprint,
@@ -419,7 +421,7 @@ def compute_stats(
         "stats_version": STATS_VERSION,
         "key": key,
     }
-    stats = count_texts(texts, tokenizer, options, on_docs=on_docs, metadata=metadata)
+    stats = count_texts(texts, handle.get(), options, on_docs=on_docs, metadata=metadata)
     stats.metadata["read"] = {**asdict(report), "documents_counted": stats.n_docs}
     stats.metadata["notes"] = _shortfall_notes(stats, options)
     if use_cache:

@@ -110,6 +110,17 @@ def test_diagonal_is_one_and_web_text_is_closer_to_web_text_than_to_code(
         assert table[("c4", "code")] < table[("c4", "c4_extra")], name
 
 
+def test_a_mixture_is_exactly_as_similar_to_itself_as_a_dataset_is(
+    specs: dict[str, str], stats: dict[str, TokenStats]
+) -> None:
+    mix = f"{specs['c4']}:0.8+{specs['code']}:0.2"
+    cands = [candidate(mix, label="mix"), candidate(mix, label="same mix"), *_named(specs, "c4")]
+    for name in ("paper", "jaccard"):
+        table = similarity_matrix(cands, stats, get_metric(name)).set_index(["a", "b"])["value"]
+        assert table[("mix", "mix")] == table[("mix", "same mix")] == pytest.approx(1.0)
+        assert table[("mix", "c4")] < 1.0
+
+
 def test_ngram_kl_ranks_like_the_unigram_metrics(
     specs: dict[str, str], tokenizer: Tokenizer
 ) -> None:
