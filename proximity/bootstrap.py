@@ -107,4 +107,13 @@ def document_bootstrap(
     draws = np.atleast_2d(result.bootstrap_distribution)
     constant = np.ptp(draws, axis=-1) == 0
     low[constant] = high[constant] = draws[constant, 0]
+    failed = int(np.count_nonzero(~(np.isfinite(low) & np.isfinite(high))))
+    if failed:
+        # BCa needs replicates on both sides of the estimate; a statistic biased at this
+        # sample size (the Jaccard term, the n-gram skew divergence) can put all on one side.
+        raise ProximityError(
+            f"--ci-method {bootstrap.method}: no interval for {failed} of {low.size} values "
+            "(every replicate fell on one side of the estimate, as for a statistic biased at "
+            "this sample size); use --ci-method basic, or raise --bootstrap"
+        )
     return low, high

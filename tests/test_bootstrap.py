@@ -102,6 +102,17 @@ def test_replicates_resample_each_dataset_once_and_share_it() -> None:
     assert low[2] < high[2]
 
 
+def test_bca_on_a_statistic_that_every_replicate_undershoots_says_what_to_use() -> None:
+    # Distinct documents drawn: n in the sample, about 0.63·n in every replicate.
+    def distinct(weights):
+        return np.array([np.count_nonzero(weights["x"])])
+
+    with pytest.raises(ProximityError, match="use --ci-method basic"):
+        document_bootstrap(distinct, {"x": 50}, Bootstrap(40, method="bca"))
+    low, high = document_bootstrap(distinct, {"x": 50}, Bootstrap(40, method="basic"))
+    assert 50 < low[0] < high[0]  # basic moves the interval up by the replicates' shortfall
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
