@@ -385,7 +385,7 @@ def compute_stats(
     parsed = parse_spec(spec)
     if isinstance(parsed, MixtureSpec):
         raise ProximityError(
-            f"{parsed}: statistics are per dataset; mix the parts' profiles (mix_profiles)"
+            f"{parsed}: statistics are per dataset; a mixture is compared by proximity.mixtures"
         )
     source = describe_source(parsed, data_dir, registry)
     fields = options.key_fields()
