@@ -41,9 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+from proximity.candidates import candidate
 from proximity.data import load_texts
 from proximity.metrics import get_metric
-from proximity.similarity import candidate, gather_stats, similarity_matrix
+from proximity.similarity import gather_stats, similarity_matrix
 from proximity.stats import DEFAULT_BATCH_SIZE, StatsOptions, count_texts
 from proximity.tokenizer import load_tokenizer, local_tokenizer_path
 

@@ -17,17 +17,13 @@ from reference_similarity import (
 from tokenizers import Tokenizer
 
 import proximity.stats
+from proximity.candidates import candidate, labelled, midtraining_mix, midtraining_named, named
 from proximity.errors import ProximityError
 from proximity.metrics import METRICS, get_metric
 from proximity.similarity import (
     Bootstrap,
     advantage_table,
-    candidate,
     gather_stats,
-    labelled,
-    midtraining_mix,
-    midtraining_named,
-    named,
     proximity_advantage,
     similarity_matrix,
     similarity_table,
