@@ -52,6 +52,7 @@ PAPER_PROTOCOL = StatsOptions()
 __all__ = [
     "Bootstrap",
     "advantage_table",
+    "gather_stats",
     "proximity_advantage",
     "run_advantage",
     "run_similarity",
