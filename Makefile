@@ -25,6 +25,7 @@ demo: install
 	for target in gsm8k pycode; do \
 		PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/proximity advantage --pretrain c4 --target $$target \
 			--mix starcoder:0.2 --mix math:0.12 --mix alpaca:0.05 --mix c4:0.8+starcoder:0.1+math:0.1 \
+			--mix starcoder --mix math \
 			--n-docs 1000 --out $(OUT)/advantage-$$target || exit 1; \
 	done
 

@@ -3,9 +3,10 @@
     proximity similarity c4 starcoder gsm8k --data-dir ../shared/data --out outputs/similarity
     proximity advantage --pretrain c4 --target gsm8k --mix starcoder:0.2 --mix math:0.12
 
-Both tokenise each distinct dataset once (through the statistics cache), print a table,
-and write a tidy CSV, a JSON record of every option and source (enough to reproduce the
-run) and a PNG figure to `--out`.
+Both are thin wrappers around `proximity.similarity.run_similarity` / `run_advantage` (the
+Python API gives the same numbers): they declare the options, draw progress bars, print a
+table, and write a tidy CSV, a JSON record of every option and source (enough to reproduce
+the run) and a PNG figure to `--out`.
 """
 
 from __future__ import annotations
@@ -24,23 +25,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from proximity import __version__
+from proximity.bootstrap import Bootstrap
 from proximity.cli import app
 from proximity.data import DATA_DIR_ENV, resolve_data_dir
 from proximity.errors import ProximityError
 from proximity.metrics import Metric, get_metric, metrics_help
+from proximity.outputs import figure_key, png_figure_key, write_csv, write_json
 from proximity.registry import Registry
-from proximity.similarity import (
-    Bootstrap,
-    candidate,
-    midtraining_mix,
-    proximity_advantage,
-    similarity_matrix,
-    unique_datasets,
+from proximity.similarity import MIXTURE_MODES, Run, run_advantage, run_similarity
+from proximity.stats import (
+    PAPER_MAX_CHARS,
+    PAPER_MAX_TOKENS,
+    PAPER_N_DOCS,
+    StatsOptions,
+    TokenStats,
 )
-from proximity.specs import MixtureSpec
-from proximity.stats import PAPER_MAX_CHARS, PAPER_MAX_TOKENS, StatsOptions, TokenStats
-from proximity.stats import compute_stats as compute_dataset_stats
-from proximity.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 console = Console()
 
@@ -48,10 +47,22 @@ console = Console()
 MetricOpt = Annotated[str, typer.Option("--metric", "-m", help=f"Metric. {metrics_help()}.")]
 NDocsOpt = Annotated[
     int | None,
-    typer.Option(help="Documents per dataset (default 1000, or as many as --equal-tokens needs)."),
+    typer.Option(
+        help="Documents per dataset (default 1000; with --equal-tokens and --sample first, as "
+        "many as the budget needs)."
+    ),
 ]
-SampleOpt = Annotated[str, typer.Option(help="'first' N documents or a seeded 'random' sample.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed for --sample random and the bootstrap.")]
+SampleOpt = Annotated[
+    str,
+    typer.Option(
+        help="'first' N documents or a seeded uniform 'random' sample of N (also under "
+        "--equal-tokens, whose budget is then taken from that sample in random order)."
+    ),
+]
+SeedOpt = Annotated[
+    int,
+    typer.Option(help="Seed of the document sample (--sample random) and of --mixture resample."),
+]
 MaxCharsOpt = Annotated[
     int, typer.Option(help="Cut each document to this many characters (0: no cut).")
 ]
@@ -67,15 +78,25 @@ NgramOrderOpt = Annotated[
     int, typer.Option(help="Also count hashed n-grams of this order (ngram_kl sets 2).")
 ]
 NgramBucketsOpt = Annotated[int, typer.Option(help="Hash buckets for n-grams (power of two).")]
+MixtureOpt = Annotated[
+    str,
+    typer.Option(
+        help="How a mixture is compared: 'expected' (exact token frequencies, vocabulary "
+        "expected at a matched token budget; continuous in the weights) or 'resample' (the "
+        "authors' script: all specialised documents plus pretraining documents in "
+        "proportion, capped at the pretraining sample). See docs/SIMILARITY.md."
+    ),
+]
 BootstrapOpt = Annotated[
     int, typer.Option(help="Bootstrap resamples over documents for confidence intervals (0: off).")
 ]
+BootstrapSeedOpt = Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")]
 CILevelOpt = Annotated[float, typer.Option(help="Confidence level of the bootstrap interval.")]
 CIMethodOpt = Annotated[
     str,
     typer.Option(
-        help="'centered' (percentile spread around the estimate; default, see docs) or "
-        "'percentile' (plain percentiles, biased low for Jaccard/JS)."
+        help="Bootstrap interval (scipy.stats.bootstrap): 'basic' (default; corrects the low "
+        "bias of sampled similarities), 'percentile' or 'bca' (slow: a jackknife per document)."
     ),
 ]
 DataDirOpt = Annotated[
@@ -89,6 +110,8 @@ RegistryOpt = Annotated[
     list[Path] | None, typer.Option(help="Extra dataset registry file(s) (TOML).")
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute, ignore the cache.")]
+NoPlotOpt = Annotated[bool, typer.Option("--no-plot", help="Write the table files only.")]
+OutOpt = Annotated[Path, typer.Option(help="Output folder.")]
 
 
 def _protocol(
@@ -101,18 +124,22 @@ def _protocol(
     equal_tokens: int | None,
     ngram_order: int,
     ngram_buckets: int,
+    mixture: str,
     bootstrap: int,
+    bootstrap_seed: int,
     ci_level: float,
     ci_method: str,
 ) -> tuple[Metric, StatsOptions, Bootstrap]:
     """The metric, the counting options and the bootstrap both commands share, validated."""
     metric = get_metric(metric_name)
-    if n_docs is None and equal_tokens is None:
-        n_docs = 1000
+    if n_docs is None and (equal_tokens is None or sample == "random"):
+        n_docs = PAPER_N_DOCS
     if metric.uses == "ngram" and not ngram_order:
         ngram_order = 2
-    if bootstrap < 0:
-        raise ProximityError(f"--bootstrap must be >= 0, got {bootstrap}")
+    if mixture not in MIXTURE_MODES:
+        raise ProximityError(
+            f"--mixture must be one of {', '.join(MIXTURE_MODES)}, got {mixture!r}"
+        )
     options = StatsOptions(
         n_docs=n_docs,
         sample=sample,  # type: ignore[arg-type]  # validated by StatsOptions
@@ -122,23 +149,36 @@ def _protocol(
         token_budget=equal_tokens,
         ngram_order=ngram_order,
         ngram_buckets=ngram_buckets,
-        per_document=bootstrap > 0,
+        per_document=bootstrap > 0 or mixture == "resample",
     )
-    boot = Bootstrap(bootstrap, seed, ci_level, ci_method)  # type: ignore[arg-type]
+    boot = Bootstrap(bootstrap, bootstrap_seed, ci_level, ci_method)  # type: ignore[arg-type]
     return metric, options, boot
 
 
-def _compute_all(
-    candidates: list[MixtureSpec],
-    tokenizer_name: str,
-    options: StatsOptions,
-    data_dir: Path | None,
-    registry: Registry,
-    use_cache: bool,
-) -> tuple[dict[str, TokenStats], str]:
-    """Tokenise each distinct dataset once, with a progress bar per dataset."""
-    tokenizer = load_tokenizer(tokenizer_name, data_dir)
-    stats: dict[str, TokenStats] = {}
+class _Bars:
+    """Progress bars for `gather_stats`: one per dataset, documents read or `cached`."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = None
+
+    def start(self, name: str, total: int | None) -> None:
+        self.task = self.progress.add_task(f"tokenising {name}", total=total)
+
+    def advance(self, n_docs: int) -> None:
+        self.progress.advance(self.task, n_docs)
+
+    def finish(self, name: str, stats: TokenStats) -> None:
+        state = "cached" if stats.metadata.get("cache_hit") else "tokenised"
+        self.progress.update(
+            self.task,
+            description=f"{state} {name}: {stats.n_tokens:,} tokens",
+            total=stats.n_docs,
+            completed=stats.n_docs,
+        )
+
+
+def _progress() -> Progress:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -146,62 +186,29 @@ def _compute_all(
         TextColumn("docs"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        for spec in unique_datasets(candidates):
-            key = spec.canonical()
-            task = progress.add_task(f"tokenising {key}", total=options.n_docs)
-            result = compute_dataset_stats(
-                spec,
-                tokenizer,
-                options,
-                data_dir=data_dir,
-                registry=registry,
-                on_docs=lambda k, task=task: progress.advance(task, k),
-                use_cache=use_cache,
-            )
-            state = "cached" if result.metadata.get("cache_hit") else "tokenised"
-            progress.update(
-                task,
-                description=f"{state} {key}: {result.n_tokens:,} tokens",
-                total=result.n_docs,
-                completed=result.n_docs,
-            )
-            stats[key] = result
-    return stats, tokenizer_fingerprint(tokenizer)
+    return Progress(*columns, console=console, transient=False)
 
 
-def _print_sources(stats: dict[str, TokenStats]) -> None:
-    for key, st in stats.items():
-        source = st.metadata.get("source", {})
+def _print_notes(run: Run) -> None:
+    """Substitute data, other splits and short datasets, once per dataset (by its label)."""
+    names = {spec: label for label, spec in run.compared.items()}
+    for key, st in run.stats.items():
+        name = names.get(key, key)
+        source = st.metadata.get("source") or {}
         if source.get("substitute"):
             console.print(
-                f"[yellow]substitute[/]: {key} reads {source.get('location')} "
+                f"[yellow]substitute[/]: {name} reads {source.get('location')} "
                 f"({source['substitute']})",
                 highlight=False,
             )
-
-
-def _notes(cand: MixtureSpec, stats: dict[str, TokenStats]) -> str:
-    notes = []
-    for spec in cand.datasets:
-        sub = stats[spec.canonical()].metadata.get("source", {}).get("substitute")
-        if sub:
-            notes.append(f"{spec.canonical()}: substitute: {sub}")
-    return "; ".join(notes)
+        for note in st.metadata.get("notes", []):
+            console.print(f"[yellow]note[/]: {name}: {note}", highlight=False)
 
 
 def _record(
-    command: str,
-    metric: Metric,
-    options: StatsOptions,
-    boot: Bootstrap,
-    tokenizer_name: str,
-    tokenizer_fp: str,
-    data_dir: Path | None,
-    stats: dict[str, TokenStats],
-    table: pd.DataFrame,
-    extra: dict[str, Any],
-) -> dict[str, Any]:
+    command: str, metric: Metric, boot: Bootstrap, mixture: str, tokenizer_name: str,
+    data_dir: Path | None, run: Run, extra: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
     """Everything needed to reproduce and audit a run."""
     return {
         "command": command,
@@ -209,22 +216,27 @@ def _record(
         "proximity_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "metric": {"name": metric.name, "formula": metric.formula},
-        "options": asdict(options),
+        "mixture": mixture,
+        "options": asdict(run.options),
         "bootstrap": asdict(boot),
-        "tokenizer": {"name": tokenizer_name, "fingerprint": tokenizer_fp},
+        "tokenizer": {"name": tokenizer_name, "fingerprint": run.tokenizer_fingerprint},
         "data_dir": str(data_dir) if data_dir else None,
+        "compared": run.compared,
         **extra,
         "datasets": {
             key: {
                 "n_docs": st.n_docs,
+                "n_docs_requested": run.options.n_docs,
                 "n_tokens": st.n_tokens,
+                "read": st.metadata.get("read"),
+                "notes": st.metadata.get("notes", []),
                 "source": st.metadata.get("source"),
                 "cache_key": st.metadata.get("key"),
                 "cache_hit": st.metadata.get("cache_hit"),
             }
-            for key, st in stats.items()
+            for key, st in run.stats.items()
         },
-        "results": table.to_dict(orient="records"),
+        "results": run.table.to_dict(orient="records"),
     }
 
 
@@ -238,12 +250,14 @@ SIMILARITY_HELP = (
     "Similarity matrix between datasets (each tokenised once): table, CSV, JSON, heatmap.\n\n"
     "Defaults follow the paper: 1,000 documents, 10,000 characters, 512 tokens, no special "
     "tokens, Pythia tokenizer. Row a, column b holds metric(a, b); b is the reference for "
-    "the asymmetric ngram_kl."
+    "the asymmetric ngram_kl. Label a dataset with name=spec (paths default to their file "
+    "name)."
 )
 ADVANTAGE_HELP = (
     "Rank midtraining mixes by proximity advantage "
     "PA = sim(mix, target) − sim(pretrain, target).\n\n"
-    "A mix is compared as the exact mixture of its parts' normalised token counts."
+    "--mix starcoder:0.2 is the mix pretrain·0.8 + starcoder·0.2; --mix starcoder (or "
+    "starcoder:1) is continued pretraining on starcoder alone, on the same scale."
 )
 
 
@@ -251,86 +265,9 @@ ADVANTAGE_HELP = (
 def similarity_command(
     datasets: Annotated[
         list[str],
-        typer.Argument(help="Datasets or mixtures to compare: registry names, paths, hf:<id>."),
-    ],
-    metric: MetricOpt = "paper",
-    n_docs: NDocsOpt = None,
-    sample: SampleOpt = "first",
-    seed: SeedOpt = 0,
-    max_chars: MaxCharsOpt = PAPER_MAX_CHARS,
-    max_tokens: MaxTokensOpt = PAPER_MAX_TOKENS,
-    equal_tokens: EqualTokensOpt = None,
-    ngram_order: NgramOrderOpt = 0,
-    ngram_buckets: NgramBucketsOpt = 2**20,
-    bootstrap: BootstrapOpt = 0,
-    ci_level: CILevelOpt = 0.95,
-    ci_method: CIMethodOpt = "centered",
-    data_dir: DataDirOpt = None,
-    tokenizer: TokenizerOpt = "pythia",
-    registry: RegistryOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/similarity"),
-    no_cache: NoCacheOpt = False,
-) -> None:
-    """`proximity similarity`: see SIMILARITY_HELP."""
-    chosen, options, boot = _protocol(
-        metric, n_docs, sample, seed, max_chars, max_tokens, equal_tokens,
-        ngram_order, ngram_buckets, bootstrap, ci_level, ci_method,
-    )  # fmt: skip
-    candidates = [candidate(text) for text in datasets]
-    folder = resolve_data_dir(data_dir)
-    reg = Registry.load(registry)
-    stats, tok_fp = _compute_all(candidates, tokenizer, options, folder, reg, not no_cache)
-    _print_sources(stats)
-    with console.status("comparing" + (f" ({bootstrap} bootstrap resamples)" if bootstrap else "")):
-        table = similarity_matrix(candidates, stats, chosen, boot)
-    notes = {c.name: _notes(c, stats) for c in candidates}
-    table["notes_a"] = table["a"].map(notes)
-    table["notes_b"] = table["b"].map(notes)
-
-    from proximity.outputs import short_label
-
-    labels = [c.name for c in candidates]
-    grid = Table(title=f"{chosen.name} similarity (row a, column b)")
-    grid.add_column("")
-    for label in labels:
-        grid.add_column(short_label(label), justify="right")
-    for a in labels:
-        rows = table[table["a"] == a].set_index("b")
-        cells = (_fmt(*rows.loc[b, ["value", "ci_low", "ci_high"]]) for b in labels)
-        grid.add_row(short_label(a), *cells)
-    console.print(grid)
-
-    matrix = table.pivot(index="a", columns="b", values="value").loc[labels, labels]
-    record = _record(
-        "similarity",
-        chosen,
-        options,
-        boot,
-        tokenizer,
-        tok_fp,
-        folder,
-        stats,
-        table,
-        {"datasets_compared": {c.name: c.canonical() for c in candidates}},
-    )
-    note = _budget_note(options, stats)
-    paths = [
-        _write_csv(table, out / "similarity.csv"),
-        _write_json(record, out / "similarity.json"),
-        _heatmap(matrix, out / "similarity_heatmap.png", f"{chosen.name} similarity", note),
-    ]
-    _print_written(paths)
-
-
-@app.command("advantage", help=ADVANTAGE_HELP)
-def advantage_command(
-    pretrain: Annotated[str, typer.Option(help="Pretraining data (the baseline), e.g. c4.")],
-    target: Annotated[str, typer.Option(help="Target (SFT) data, e.g. gsm8k.")],
-    mix: Annotated[
-        list[str],
-        typer.Option(
-            help="Candidate midtraining mix, repeatable: name:w means pretrain·(1−w) + name·w "
-            "(e.g. starcoder:0.2); or a full mixture such as c4:0.7+math:0.3."
+        typer.Argument(
+            help="Datasets or mixtures to compare: registry names, paths, hf:<id>, "
+            "c4:0.8+starcoder:0.2; label one with name=spec."
         ),
     ],
     metric: MetricOpt = "paper",
@@ -342,38 +279,111 @@ def advantage_command(
     equal_tokens: EqualTokensOpt = None,
     ngram_order: NgramOrderOpt = 0,
     ngram_buckets: NgramBucketsOpt = 2**20,
+    mixture: MixtureOpt = "expected",
     bootstrap: BootstrapOpt = 0,
+    bootstrap_seed: BootstrapSeedOpt = 0,
     ci_level: CILevelOpt = 0.95,
-    ci_method: CIMethodOpt = "centered",
+    ci_method: CIMethodOpt = "basic",
     data_dir: DataDirOpt = None,
     tokenizer: TokenizerOpt = "pythia",
     registry: RegistryOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/advantage"),
+    out: OutOpt = Path("outputs/similarity"),
     no_cache: NoCacheOpt = False,
+    no_plot: NoPlotOpt = False,
+) -> None:
+    """`proximity similarity`: see SIMILARITY_HELP."""
+    chosen, options, boot = _protocol(
+        metric, n_docs, sample, seed, max_chars, max_tokens, equal_tokens, ngram_order,
+        ngram_buckets, mixture, bootstrap, bootstrap_seed, ci_level, ci_method,
+    )  # fmt: skip
+    folder = resolve_data_dir(data_dir)
+    reg = Registry.load(registry)
+    with _progress() as progress:
+        run = run_similarity(
+            datasets, metric=chosen, tokenizer=tokenizer, options=options,
+            mixture=mixture, bootstrap=boot, data_dir=folder, registry=reg,  # type: ignore[arg-type]
+            use_cache=not no_cache, progress=_Bars(progress),
+        )  # fmt: skip
+    _print_notes(run)
+    table = run.table
+    labels = list(run.compared)
+    grid = Table(title=f"{chosen.name} similarity (row a, column b)")
+    grid.add_column("", overflow="fold")
+    for label in labels:
+        grid.add_column(label, justify="right", overflow="fold")
+    values = table.set_index(["a", "b"])
+    for a in labels:
+        cells = (_fmt(*values.loc[(a, b), ["value", "ci_low", "ci_high"]]) for b in labels)
+        grid.add_row(a, *cells)
+    console.print(grid)
+
+    record = _record("similarity", chosen, boot, mixture, tokenizer, folder, run, {})
+    paths = [
+        write_csv(table, out / "similarity.csv"),
+        write_json(record, out / "similarity.json"),
+    ]
+    if not no_plot:
+        matrix = table.pivot(index="a", columns="b", values="value").loc[labels, labels]
+        title = f"{chosen.name} similarity"
+        paths.append(
+            _heatmap(matrix, out / "similarity_heatmap.png", title, _budget_note(options, run))
+        )
+    _print_written(paths)
+
+
+@app.command("advantage", help=ADVANTAGE_HELP)
+def advantage_command(
+    pretrain: Annotated[str, typer.Option(help="Pretraining data (the baseline), e.g. c4.")],
+    target: Annotated[str, typer.Option(help="Target (SFT) data, e.g. gsm8k.")],
+    mix: Annotated[
+        list[str],
+        typer.Option(
+            help="Candidate, repeatable: name:w means pretrain·(1−w) + name·w (e.g. "
+            "starcoder:0.2); name or name:1 is continued pretraining on name alone; or a full "
+            "mixture such as c4:0.7+math:0.3. Label one with label=value."
+        ),
+    ],
+    metric: MetricOpt = "paper",
+    n_docs: NDocsOpt = None,
+    sample: SampleOpt = "first",
+    seed: SeedOpt = 0,
+    max_chars: MaxCharsOpt = PAPER_MAX_CHARS,
+    max_tokens: MaxTokensOpt = PAPER_MAX_TOKENS,
+    equal_tokens: EqualTokensOpt = None,
+    ngram_order: NgramOrderOpt = 0,
+    ngram_buckets: NgramBucketsOpt = 2**20,
+    mixture: MixtureOpt = "expected",
+    bootstrap: BootstrapOpt = 0,
+    bootstrap_seed: BootstrapSeedOpt = 0,
+    ci_level: CILevelOpt = 0.95,
+    ci_method: CIMethodOpt = "basic",
+    data_dir: DataDirOpt = None,
+    tokenizer: TokenizerOpt = "pythia",
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("outputs/advantage"),
+    no_cache: NoCacheOpt = False,
+    no_plot: NoPlotOpt = False,
 ) -> None:
     """`proximity advantage`: see ADVANTAGE_HELP."""
     chosen, options, boot = _protocol(
-        metric, n_docs, sample, seed, max_chars, max_tokens, equal_tokens,
-        ngram_order, ngram_buckets, bootstrap, ci_level, ci_method,
+        metric, n_docs, sample, seed, max_chars, max_tokens, equal_tokens, ngram_order,
+        ngram_buckets, mixture, bootstrap, bootstrap_seed, ci_level, ci_method,
     )  # fmt: skip
-    base = candidate(pretrain)
-    goal = candidate(target)
-    mixes = [midtraining_mix(base, text) for text in mix]
-    if len({m.name for m in mixes}) != len(mixes):
-        raise ProximityError(f"--mix values must be distinct, got {mix}")
     folder = resolve_data_dir(data_dir)
     reg = Registry.load(registry)
-    stats, tok_fp = _compute_all(
-        [base, goal, *mixes], tokenizer, options, folder, reg, not no_cache
-    )
-    _print_sources(stats)
-    with console.status("comparing" + (f" ({bootstrap} bootstrap resamples)" if bootstrap else "")):
-        table = proximity_advantage(base, goal, mixes, stats, chosen, boot)
-    table["notes"] = [_notes(m, stats) for m in mixes]
-
-    grid = Table(title=f"proximity advantage for target {goal.name} ({chosen.name})")
-    for name in ("rank", "mix", "as mixture", f"sim(mix, {goal.name})", "PA"):
-        grid.add_column(name, justify="right" if name in ("rank", "PA") else "left")
+    with _progress() as progress:
+        run = run_advantage(
+            pretrain, target, mix, metric=chosen, tokenizer=tokenizer, options=options,
+            mixture=mixture, bootstrap=boot, data_dir=folder, registry=reg,  # type: ignore[arg-type]
+            use_cache=not no_cache, progress=_Bars(progress),
+        )  # fmt: skip
+    _print_notes(run)
+    table = run.table
+    goal, base = table["target"].iloc[0], table["pretrain"].iloc[0]
+    grid = Table(title=f"proximity advantage for target {goal} ({chosen.name}, {mixture})")
+    for name in ("rank", "mix", "as mixture", f"sim(mix, {goal})", "PA"):
+        right = name in ("rank", "PA") or name.startswith("sim")
+        grid.add_column(name, justify="right" if right else "left", overflow="fold")
     for row in table.itertuples():
         grid.add_row(
             str(row.rank),
@@ -384,66 +394,61 @@ def advantage_command(
         )
     console.print(grid)
     console.print(
-        f"baseline sim({base.name}, {goal.name}) = {table['sim_pretrain_target'].iloc[0]:.4f}",
+        f"baseline sim({base}, {goal}) = {table['sim_pretrain_target'].iloc[0]:.4f}",
         highlight=False,
     )
+    for row in table.itertuples():
+        for note in (n for n in row.notes.split("; ") if n.startswith("resample:")):
+            console.print(f"[yellow]note[/]: {row.mix}: {note}", highlight=False)
     record = _record(
-        "advantage",
-        chosen,
-        options,
-        boot,
-        tokenizer,
-        tok_fp,
-        folder,
-        stats,
-        table,
+        "advantage", chosen, boot, mixture, tokenizer, folder, run,
         {
-            "pretrain": base.canonical(),
-            "target": goal.canonical(),
-            "mixes": {m.name: m.canonical() for m in mixes},
+            "pretrain": table["pretrain_spec"].iloc[0],
+            "target": table["target_spec"].iloc[0],
+            "mixes": dict(zip(table["mix"], table["mix_spec"], strict=True)),
         },
-    )
-    title = f"Proximity advantage for {goal.name} vs {base.name} ({chosen.name})"
+    )  # fmt: skip
     paths = [
-        _write_csv(table, out / "advantage.csv"),
-        _write_json(record, out / "advantage.json"),
-        _bar_chart(table, out / "advantage.png", title),
+        write_csv(table, out / "advantage.csv"),
+        write_json(record, out / "advantage.json"),
     ]
+    if not no_plot:
+        title = f"Proximity advantage for {goal} vs {base} ({chosen.name})"
+        paths.append(_bar_chart(table, out / "advantage.png", title))
     _print_written(paths)
 
 
-def _budget_note(options: StatsOptions, stats: dict[str, TokenStats]) -> str:
-    tokens = sorted({st.n_tokens for st in stats.values()})
+def _budget_note(options: StatsOptions, run: Run) -> str:
     if options.token_budget:
         return f"equal token budget: {options.token_budget:,} tokens per dataset"
+    tokens = sorted({st.n_tokens for st in run.stats.values()})
     return f"tokens per dataset: {tokens[0]:,}–{tokens[-1]:,} (not equalised)"
 
 
-# Outputs are imported late: matplotlib/seaborn cost ~1 s and `--help` should stay fast.
-def _write_csv(table: pd.DataFrame, path: Path) -> Path:
-    from proximity.outputs import write_csv
-
-    return write_csv(table, path)
-
-
-def _write_json(record: dict[str, Any], path: Path) -> Path:
-    from proximity.outputs import write_json
-
-    return write_json(record, path)
-
-
 def _heatmap(matrix: pd.DataFrame, path: Path, title: str, note: str) -> Path:
-    from proximity.outputs import save_heatmap
+    key = figure_key("heatmap", matrix, title=title, note=note)
+    if png_figure_key(path) == key:
+        return _Current(path)  # drawn from these very inputs already
+    from proximity.figures import save_heatmap  # matplotlib (~0.4 s) only when drawing
 
-    return save_heatmap(matrix, path, title=title, note=note)
+    return save_heatmap(matrix, path, title=title, note=note, key=key)
 
 
 def _bar_chart(table: pd.DataFrame, path: Path, title: str) -> Path:
-    from proximity.outputs import save_advantage_chart
+    drawn = table[["mix", "advantage", "ci_low", "ci_high"]]
+    key = figure_key("advantage", drawn, title=title)
+    if png_figure_key(path) == key:
+        return _Current(path)  # drawn from these very inputs already
+    from proximity.figures import save_advantage_chart  # matplotlib only when drawing
 
-    return save_advantage_chart(table, path, title=title)
+    return save_advantage_chart(table, path, title=title, key=key)
+
+
+class _Current(type(Path())):  # type: ignore[misc]
+    """A figure already drawn from the same inputs, left as it is."""
 
 
 def _print_written(paths: list[Path]) -> None:
     for path in paths:
-        console.print(f"wrote {path}", highlight=False)
+        state = "up to date" if isinstance(path, _Current) else "wrote"
+        console.print(f"{state} {path}", highlight=False)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -32,15 +33,31 @@ from proximity.readers import (
 from proximity.registry import DatasetEntry, Formatting, Registry
 from proximity.specs import HUB_PREFIX, AnySpec, DatasetSpec, MixtureSpec, parse_spec
 
-__all__ = ["Example", "SourceInfo", "describe_source", "load_examples", "load_texts"]
+__all__ = [
+    "Example",
+    "ReadReport",
+    "SourceInfo",
+    "describe_source",
+    "load_examples",
+    "load_texts",
+]
 
 Sampling = Literal["first", "random"]
 DATA_DIR_ENV = "PROXIMITY_DATA_DIR"
+# Part of every source fingerprint, so every cache keyed on one (statistics, training tokens)
+# misses after a change to what text a record yields. Bump on any change to the readers,
+# the formatters or templates' rendering, or the record selection.
+READER_VERSION = 2
 
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """What a spec will read: enough to report it and to key a cache on it."""
+    """What a spec will read: enough to report it and to key a cache on it.
+
+    `fingerprint` changes whenever the text read could change: the data (files' size and
+    mtime, or hub id + config + split + revision), the split actually read, the resolved
+    formatting (templates or formatter, and `format=`) and `READER_VERSION`.
+    """
 
     name: str
     kind: Literal["local", "hub", "mixture"]
@@ -49,6 +66,28 @@ class SourceInfo:
     fingerprint: str
     domain: str = "other"
     mask_prompt: bool = False
+    split: str | None = None
+    """The split actually read (None: a file without splits)."""
+    formatting: str = ""
+    """How records become text, resolved (templates or formatter, and `format=`)."""
+
+
+@dataclass
+class ReadReport:
+    """What a read actually did, filled in while documents are yielded (for provenance).
+
+    Pass one to `load_examples(report=...)`: the output files record it, so a run says which
+    documents it saw, not which it asked for.
+    """
+
+    sampling: str = ""
+    """How documents were chosen, e.g. "first 1000" or "uniform random 1000 (seed 3)"."""
+    records_seen: int = 0
+    """Records read from the source (a random sample reads them all)."""
+    documents: int = 0
+    """Documents yielded."""
+    empty_skipped: int = 0
+    """Records skipped because their text was empty."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +139,16 @@ def load_examples(
     max_chars: int | None = None,
     data_dir: str | Path | None = None,
     registry: Registry | None = None,
+    report: ReadReport | None = None,
 ) -> Iterator[Example]:
     """Stream up to `n_docs` examples: the first ones, or a seeded uniform random sample.
 
-    A mixture draws each document's component by weight (seeded). Statistics of a mixture
-    should not come from this stream but from mixing the parts' counts exactly.
+    A random sample is drawn in every path: a local file by a one-pass reservoir of `n_docs`
+    (so it needs `n_docs`), a hub stream by its shuffle buffer; it comes in random order, so
+    a token budget that stops early still sees a uniform sample. A mixture draws each
+    document's part by weight (seeded), each part sampled the same way. Statistics of a
+    mixture do not come from this stream (see `proximity.mixtures`). `report`, if given, is
+    filled in with what was actually read.
     """
     if n_docs is not None and n_docs <= 0:
         raise ProximityError(f"n_docs must be positive, got {n_docs}")
@@ -113,17 +157,19 @@ def load_examples(
     parsed = parse_spec(spec)
     registry = registry or Registry.load()
     folder = resolve_data_dir(data_dir)
+    report = report if report is not None else ReadReport()
     if isinstance(parsed, MixtureSpec):
-        stream = _mixture_examples(parsed, n_docs, sample, seed, max_chars, folder, registry)
+        stream = _mixture_examples(
+            parsed, n_docs, sample, seed, max_chars, folder, registry, report
+        )
     else:
         stream = _single_examples(
-            _resolve(parsed, folder, registry), n_docs, sample, seed, max_chars
+            _resolve(parsed, folder, registry), n_docs, sample, seed, max_chars, report
         )
-    yielded = 0
     for example in stream:
-        yielded += 1
+        report.documents += 1
         yield example
-    if yielded == 0:
+    if report.documents == 0:
         raise ProximityError(f"dataset {parsed} has no non-empty documents")
 
 
@@ -134,18 +180,32 @@ def load_texts(spec: str | AnySpec, **options) -> Iterator[str]:
 
 
 def _single_examples(
-    resolved: _Resolved, n_docs: int | None, sample: Sampling, seed: int, max_chars: int | None
+    resolved: _Resolved,
+    n_docs: int | None,
+    sample: Sampling,
+    seed: int,
+    max_chars: int | None,
+    report: ReadReport,
 ) -> Iterator[Example]:
     if sample == "random" and resolved.hub_shuffles:
+        report.sampling = f"hub stream shuffled with a 10,000-record buffer (seed {seed})"
         records = resolved.records(seed)
-    elif sample == "random" and n_docs is not None:
-        records = _reservoir_sample(resolved.records(None), n_docs, seed)
+    elif sample == "random":
+        if n_docs is None:
+            raise ProximityError(
+                f"{resolved.info.name}: a random sample of a local file needs its size "
+                "(--n-docs): it is drawn in one pass, holding only that many records"
+            )
+        report.sampling = f"uniform random sample of {n_docs} records (seed {seed})"
+        records = _reservoir_sample(_counted(resolved.records(None), report), n_docs, seed)
     else:
-        records = resolved.records(None)
+        report.sampling = f"first {n_docs} documents" if n_docs else "every document"
+        records = _counted(resolved.records(None), report)
     taken = 0
     for location, record in records:
         example = resolved.format_record(record, location).truncated(max_chars)
         if not example.text.strip():
+            report.empty_skipped += 1
             continue
         yield example
         taken += 1
@@ -153,13 +213,20 @@ def _single_examples(
             return
 
 
+def _counted(records: Iterator[tuple[str, dict]], report: ReadReport) -> Iterator[tuple[str, dict]]:
+    for item in records:
+        report.records_seen += 1
+        yield item
+
+
 def _reservoir_sample(
     records: Iterator[tuple[str, dict]], k: int, seed: int
 ) -> Iterator[tuple[str, dict]]:
-    """A uniform sample of k records in one pass, O(k) memory, returned in file order.
+    """A uniform sample of k records in one pass, O(k) memory, in random order.
 
     Keeping the k records with the smallest seeded random keys is a uniform sample without
-    replacement; sorting by position afterwards keeps outputs stable and readable.
+    replacement, and ordering them by key is a uniform random order: any prefix (what a
+    token budget keeps) is itself a uniform sample, which file order would not be.
     """
     rng = np.random.default_rng(seed)
     heap: list[tuple[float, int, tuple[str, dict]]] = []  # max-heap on key via negation
@@ -169,7 +236,7 @@ def _reservoir_sample(
             heapq.heappush(heap, (-key, position, item))
         elif key < -heap[0][0]:
             heapq.heapreplace(heap, (-key, position, item))
-    for _, _, item in sorted(heap, key=lambda entry: entry[1]):
+    for _, _, item in sorted(heap, key=lambda entry: -entry[0]):
         yield item
 
 
@@ -181,17 +248,31 @@ def _mixture_examples(
     max_chars: int | None,
     folder: Path | None,
     registry: Registry,
+    report: ReadReport,
 ) -> Iterator[Example]:
     weights = np.array([weight for _, weight in mixture.components])
+    # Each part is sampled like a dataset of its own (a part never supplies more than
+    # n_docs), so `sample="random"` holds for every part, not only for whole datasets.
+    part_reports = [ReadReport() for _ in mixture.components]
     streams = [
-        _single_examples(_resolve(part, folder, registry), None, sample, seed + index, max_chars)
-        for index, (part, _) in enumerate(mixture.components)
+        _single_examples(
+            _resolve(part, folder, registry), n_docs, sample, seed + index, max_chars, part_report
+        )
+        for index, ((part, _), part_report) in enumerate(
+            zip(mixture.components, part_reports, strict=True)
+        )
     ]
+    report.sampling = f"parts drawn by weight (seed {seed}); each part: " + (
+        f"uniform random (seeds {seed}..{seed + len(streams) - 1})"
+        if sample == "random"
+        else "in file order"
+    )
     rng = np.random.default_rng(seed)
     taken = 0
     while n_docs is None or taken < n_docs:
         choice = int(rng.choice(len(streams), p=weights))
         example = next(streams[choice], None)
+        report.records_seen = sum(part.records_seen for part in part_reports)
         if example is None:
             return  # stop when a part runs dry rather than silently changing the proportions
         yield example
@@ -237,15 +318,26 @@ def _resolve_registry(
             paths = [folder / name for name in source.files]
             formatting = override or entry.formatting.overridden_by(source.formatting)
             where = f"dataset {entry.name!r} ({entry.defined_in})"
+            notes = [source.substitute] if source.substitute else []
+            if source.split != wanted:
+                notes.append(
+                    f"the local copy holds only the {source.split} split, read in place of {wanted}"
+                )
+            resolved_format = _describe_formatting(formatting, fmt)
             return _Resolved(
                 info=SourceInfo(
                     name=spec.canonical(),
                     kind="local",
                     location=", ".join(str(path) for path in paths),
-                    substitute=source.substitute,
-                    fingerprint=_digest([file_fingerprint(path) for path in paths]),
+                    substitute="; ".join(notes) or None,
+                    fingerprint=_digest(
+                        [file_fingerprint(path) for path in paths]
+                        + [f"split={source.split}", resolved_format]
+                    ),
                     domain=entry.domain,
                     mask_prompt=entry.mask_prompt,
+                    split=source.split,
+                    formatting=resolved_format,
                 ),
                 records=lambda _seed, paths=paths, split=split: _chain_local(paths, split),
                 format_record=make_formatter(formatting, fmt, where),
@@ -317,15 +409,20 @@ def _hub_resolved(
             shuffle_seed=seed,
         )
 
+    resolved_format = _describe_formatting(formatting, fmt)
     return _Resolved(
         info=SourceInfo(
             name=spec.canonical(),
             kind="hub",
             location=f"hf:{hub_id}" + (f" ({config})" if config else "") + f" [{split}]",
             substitute=None,
-            fingerprint=_digest([hub_id, config or "", split, revision or "main", data_dir or ""]),
+            fingerprint=_digest(
+                [hub_id, config or "", split, revision or "main", data_dir or "", resolved_format]
+            ),
             domain=entry.domain if entry else "other",
             mask_prompt=entry.mask_prompt if entry else False,
+            split=split,
+            formatting=resolved_format,
         ),
         records=records,
         format_record=make_formatter(formatting, fmt, f"hf:{hub_id}"),
@@ -339,13 +436,16 @@ def _resolve_path(spec: DatasetSpec, override: Formatting | None, fmt: str | Non
         raise ProximityError(f"file not found: {path}")
     formatting = override or Formatting(plain="{text}")
     split = spec.option("split")
+    resolved_format = _describe_formatting(formatting, fmt)
     return _Resolved(
         info=SourceInfo(
             name=spec.canonical(),
             kind="local",
             location=str(path),
             substitute=None,
-            fingerprint=_digest([file_fingerprint(path)]),
+            fingerprint=_digest([file_fingerprint(path), f"split={split}", resolved_format]),
+            split=split,
+            formatting=resolved_format,
         ),
         records=lambda _seed: read_local(path, split),
         format_record=make_formatter(formatting, fmt, str(path)),
@@ -358,5 +458,12 @@ def _chain_local(paths: list[Path], split: str | None) -> Iterator[tuple[str, di
         yield from read_local(path, split)
 
 
+def _describe_formatting(formatting: Formatting, fmt: str | None) -> str:
+    """The resolved formatting as one stable string (it is part of the fingerprint)."""
+    fields = {key: value for key, value in asdict(formatting).items() if value is not None}
+    return json.dumps({"format": fmt, **fields}, sort_keys=True, ensure_ascii=False)
+
+
 def _digest(parts: list[str]) -> str:
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    text = "\n".join([f"reader-version={READER_VERSION}", *parts])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,28 +1,30 @@
-"""Results files: tidy CSV, JSON with every option and source, heatmap and bar-chart PNGs.
+"""Results files: tidy CSV, JSON with every option and source, and whether a figure is current.
 
 Every file is written atomically (see `proximity.atomic`), so an interrupted run leaves
-either the previous complete file or none, never a truncated one.
+either the previous complete file or none, never a truncated one. Nothing here imports
+matplotlib: a figure is drawn (`proximity.figures`) only when its PNG is missing or was
+drawn from other inputs, which `figure_key` and `png_figure_key` decide in microseconds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from proximity.atomic import atomic_path, write_text_atomic
 
-MAX_LABEL = 28
+FIGURE_KEY = "proximity-figure-key"
+# Part of every figure key: bump when proximity.figures draws differently.
+FIGURE_VERSION = 2
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
@@ -50,78 +52,40 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def short_label(label: str, limit: int = MAX_LABEL) -> str:
-    """A readable axis label: a file path becomes its file name, long names are elided."""
-    head, sep, query = label.partition("?")
-    if "/" in head and "+" not in head:
-        head = Path(head).name
-    text = head + (sep + query if sep and len(head) + len(query) < limit else "")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def figure_key(kind: str, data: pd.DataFrame, **settings: Any) -> str:
+    """A hash of everything a figure is drawn from: its data, labels, titles, the code."""
+    payload = {
+        "kind": kind,
+        "version": FIGURE_VERSION,
+        "data": data.to_json(orient="split", double_precision=15),
+        "settings": settings,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def save_heatmap(matrix: pd.DataFrame, path: str | Path, *, title: str, note: str = "") -> Path:
-    """Annotated heatmap of a square matrix (rows a, columns b), paper-ready.
-
-    The colour scale spans the off-diagonal values only: the diagonal is 1 by construction,
-    and letting it set the scale squeezes the comparisons that matter into a few shades.
-    Diagonal cells are left uncoloured and annotated in grey.
-    """
-    values = matrix.to_numpy(dtype=float)
-    labels = [short_label(str(x)) for x in matrix.index]
-    n = len(labels)
-    diagonal = np.eye(n, dtype=bool) if values.shape == (n, n) and n > 1 else None
-    scaled = values[~diagonal] if diagonal is not None else values.ravel()
-    size = max(4.5, 0.9 * n + 2.5)
-    sns.set_theme(style="white", context="paper", font_scale=1.15)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    sns.heatmap(
-        values,
-        ax=ax,
-        mask=diagonal,
-        annot=n <= 15,
-        fmt=".2f",
-        cmap="rocket_r",
-        vmin=float(np.nanmin(scaled)),
-        vmax=float(np.nanmax(scaled)),
-        square=True,
-        linewidths=0.5,
-        cbar_kws={"label": "similarity", "shrink": 0.8},
-        xticklabels=labels,
-        yticklabels=labels,
-    )
-    if diagonal is not None and n <= 15:
-        for i in range(n):
-            ax.text(i + 0.5, i + 0.5, f"{values[i, i]:.2f}", ha="center", va="center", color="0.55")
-    ax.set_xticklabels(ax.get_xticklabels(), rotation=35, ha="right")
-    ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
-    ax.set_title(title)
-    if note:
-        fig.text(0.01, 0.01, note, fontsize=8, color="0.35")
-    return _save(fig, path)
-
-
-def save_advantage_chart(table: pd.DataFrame, path: str | Path, *, title: str) -> Path:
-    """Horizontal bars of proximity advantage per mix (best on top), with CIs if present."""
-    ordered = table.sort_values("advantage")
-    labels = [short_label(str(x), 40) for x in ordered["mix"]]
-    values = ordered["advantage"].to_numpy(dtype=float)
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.15)
-    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.55 * len(labels) + 1.5)))
-    colors = ["#2a9d8f" if v >= 0 else "#e76f51" for v in values]
-    ax.barh(labels, values, color=colors)
-    low, high = ordered["ci_low"].to_numpy(dtype=float), ordered["ci_high"].to_numpy(dtype=float)
-    if np.isfinite(low).all() and np.isfinite(high).all():
-        err = np.vstack([np.maximum(values - low, 0), np.maximum(high - values, 0)])
-        ax.errorbar(values, labels, xerr=err, fmt="none", ecolor="0.2", capsize=3)
-    ax.axvline(0, color="0.3", linewidth=0.8)
-    ax.set_xlabel("proximity advantage  sim(mix, target) − sim(pretrain, target)")
-    ax.set_title(title)
-    return _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=200, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+def png_figure_key(path: str | Path) -> str | None:
+    """The figure key stored in a PNG's text chunks, or None (no file, not a PNG, no key)."""
+    try:
+        with Path(path).open("rb") as handle:
+            if handle.read(8) != _PNG_SIGNATURE:
+                return None
+            while header := handle.read(8):
+                if len(header) < 8:
+                    return None
+                length, kind = struct.unpack(">I4s", header)
+                if kind == b"IDAT" or kind == b"IEND":
+                    return None  # matplotlib writes text chunks before the image data
+                body = handle.read(length)
+                handle.read(4)  # CRC
+                if kind == b"tEXt":
+                    name, _, text = body.partition(b"\0")
+                    if name.decode("latin-1") == FIGURE_KEY:
+                        return text.decode("latin-1")
+                elif kind == b"zTXt":
+                    name, _, rest = body.partition(b"\0")
+                    if name.decode("latin-1") == FIGURE_KEY:
+                        return zlib.decompress(rest[1:]).decode("latin-1")
+    except (OSError, struct.error, zlib.error, UnicodeDecodeError):
+        return None
+    return None

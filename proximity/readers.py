@@ -52,10 +52,10 @@ def read_local(path: Path, split: str | None = None) -> Iterator[tuple[str, Reco
         return
     name = path.name
     if name.endswith(".jsonl.gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
+        with gzip.open(path, "rb") as handle:
             yield from _read_jsonl_lines(handle, path)
     elif name.endswith(".jsonl"):
-        with path.open(encoding="utf-8") as handle:
+        with path.open("rb") as handle:
             yield from _read_jsonl_lines(handle, path)
     elif name.endswith(".json"):
         yield from _read_json_array(path)
@@ -70,8 +70,24 @@ def read_local(path: Path, split: str | None = None) -> Iterator[tuple[str, Reco
         )
 
 
+def _decoded_lines(handle: Any, path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a binary handle, decoded line by line.
+
+    A text-mode handle decodes ahead in 8 KiB chunks, so its `UnicodeDecodeError` can point
+    several lines past the bad one and arrives as a traceback; decoding each line names it.
+    """
+    for line_number, raw in enumerate(handle, start=1):
+        try:
+            yield line_number, raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ProximityError(
+                f"{path}:{line_number}: not UTF-8 (byte {raw[error.start]:#04x} at column "
+                f"{error.start + 1}); re-encode the file as UTF-8"
+            ) from None
+
+
 def _read_jsonl_lines(handle: Any, path: Path) -> Iterator[tuple[str, Record]]:
-    for line_number, line in enumerate(handle, start=1):
+    for line_number, line in _decoded_lines(handle, path):
         if not line.strip():
             continue
         location = f"{path}:{line_number}"
@@ -89,8 +105,16 @@ def _read_jsonl_lines(handle: Any, path: Path) -> Iterator[tuple[str, Record]]:
 
 
 def _read_json_array(path: Path) -> Iterator[tuple[str, Record]]:
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ProximityError(
+            f"{path}:{line}: not UTF-8 (byte {raw[error.start]:#04x}); re-encode the file as UTF-8"
+        ) from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ProximityError(
             f"{path}:{error.lineno}: malformed JSON ({error.msg} at column {error.colno})"
@@ -125,9 +149,9 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, Record]]:
 
 def _read_text_lines(path: Path) -> Iterator[tuple[str, Record]]:
     """A .txt file holds one document per line (blank lines skipped); the field is `text`."""
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            text = line.rstrip("\n")
+    with path.open("rb") as handle:
+        for line_number, line in _decoded_lines(handle, path):
+            text = line.rstrip("\r\n")
             if text.strip():
                 yield f"{path}:{line_number}", {"text": text}
 

@@ -1,232 +1,318 @@
-"""Similarity matrices, proximity advantage and bootstrap intervals over token statistics.
+"""Similarity matrices and proximity advantage over token statistics; the public entry points.
 
-Datasets are tokenised once each (`gather_stats`); every comparison after that works on
-count vectors, so an N×N matrix costs N tokenisation passes, and a mixture such as
-`c4:0.8+starcoder:0.2` is the exact mixture of its parts' normalised counts.
+    from proximity.similarity import advantage_table
+    table = advantage_table("c4", "pycode", ["starcoder:0.2", "math:0.12", "starcoder"],
+                            data_dir="../shared/data")
 
-Proximity advantage (Liu et al. 2025): PA(M, T) = sim(M, T) − sim(pretrain, T). A mix given
-as `starcoder:0.2` means the midtraining mixture `pretrain:0.8+starcoder:0.2` (the paper's
-mixture-aware variant); a full mixture spec is taken as written.
+`advantage_table` and `similarity_table` take spec strings and do everything (tokenizer,
+statistics through the cache, mixtures, bootstrap); `proximity advantage` and `proximity
+similarity` are thin wrappers around them, so the command line and Python give the same
+numbers. Datasets are tokenised once each; every comparison after that works on count
+vectors.
 
-The bootstrap resamples documents with replacement (multinomial weights over each dataset's
-per-document counts), once per dataset per replicate: a dataset that appears on both sides
-(c4 in the mix and as the baseline) uses the same replicate on both, so differences such as
-PA get the right, correlated uncertainty and sim(x, x) stays exactly 1.
+Proximity advantage (Liu et al. 2025): PA(M, T) = sim(M, T) − sim(pretrain, T). What a
+`--mix` value means is `proximity.candidates`' job; how a mixture is compared (`expected` or
+the authors' `resample`) is `proximity.mixtures`'; the document bootstrap is
+`proximity.bootstrap`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
 from tokenizers import Tokenizer
 
+from proximity.bootstrap import Bootstrap, DocumentWeights, document_bootstrap
+from proximity.candidates import (
+    candidate,
+    labelled,
+    midtraining_named,
+    named,
+    specialised_weight,
+    unique_datasets,
+)
 from proximity.errors import ProximityError
-from proximity.metrics import Metric
+from proximity.metrics import Metric, get_metric
+from proximity.mixtures import ResamplePlan, expected_profile, resample_plan
 from proximity.registry import Registry
-from proximity.specs import DatasetSpec, MixtureSpec, blend, parse_component, parse_mixture
-from proximity.stats import Profile, StatsOptions, TokenStats, compute_stats, mix_profiles
+from proximity.specs import DatasetSpec, MixtureSpec
+from proximity.stats import Counts, Profile, StatsOptions, TokenStats, compute_stats
+from proximity.tokenizer import TokenizerHandle
 
-Profiles = dict[str, Profile]  # dataset canonical spec -> its profile
-CIMethod = Literal["centered", "percentile"]
+MixtureMode = Literal["expected", "resample"]
+MIXTURE_MODES: tuple[str, ...] = ("expected", "resample")
+NO_BOOTSTRAP = Bootstrap()
+PAPER_PROTOCOL = StatsOptions()
 
-
-def candidate(text: str | MixtureSpec, label: str | None = None) -> MixtureSpec:
-    """A dataset or mixture to compare, labelled by `label`, its own `name=`, or what was typed."""
-    mixture = parse_mixture(text)
-    typed = text if isinstance(text, str) else None
-    return mixture.labelled(label or mixture.label or typed or mixture.canonical())
-
-
-def midtraining_mix(pretrain: MixtureSpec, text: str) -> MixtureSpec:
-    """`--mix` value as a mixture: `name:w` means pretrain·(1−w) + name·w, else a full spec."""
-    if "+" not in text:
-        spec, weight = parse_component(text)
-        if weight is not None:
-            if not 0 < weight < 1:
-                raise ProximityError(
-                    f"--mix {text}: the weight must be between 0 and 1 (exclusive), e.g. "
-                    f"starcoder:0.2 for {pretrain.name}:0.8+starcoder:0.2"
-                )
-            return blend(pretrain, parse_mixture(spec), weight).labelled(text)
-    mix = candidate(text)
-    if not mix.is_mixture:
-        raise ProximityError(
-            f"--mix {text}: give a weight (e.g. {text}:0.2, mixed with the pretraining data) "
-            "or a full mixture such as c4:0.8+starcoder:0.2"
-        )
-    return mix
+__all__ = [
+    "Bootstrap",
+    "advantage_table",
+    "gather_stats",
+    "proximity_advantage",
+    "run_advantage",
+    "run_similarity",
+    "similarity_matrix",
+    "similarity_table",
+]
 
 
-def unique_datasets(candidates: Iterable[MixtureSpec]) -> list[DatasetSpec]:
-    """The distinct datasets behind `candidates`, in first-seen order."""
-    seen: dict[str, DatasetSpec] = {}
-    for cand in candidates:
-        for spec in cand.datasets:
-            seen.setdefault(spec.canonical(), spec)
-    return list(seen.values())
+# --- statistics ---------------------------------------------------------------------------
+
+
+class StatsProgress(Protocol):
+    """What `gather_stats` reports while it works (the CLI draws progress bars from it)."""
+
+    def start(self, name: str, total: int | None) -> None: ...
+    def advance(self, n_docs: int) -> None: ...
+    def finish(self, name: str, stats: TokenStats) -> None: ...
 
 
 def gather_stats(
-    candidates: Iterable[MixtureSpec],
-    tokenizer: Tokenizer,
+    candidates: Sequence[MixtureSpec],
+    tokenizer: Tokenizer | TokenizerHandle,
     options: StatsOptions,
     *,
     data_dir: str | Path | None = None,
     registry: Registry | None = None,
+    use_cache: bool = True,
+    progress: StatsProgress | None = None,
 ) -> dict[str, TokenStats]:
     """Statistics of every distinct dataset behind `candidates`, each computed (or read from
     the cache) exactly once: N datasets cost N tokenisation passes, whatever is compared."""
-    return {
-        spec.canonical(): compute_stats(
-            spec, tokenizer, options, data_dir=data_dir, registry=registry
+    if not isinstance(tokenizer, TokenizerHandle):
+        tokenizer = TokenizerHandle(tokenizer)  # fingerprinted once for all datasets
+    stats: dict[str, TokenStats] = {}
+    for spec in unique_datasets(candidates):
+        key = spec.canonical()
+        if progress is not None:
+            progress.start(key, options.n_docs)
+        stats[key] = compute_stats(
+            spec,
+            tokenizer,
+            options,
+            data_dir=data_dir,
+            registry=registry,
+            on_docs=progress.advance if progress is not None else None,
+            use_cache=use_cache,
         )
-        for spec in unique_datasets(candidates)
-    }
+        if progress is not None:
+            progress.finish(key, stats[key])
+    return stats
 
 
-def profile_of(cand: MixtureSpec, profiles: Profiles) -> Profile:
-    """The candidate's distribution: its dataset's, or the exact mixture of its parts'."""
-    if not cand.is_mixture:
-        return profiles[cand.components[0][0].canonical()]
-    return mix_profiles((profiles[spec.canonical()], w) for spec, w in cand.components)
+# --- profiles of candidates ----------------------------------------------------------------
 
 
-def _vector(profile: Profile, metric: Metric, label: str) -> np.ndarray:
-    if metric.uses == "ngram":
-        if profile.ngram is None:
+class Comparison:
+    """How each candidate becomes a `Profile`: its dataset's counts, or a mixture of its
+    parts' (`expected`) or the authors' resampled documents (`resample`), from the original
+    samples or from a bootstrap replicate's document weights."""
+
+    def __init__(
+        self,
+        candidates: Sequence[MixtureSpec],
+        stats: dict[str, TokenStats],
+        mixture: MixtureMode = "expected",
+        *,
+        base: MixtureSpec | None = None,
+        seed: int = 0,
+    ):
+        if mixture not in MIXTURE_MODES:
             raise ProximityError(
-                f"metric {metric.name} needs n-gram counts for {label}: set --ngram-order 2"
+                f"--mixture must be one of {', '.join(MIXTURE_MODES)}, got {mixture!r}"
             )
-        return profile.ngram
-    return profile.unigram
+        self.candidates = list(dict.fromkeys(candidates))
+        self.stats = stats
+        self.mixture = mixture
+        self.plans: dict[MixtureSpec, ResamplePlan] = {}
+        if mixture == "resample":
+            base_parts = frozenset(base.datasets) if base is not None else None
+            for cand in self.candidates:
+                if cand.is_mixture:
+                    parts = base_parts or frozenset(cand.datasets[:1])
+                    n_docs = {s: self._doc_counts(s).shape[0] for s in cand.datasets}
+                    self.plans[cand] = resample_plan(cand, n_docs, parts, seed)
+
+    def _doc_counts(self, spec: DatasetSpec):
+        st = self.stats[spec.canonical()]
+        if st.doc_counts is None:
+            raise ProximityError(
+                f"{spec.canonical()}: this needs per-document counts (a bootstrap or "
+                "--mixture resample): compute the statistics with per_document=True"
+            )
+        return st.doc_counts
+
+    def notes(self, cand: MixtureSpec) -> list[str]:
+        """Substitute data, short datasets and resampling caps behind one candidate."""
+        notes = []
+        for spec in cand.datasets:
+            meta = self.stats[spec.canonical()].metadata
+            substitute = (meta.get("source") or {}).get("substitute")
+            if substitute:
+                notes.append(f"{spec.canonical()}: substitute: {substitute}")
+            notes += [f"{spec.canonical()}: {note}" for note in meta.get("notes", [])]
+        if cand in self.plans:
+            notes += [f"resample: {note}" for note in self.plans[cand].notes]
+        return notes
+
+    def document_counts(self) -> dict[str, int]:
+        """Documents per dataset (what a bootstrap resamples)."""
+        return {
+            spec.canonical(): self._doc_counts(spec).shape[0]
+            for spec in unique_datasets(self.candidates)
+        }
+
+    def profiles(self, weights: DocumentWeights | None = None) -> dict[MixtureSpec, Profile]:
+        """Every candidate's profile; `weights` (dataset key -> times each document was
+        drawn) gives a bootstrap replicate, None the samples as counted."""
+        totals: dict[str, Counts] = {}
+
+        def counts_of(spec: DatasetSpec) -> Counts:
+            key = spec.canonical()
+            if key not in totals:
+                st = self.stats[key]
+                if weights is None:
+                    totals[key] = st.totals()
+                else:
+                    totals[key] = self._weighted(spec, weights[key])
+            return totals[key]
+
+        result: dict[MixtureSpec, Profile] = {}
+        for cand in self.candidates:
+            if not cand.is_mixture:
+                result[cand] = counts_of(cand.single()).profile()
+            elif cand in self.plans:
+                result[cand] = self._resampled(self.plans[cand], weights).profile()
+            else:
+                result[cand] = expected_profile([(counts_of(s), w) for s, w in cand.components])
+        return result
+
+    def _weighted(self, spec: DatasetSpec, doc_weights: np.ndarray) -> Counts:
+        st = self.stats[spec.canonical()]
+        unigram = self._doc_counts(spec).T @ doc_weights
+        ngram = st.doc_ngram_counts.T @ doc_weights if st.doc_ngram_counts is not None else None
+        if st.ngram_counts is not None and ngram is None:
+            raise ProximityError(f"{spec.canonical()}: per-document n-gram counts are missing")
+        return Counts(unigram, ngram, int(np.count_nonzero(doc_weights)))
+
+    def _resampled(self, plan: ResamplePlan, weights: DocumentWeights | None) -> Counts:
+        unigram: np.ndarray | None = None
+        ngram: np.ndarray | None = None
+        n_docs = 0
+        for spec, rows in plan.documents.items():
+            st = self.stats[spec.canonical()]
+            chosen = np.zeros(self._doc_counts(spec).shape[0])
+            np.add.at(chosen, rows, 1.0)
+            if weights is not None:
+                chosen *= weights[spec.canonical()]
+            part = self._weighted(spec, chosen)
+            unigram = part.unigram if unigram is None else unigram + part.unigram
+            if st.doc_ngram_counts is not None:
+                ngram = part.ngram if ngram is None else ngram + part.ngram
+            n_docs += int(chosen.sum())
+        assert unigram is not None
+        return Counts(unigram, ngram, n_docs)
+
+
+def compare(
+    metric: Metric, a: Profile, b: Profile, names: tuple[str, str], *, same: bool = False
+) -> float:
+    """metric(a, b); a unigram metric also reads each side's vocabulary presence.
+
+    `same`: both sides are one sample (the same spec), so one vocabulary, not two
+    independent draws of it: an expected mixture is then exactly as similar to itself as a
+    dataset is (1), where independent draws would overlap less.
+    """
+    if metric.uses == "ngram":
+        if a.ngram is None or b.ngram is None:
+            missing = names[0] if a.ngram is None else names[1]
+            raise ProximityError(
+                f"metric {metric.name} needs n-gram counts for {missing}: set --ngram-order 2"
+            )
+        return metric.function(a.ngram, b.ngram)
+    if same:
+        return metric.function(a.unigram, b.unigram)
+    return metric.function(a.unigram, b.unigram, presence_a=a.presence, presence_b=b.presence)
 
 
 def _pair_values(
-    pairs: Sequence[tuple[MixtureSpec, MixtureSpec]], profiles: Profiles, metric: Metric
+    pairs: Sequence[tuple[MixtureSpec, MixtureSpec]],
+    profiles: dict[MixtureSpec, Profile],
+    metric: Metric,
 ) -> np.ndarray:
     """metric(a, b) for each pair; symmetric metrics are evaluated once per unordered pair."""
-    # Keyed by candidate, not label: two candidates may share a label but not their parts.
-    by_cand: dict[MixtureSpec, Profile] = {}
     done: dict[tuple[MixtureSpec, MixtureSpec], float] = {}
     values = np.empty(len(pairs))
     for i, (a, b) in enumerate(pairs):
-        for cand in (a, b):
-            if cand not in by_cand:
-                by_cand[cand] = profile_of(cand, profiles)
         if metric.symmetric and (b, a) in done:
             values[i] = done[(b, a)]
             continue
-        value = metric.function(
-            _vector(by_cand[a], metric, a.name), _vector(by_cand[b], metric, b.name)
+        same = a.canonical() == b.canonical()
+        values[i] = done[(a, b)] = compare(
+            metric, profiles[a], profiles[b], (a.name, b.name), same=same
         )
-        done[(a, b)] = values[i] = value
     return values
 
 
-def resample_profiles(stats: dict[str, TokenStats], rng: np.random.Generator) -> Profiles:
-    """One bootstrap replicate: every dataset's documents resampled with replacement."""
-    replicate: Profiles = {}
-    for key, st in stats.items():
-        if st.doc_counts is None:
-            raise ProximityError(
-                f"bootstrap needs per-document counts for {key}: recompute with per_document=True"
-            )
-        n_docs = st.doc_counts.shape[0]
-        weights = rng.multinomial(n_docs, np.full(n_docs, 1.0 / n_docs)).astype(np.float64)
-        counts = st.doc_counts.T @ weights
-        ngrams = st.doc_ngram_counts.T @ weights if st.doc_ngram_counts is not None else None
-        replicate[key] = Profile.from_counts(counts, ngrams, int(counts.sum()), n_docs)
-    return replicate
-
-
-def bootstrap_interval(
-    statistic: Callable[[Profiles], np.ndarray],
-    stats: dict[str, TokenStats],
-    n_resamples: int,
-    *,
-    seed: int = 0,
-    level: float = 0.95,
-    method: CIMethod = "centered",
+def _intervals(
+    comparison: Comparison,
+    statistic,
+    point: np.ndarray,
+    bootstrap: Bootstrap,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap interval of a vector-valued `statistic` over document resamples.
-
-    `percentile`: the plain percentile interval of the replicates. `centered` (default): the
-    same interval shifted by the bootstrap bias (mean of replicates − point estimate).
-    Resampling with replacement duplicates documents, so a replicate sees fewer distinct
-    tokens than the sample it came from, and the vocabulary-size-dependent terms (Jaccard,
-    JSD, hence `paper`) drop systematically: their plain percentile interval often lies
-    entirely below the estimate. The centered interval keeps the replicates' spread (the
-    estimate's sampling variability at this sample size) around the estimate itself.
-    """
-    if n_resamples < 2:
-        raise ProximityError(f"--bootstrap needs at least 2 resamples, got {n_resamples}")
-    if not 0 < level < 1:
-        raise ProximityError(f"confidence level must be in (0, 1), got {level}")
-    if method not in ("centered", "percentile"):
-        raise ProximityError(f"--ci-method must be 'centered' or 'percentile', got {method!r}")
-    rng = np.random.default_rng(seed)
-    point = statistic({key: st.profile() for key, st in stats.items()})
-    draws = np.stack([statistic(resample_profiles(stats, rng)) for _ in range(n_resamples)])
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(draws, [tail, 100 - tail], axis=0)
-    if method == "centered":
-        bias = draws.mean(axis=0) - point
-        low, high = low - bias, high - bias
-    return low, high
+    if not bootstrap.n_resamples:
+        nan = np.full(point.shape, np.nan)
+        return nan, nan
+    return document_bootstrap(
+        lambda weights: statistic(comparison.profiles(weights)),
+        comparison.document_counts(),
+        bootstrap,
+    )
 
 
-@dataclass(frozen=True)
-class Bootstrap:
-    """Bootstrap settings; `n_resamples` 0 means no intervals."""
-
-    n_resamples: int = 0
-    seed: int = 0
-    level: float = 0.95
-    method: CIMethod = "centered"
-
-    def __post_init__(self) -> None:
-        # Checked here too, so a bad flag fails even when no resampling is asked for.
-        if self.n_resamples < 0 or self.n_resamples == 1:
-            raise ProximityError(f"--bootstrap must be 0 or >= 2, got {self.n_resamples}")
-        if not 0 < self.level < 1:
-            raise ProximityError(f"--ci-level must be in (0, 1), got {self.level}")
-        if self.method not in ("centered", "percentile"):
-            raise ProximityError(
-                f"--ci-method must be 'centered' or 'percentile', got {self.method!r}"
-            )
+# --- tables -------------------------------------------------------------------------------
 
 
 def similarity_matrix(
     candidates: Sequence[MixtureSpec],
     stats: dict[str, TokenStats],
     metric: Metric,
-    bootstrap: Bootstrap = Bootstrap(),
+    bootstrap: Bootstrap = NO_BOOTSTRAP,
+    *,
+    mixture: MixtureMode = "expected",
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Tidy table, one row per ordered pair: a, b, metric, value, ci_low, ci_high, n_tokens."""
+    """Tidy table, one row per ordered pair: a, b, metric, value, ci_low, ci_high, n_tokens,
+    specs and notes. In `resample` mode a mixture's first part is its pretraining data."""
     labels = [c.name for c in candidates]
     if len(set(labels)) != len(labels):
-        raise ProximityError(f"datasets to compare must be distinct, got {labels}")
+        raise ProximityError(f"datasets to compare must have distinct labels, got {labels}")
+    comparison = Comparison(candidates, stats, mixture, seed=seed)
     pairs = [(a, b) for a in candidates for b in candidates]
-    profiles = {key: st.profile() for key, st in stats.items()}
+    profiles = comparison.profiles()
     values = _pair_values(pairs, profiles, metric)
-    low, high = _intervals(lambda p: _pair_values(pairs, p, metric), stats, values, bootstrap)
+    low, high = _intervals(comparison, lambda p: _pair_values(pairs, p, metric), values, bootstrap)
+    notes = {c: "; ".join(comparison.notes(c)) for c in candidates}
     return pd.DataFrame(
         {
             "a": [a.name for a, _ in pairs],
             "b": [b.name for _, b in pairs],
             "metric": metric.name,
+            "mixture": mixture,
             "value": values,
             "ci_low": low,
             "ci_high": high,
-            "n_tokens_a": [profile_of(a, profiles).n_tokens for a, _ in pairs],
-            "n_tokens_b": [profile_of(b, profiles).n_tokens for _, b in pairs],
+            "n_tokens_a": [profiles[a].n_tokens for a, _ in pairs],
+            "n_tokens_b": [profiles[b].n_tokens for _, b in pairs],
             "spec_a": [a.canonical() for a, _ in pairs],
             "spec_b": [b.canonical() for _, b in pairs],
+            "notes_a": [notes[a] for a, _ in pairs],
+            "notes_b": [notes[b] for _, b in pairs],
         }
     )
 
@@ -237,34 +323,47 @@ def proximity_advantage(
     mixes: Sequence[MixtureSpec],
     stats: dict[str, TokenStats],
     metric: Metric,
-    bootstrap: Bootstrap = Bootstrap(),
+    bootstrap: Bootstrap = NO_BOOTSTRAP,
+    *,
+    mixture: MixtureMode = "expected",
+    seed: int = 0,
 ) -> pd.DataFrame:
     """PA(mix, target) = sim(mix, target) − sim(pretrain, target), ranked best first."""
     if not mixes:
         raise ProximityError("give at least one --mix to rank (e.g. --mix starcoder:0.2)")
+    labels = [m.name for m in mixes]
+    if len(set(labels)) != len(labels):
+        raise ProximityError(f"--mix values must be distinct, got {labels}")
+    comparison = Comparison([pretrain, target, *mixes], stats, mixture, base=pretrain, seed=seed)
+    pairs = [(m, target) for m in (pretrain, *mixes)]
 
-    def advantages(profiles: Profiles) -> np.ndarray:
-        sims = _pair_values([(m, target) for m in (pretrain, *mixes)], profiles, metric)
+    def advantages(profiles: dict[MixtureSpec, Profile]) -> np.ndarray:
+        sims = _pair_values(pairs, profiles, metric)
         return np.concatenate([sims[1:] - sims[0], sims])
 
-    profiles = {key: st.profile() for key, st in stats.items()}
+    profiles = comparison.profiles()
     point = advantages(profiles)
-    low, high = _intervals(advantages, stats, point, bootstrap)
+    low, high = _intervals(comparison, advantages, point, bootstrap)
     k = len(mixes)
     table = pd.DataFrame(
         {
-            "mix": [m.name for m in mixes],
+            "mix": labels,
             "mix_spec": [m.canonical() for m in mixes],
+            "weight": [specialised_weight(m, pretrain) for m in mixes],
             "target": target.name,
+            "target_spec": target.canonical(),
             "pretrain": pretrain.name,
+            "pretrain_spec": pretrain.canonical(),
             "metric": metric.name,
+            "mixture": mixture,
             "advantage": point[:k],
             "ci_low": low[:k],
             "ci_high": high[:k],
             "sim_mix_target": point[k + 1 :],
             "sim_pretrain_target": point[k],
-            "n_tokens_mix": [profile_of(m, profiles).n_tokens for m in mixes],
-            "n_tokens_target": profile_of(target, profiles).n_tokens,
+            "n_tokens_mix": [profiles[m].n_tokens for m in mixes],
+            "n_tokens_target": profiles[target].n_tokens,
+            "notes": ["; ".join(comparison.notes(m)) for m in mixes],
         }
     )
     table = table.sort_values("advantage", ascending=False, kind="stable")
@@ -272,20 +371,189 @@ def proximity_advantage(
     return table.reset_index(drop=True)
 
 
-def _intervals(
-    statistic: Callable[[Profiles], np.ndarray],
-    stats: dict[str, TokenStats],
-    point: np.ndarray,
+# --- public entry points ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished comparison: the table and what stands behind it (for the JSON record)."""
+
+    table: pd.DataFrame
+    stats: dict[str, TokenStats]
+    tokenizer_fingerprint: str
+    compared: dict[str, str]
+    """Label -> canonical spec of everything compared."""
+    options: StatsOptions
+
+
+def _setup(
+    metric: str | Metric,
+    tokenizer: str | Tokenizer,
+    options: StatsOptions,
+    mixture: MixtureMode,
     bootstrap: Bootstrap,
-) -> tuple[np.ndarray, np.ndarray]:
-    if not bootstrap.n_resamples:
-        nan = np.full(point.shape, np.nan)
-        return nan, nan
-    return bootstrap_interval(
-        statistic,
-        stats,
-        bootstrap.n_resamples,
-        seed=bootstrap.seed,
-        level=bootstrap.level,
-        method=bootstrap.method,
+    data_dir: str | Path | None,
+    registry: Registry | Sequence[str | Path] | None,
+) -> tuple[Metric, TokenizerHandle, StatsOptions, Registry]:
+    chosen = get_metric(metric) if isinstance(metric, str) else metric
+    if mixture not in MIXTURE_MODES:
+        raise ProximityError(
+            f"--mixture must be one of {', '.join(MIXTURE_MODES)}, got {mixture!r}"
+        )
+    if chosen.uses == "ngram" and not options.ngram_order:
+        options = replace(options, ngram_order=2)
+    if bootstrap.n_resamples or mixture == "resample":
+        options = replace(options, per_document=True)
+    reg = registry if isinstance(registry, Registry) else Registry.load(list(registry or []))
+    return chosen, TokenizerHandle(tokenizer, data_dir), options, reg
+
+
+def run_advantage(
+    pretrain: str,
+    target: str,
+    mixes: Sequence[str],
+    *,
+    metric: str | Metric = "paper",
+    tokenizer: str | Tokenizer = "pythia",
+    options: StatsOptions = PAPER_PROTOCOL,
+    mixture: MixtureMode = "expected",
+    bootstrap: Bootstrap = NO_BOOTSTRAP,
+    data_dir: str | Path | None = None,
+    registry: Registry | Sequence[str | Path] | None = None,
+    use_cache: bool = True,
+    progress: StatsProgress | None = None,
+) -> Run:
+    """`advantage_table` with the statistics and provenance behind it (the CLI's JSON)."""
+    chosen, tok, options, reg = _setup(
+        metric, tokenizer, options, mixture, bootstrap, data_dir, registry
     )
+    base = candidate(pretrain)
+    goal = candidate(target)
+    mix_specs = labelled([midtraining_named(base, text) for text in mixes])
+    if not mix_specs:
+        raise ProximityError("give at least one --mix to rank (e.g. --mix starcoder:0.2)")
+    stats = gather_stats(
+        [base, goal, *mix_specs],
+        tok,
+        options,
+        data_dir=data_dir,
+        registry=reg,
+        use_cache=use_cache,
+        progress=progress,
+    )
+    table = proximity_advantage(
+        base, goal, mix_specs, stats, chosen, bootstrap, mixture=mixture, seed=options.seed
+    )
+    compared = {m.name: m.canonical() for m in (base, goal, *mix_specs)}
+    return Run(table, stats, tok.fingerprint, compared, options)
+
+
+def advantage_table(
+    pretrain: str,
+    target: str,
+    mixes: Sequence[str],
+    *,
+    metric: str | Metric = "paper",
+    tokenizer: str | Tokenizer = "pythia",
+    options: StatsOptions = PAPER_PROTOCOL,
+    mixture: MixtureMode = "expected",
+    bootstrap: Bootstrap = NO_BOOTSTRAP,
+    data_dir: str | Path | None = None,
+    registry: Registry | Sequence[str | Path] | None = None,
+    use_cache: bool = True,
+    progress: StatsProgress | None = None,
+) -> pd.DataFrame:
+    """Proximity advantage of each mix for `target` over `pretrain`, ranked best first.
+
+    `mixes` are `--mix` values: `starcoder:0.2` (pretrain·0.8 + starcoder·0.2), `starcoder`
+    or `starcoder:1` (continued pretraining), or a full mixture (`c4:0.8+starcoder:0.2`),
+    optionally labelled (`code20=starcoder:0.2`). `metric`: paper, cosine, jaccard, js or
+    ngram_kl. `options`: how each dataset is sampled and counted (the paper's protocol by
+    default). `mixture`: `expected` (exact frequencies, vocabulary at a matched token budget)
+    or `resample` (the authors' document mixing). `bootstrap`: intervals, off by default.
+
+    Columns: rank, mix (label), mix_spec (canonical mixture), weight (share of specialised
+    data), target, target_spec, pretrain, pretrain_spec, metric, mixture, advantage,
+    ci_low, ci_high, sim_mix_target, sim_pretrain_target, n_tokens_mix, n_tokens_target,
+    notes (substitute data, short datasets, resampling caps).
+    """
+    return run_advantage(
+        pretrain,
+        target,
+        mixes,
+        metric=metric,
+        tokenizer=tokenizer,
+        options=options,
+        mixture=mixture,
+        bootstrap=bootstrap,
+        data_dir=data_dir,
+        registry=registry,
+        use_cache=use_cache,
+        progress=progress,
+    ).table
+
+
+def run_similarity(
+    datasets: Sequence[str],
+    *,
+    metric: str | Metric = "paper",
+    tokenizer: str | Tokenizer = "pythia",
+    options: StatsOptions = PAPER_PROTOCOL,
+    mixture: MixtureMode = "expected",
+    bootstrap: Bootstrap = NO_BOOTSTRAP,
+    data_dir: str | Path | None = None,
+    registry: Registry | Sequence[str | Path] | None = None,
+    use_cache: bool = True,
+    progress: StatsProgress | None = None,
+) -> Run:
+    """`similarity_table` with the statistics and provenance behind it (the CLI's JSON)."""
+    chosen, tok, options, reg = _setup(
+        metric, tokenizer, options, mixture, bootstrap, data_dir, registry
+    )
+    candidates = labelled([named(text) for text in datasets])
+    stats = gather_stats(
+        candidates,
+        tok,
+        options,
+        data_dir=data_dir,
+        registry=reg,
+        use_cache=use_cache,
+        progress=progress,
+    )
+    table = similarity_matrix(
+        candidates, stats, chosen, bootstrap, mixture=mixture, seed=options.seed
+    )
+    compared = {c.name: c.canonical() for c in candidates}
+    return Run(table, stats, tok.fingerprint, compared, options)
+
+
+def similarity_table(
+    datasets: Sequence[str],
+    *,
+    metric: str | Metric = "paper",
+    tokenizer: str | Tokenizer = "pythia",
+    options: StatsOptions = PAPER_PROTOCOL,
+    mixture: MixtureMode = "expected",
+    bootstrap: Bootstrap = NO_BOOTSTRAP,
+    data_dir: str | Path | None = None,
+    registry: Registry | Sequence[str | Path] | None = None,
+    use_cache: bool = True,
+    progress: StatsProgress | None = None,
+) -> pd.DataFrame:
+    """Similarity of every ordered pair of `datasets` (specs or mixtures), one row each.
+
+    Same arguments as `advantage_table`. Columns: a, b (labels), metric, mixture, value,
+    ci_low, ci_high, n_tokens_a, n_tokens_b, spec_a, spec_b, notes_a, notes_b.
+    """
+    return run_similarity(
+        datasets,
+        metric=metric,
+        tokenizer=tokenizer,
+        options=options,
+        mixture=mixture,
+        bootstrap=bootstrap,
+        data_dir=data_dir,
+        registry=registry,
+        use_cache=use_cache,
+        progress=progress,
+    ).table

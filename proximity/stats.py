@@ -1,14 +1,16 @@
 """Token statistics of a dataset: unigram counts, optional hashed n-grams, per-document counts.
 
 Plain data and pure functions (the scikit-learn lesson): `count_texts` turns texts into a
-`TokenStats`, `compute_stats` does the same for a dataset spec through the on-disk cache, and
-`Profile` is the normalised form every metric reads, so that a mixture of datasets is the
-exact weighted mixture of its parts' normalised counts rather than a resampled stream.
+`TokenStats`, `compute_stats` does the same for a dataset spec through the on-disk cache,
+`Counts` is the totals of one sample (a dataset, a bootstrap replicate, a resampled mixture)
+and `Profile` is the normalised form every metric reads. How a mixture of datasets becomes
+a `Profile` is `proximity.mixtures`' job.
 
 Memory stays O(vocabulary): texts are encoded in batches with `Tokenizer.encode_batch_fast`
 (all cores, no offsets), each batch is folded into the counts with `np.bincount` and
-dropped. Only a bootstrap needs more: then the per-document counts are kept as a sparse
-docs × vocabulary matrix, so a resample is `weights @ matrix` with no re-tokenising.
+dropped. Only a bootstrap (or `--mixture resample`) needs more: then the per-document
+counts are kept as a sparse docs × vocabulary matrix, so a resample is `weights @ matrix`
+with no re-tokenising.
 """
 
 from __future__ import annotations
@@ -17,19 +19,23 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from scipy import sparse
 from tokenizers import Tokenizer
 
 from proximity.cache import cache_key, load_entry, save_entry
-from proximity.data import describe_source, load_texts
+from proximity.data import ReadReport, describe_source, load_texts
 from proximity.errors import ProximityError
 from proximity.registry import Registry
 from proximity.specs import DatasetSpec, MixtureSpec, parse_spec
-from proximity.tokenizer import tokenizer_fingerprint
+from proximity.tokenizer import TokenizerHandle
 
+if TYPE_CHECKING:  # scipy.sparse costs ~0.2 s to import; only per-document counts need it
+    from scipy import sparse
+
+# Part of every statistics cache key: bump when counting changes what the counts mean.
+STATS_VERSION = 2
 PAPER_N_DOCS = 1000
 PAPER_MAX_CHARS = 10_000
 PAPER_MAX_TOKENS = 512
@@ -74,6 +80,11 @@ class StatsOptions:
                 raise ProximityError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.sample not in ("first", "random"):
             raise ProximityError(f"--sample must be 'first' or 'random', got {self.sample!r}")
+        if self.sample == "random" and self.n_docs is None:
+            raise ProximityError(
+                "--sample random needs --n-docs: the size of the uniform sample to draw "
+                "(with --equal-tokens, the budget is then taken from that sample)"
+            )
         if self.ngram_order < 0:
             raise ProximityError(f"--ngram-order must be >= 0, got {self.ngram_order}")
         buckets = self.ngram_buckets
@@ -110,59 +121,59 @@ class TokenStats:
     metadata: dict[str, Any] = field(default_factory=dict)
     """Provenance: spec, source, tokenizer and option fields, cache key."""
 
+    def totals(self) -> Counts:
+        """The sample's counts (what a mixture or a metric starts from)."""
+        return Counts(self.counts, self.ngram_counts, self.n_docs)
+
     def profile(self) -> Profile:
-        return Profile.from_counts(self.counts, self.ngram_counts, self.n_tokens, self.n_docs)
+        return self.totals().profile()
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Token (and n-gram) counts of one sample: a dataset, a bootstrap replicate of it, or a
+    resampled mixture. Counts may be float (a replicate weights documents)."""
+
+    unigram: np.ndarray
+    ngram: np.ndarray | None
+    n_docs: int
+
+    @property
+    def n_tokens(self) -> float:
+        return float(self.unigram.sum())
+
+    def profile(self) -> Profile:
+        """A sample judged as itself: its frequencies, and the tokens it saw as vocabulary."""
+        return Profile(
+            unigram=normalise(self.unigram),
+            ngram=normalise(self.ngram) if self.ngram is not None else None,
+            presence=(np.asarray(self.unigram) > 0).astype(np.float64),
+            n_tokens=self.n_tokens,
+            n_docs=self.n_docs,
+        )
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Normalised token (and n-gram) distributions: what the metrics compare."""
+    """What the metrics compare: normalised token (and n-gram) frequencies, and `presence`,
+    each token's probability of being in the sample's vocabulary (0/1 for a real sample,
+    in between for a mixture judged by its expected vocabulary, see `proximity.mixtures`)."""
 
     unigram: np.ndarray
     ngram: np.ndarray | None
-    n_tokens: int
+    presence: np.ndarray
+    n_tokens: float
+    """Tokens in the sample (for an expected mixture: in the sample it is judged at)."""
     n_docs: int
 
-    @classmethod
-    def from_counts(
-        cls, counts: np.ndarray, ngram_counts: np.ndarray | None, n_tokens: int, n_docs: int
-    ) -> Profile:
-        return cls(_normalise(counts), _normalise(ngram_counts), n_tokens, n_docs)
 
-
-def _normalise(x: np.ndarray | None) -> np.ndarray | None:
-    if x is None:
-        return None
+def normalise(x: np.ndarray) -> np.ndarray:
+    """`x / x.sum()` as float64; an empty vector is a user error (nothing was counted)."""
     x = np.asarray(x, dtype=np.float64)
     total = x.sum()
     if total <= 0:
         raise ProximityError("no tokens were counted: the dataset is empty after truncation")
     return x / total
-
-
-def mix_profiles(parts: Iterable[tuple[Profile, float]]) -> Profile:
-    """Exact mixture Σ wᵢ·Pᵢ of normalised distributions (weights are renormalised to 1).
-
-    Token and document totals are summed: they report how much data stands behind the mix.
-    """
-    parts = list(parts)
-    if not parts:
-        raise ProximityError("a mixture needs at least one component")
-    weights = np.array([w for _, w in parts], dtype=np.float64)
-    if (weights <= 0).any():
-        raise ProximityError(f"mixture weights must be positive, got {weights.tolist()}")
-    weights /= weights.sum()
-    unigram = sum(w * p.unigram for (p, _), w in zip(parts, weights, strict=True))
-    has_ngrams = all(p.ngram is not None for p, _ in parts)
-    ngram = (
-        sum(w * p.ngram for (p, _), w in zip(parts, weights, strict=True)) if has_ngrams else None
-    )
-    return Profile(
-        unigram=unigram,
-        ngram=ngram,
-        n_tokens=sum(p.n_tokens for p, _ in parts),
-        n_docs=sum(p.n_docs for p, _ in parts),
-    )
 
 
 def hash_ngrams(ids: np.ndarray, doc_index: np.ndarray, order: int, n_buckets: int, vocab: int):
@@ -224,6 +235,8 @@ def count_texts(
     ngram_blocks: list[sparse.csr_matrix] = []
     n_docs = n_tokens = 0
     budget = options.token_budget
+    if options.per_document:
+        from scipy import sparse  # only per-document counts need scipy.sparse (slow to import)
 
     for batch in _batches(texts, options.batch_size, options.batch_chars):
         ids_per_doc = _encode(tokenizer, batch)
@@ -286,6 +299,8 @@ def _cut_to_budget(lengths: np.ndarray, remaining: int) -> np.ndarray:
 
 
 def _doc_matrix(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int):
+    from scipy import sparse  # only per-document counts need scipy.sparse (slow to import)
+
     data = np.ones(rows.size, dtype=np.int64)
     # COO -> CSR sums the duplicate (document, token) entries into counts.
     return sparse.csr_matrix((data, (rows, cols)), shape=(n_rows, n_cols), dtype=np.int64)
@@ -315,6 +330,8 @@ def stats_from_arrays(arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -
     def csr(name: str) -> sparse.csr_matrix | None:
         if f"{name}_data" not in arrays:
             return None
+        from scipy import sparse  # only per-document counts need scipy.sparse (slow to import)
+
         parts = (arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"])
         return sparse.csr_matrix(parts, shape=tuple(int(n) for n in arrays[f"{name}_shape"]))
 
@@ -329,6 +346,18 @@ def stats_from_arrays(arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -
     )
 
 
+def _shortfall_notes(stats: TokenStats, options: StatsOptions) -> list[str]:
+    """Say so when a dataset had fewer documents than asked for (no budget to explain it)."""
+    if options.n_docs is None or options.token_budget is not None:
+        return []
+    if stats.n_docs >= options.n_docs:
+        return []
+    read = f"{stats.n_docs:,} document{'s' if stats.n_docs != 1 else ''}"
+    return [
+        f"{read} read, {options.n_docs:,} asked for: the dataset has no more non-empty documents"
+    ]
+
+
 def _satisfies(stats: TokenStats, options: StatsOptions) -> bool:
     """A cached entry serves a request when it holds every extra the request needs."""
     if not options.per_document:
@@ -340,7 +369,7 @@ def _satisfies(stats: TokenStats, options: StatsOptions) -> bool:
 
 def compute_stats(
     spec: str | DatasetSpec,
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | TokenizerHandle,
     options: StatsOptions = StatsOptions(),
     *,
     data_dir: str | Path | None = None,
@@ -348,25 +377,32 @@ def compute_stats(
     on_docs: Callable[[int], None] | None = None,
     use_cache: bool = True,
 ) -> TokenStats:
-    """Statistics of one dataset (not a mixture: mix `Profile`s instead), through the cache.
+    """Statistics of one dataset (not a mixture: see `proximity.mixtures`), through the cache.
 
-    A cache hit never reads or tokenises the data; `metadata["cache_hit"]` says which it was.
+    A cache hit never reads or tokenises the data (and, given a `TokenizerHandle`, never
+    loads the tokenizer); `metadata["cache_hit"]` says which it was.
     """
     parsed = parse_spec(spec)
     if isinstance(parsed, MixtureSpec):
         raise ProximityError(
-            f"{parsed}: statistics are per dataset; mix the parts' profiles (mix_profiles)"
+            f"{parsed}: statistics are per dataset; a mixture is compared by proximity.mixtures"
         )
     source = describe_source(parsed, data_dir, registry)
     fields = options.key_fields()
+    handle = tokenizer if isinstance(tokenizer, TokenizerHandle) else TokenizerHandle(tokenizer)
+    tokenizer_fp = handle.fingerprint
     key = cache_key(
-        parsed.canonical(), source.fingerprint, tokenizer_fingerprint(tokenizer), fields
+        parsed.canonical(),
+        source.fingerprint,
+        tokenizer_fp,
+        {**fields, "stats_version": STATS_VERSION},
     )
     if use_cache and (entry := load_entry(key)) is not None:
         cached = stats_from_arrays(*entry)
         if _satisfies(cached, options):
             cached.metadata["cache_hit"] = True
             return cached
+    report = ReadReport()
     texts = load_texts(
         parsed,
         n_docs=options.n_docs,
@@ -375,15 +411,19 @@ def compute_stats(
         max_chars=options.max_chars,
         data_dir=data_dir,
         registry=registry,
+        report=report,
     )
     metadata = {
         "spec": parsed.canonical(),
         "source": asdict(source),
-        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "tokenizer": tokenizer_fp,
         "options": fields,
+        "stats_version": STATS_VERSION,
         "key": key,
     }
-    stats = count_texts(texts, tokenizer, options, on_docs=on_docs, metadata=metadata)
+    stats = count_texts(texts, handle.get(), options, on_docs=on_docs, metadata=metadata)
+    stats.metadata["read"] = {**asdict(report), "documents_counted": stats.n_docs}
+    stats.metadata["notes"] = _shortfall_notes(stats, options)
     if use_cache:
         save_entry(key, stats_to_arrays(stats), stats.metadata)
     stats.metadata["cache_hit"] = False

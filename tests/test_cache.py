@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 
 import proximity.stats
 from proximity.cache import cache_dir, entry_paths
+from proximity.registry import Registry
 from proximity.stats import StatsOptions, compute_stats
 
 
@@ -135,3 +136,28 @@ def test_atomic_writes_get_ordinary_file_permissions(tmp_path: Path) -> None:
         os.umask(old)
     assert written.stat().st_mode & 0o777 == 0o644
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_editing_a_registry_template_is_a_miss_not_stale_counts(
+    shared_data: Path, tokenizer: Tokenizer, tokenisations: list[str], private_cache: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    registry_file = tmp_path / "mine.toml"
+    entry = '[mine]\nplain = "{template}"\n[[mine.local]]\nfiles = ["gsm8k_test.jsonl"]\n'
+    options = StatsOptions(n_docs=50)
+
+    def stats(template: str):
+        registry_file.write_text(entry.format(template=template))
+        return compute_stats(
+            "mine", tokenizer, options, data_dir=shared_data,
+            registry=Registry.load([registry_file]),
+        )  # fmt: skip
+
+    short, full = stats("{question}"), stats("{question}\\n{answer}")
+    assert len(tokenisations) == 2 and full.n_tokens > short.n_tokens
+    fresh = compute_stats(
+        str(shared_data / "gsm8k_test.jsonl") + "?template={question}\\n{answer}",
+        tokenizer, options,
+    )  # fmt: skip
+    np.testing.assert_array_equal(full.counts, fresh.counts)
+    assert stats("{question}").metadata["cache_hit"]  # the first version is still cached

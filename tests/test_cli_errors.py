@@ -25,7 +25,8 @@ def _write(folder: Path) -> dict[str, str]:
     }
     for name, content in files.items():
         (folder / f"{name}.jsonl").write_text(content)
-    return {name: str(folder / f"{name}.jsonl") for name in files}
+    (folder / "latin1.jsonl").write_bytes('{"text": "fine"}\n{"text": "café"}\n'.encode("latin-1"))
+    return {name: str(folder / f"{name}.jsonl") for name in [*files, "latin1"]}
 
 
 CASES = [
@@ -34,6 +35,7 @@ CASES = [
     (["{bad}"], True, "bad.jsonl:2: malformed JSON"),
     (["{nofield}"], True, "field 'text' not found; fields present: body"),
     (["{empty}"], True, "has no non-empty documents"),
+    (["{latin1}"], True, "latin1.jsonl:2: not UTF-8 (byte 0xe9 at column 14)"),
     (["c4:0.5+gsm8k:0.4"], True, "weights sum to 0.9, they must sum to 1"),
     (["gsm8k", "--tokenizer", "{missing_tokenizer}"], True, "tokenizer file not found"),
     (["gsm8k"], False, "needs the Hugging Face hub, which is unreachable"),  # tokenizer offline

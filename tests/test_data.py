@@ -3,12 +3,15 @@
 import gzip
 import json
 import os
+import re
 import shutil
 
+import numpy as np
 import pytest
 
-from proximity.data import describe_source, load_examples, load_texts
+from proximity.data import ReadReport, describe_source, load_examples, load_texts
 from proximity.errors import ProximityError
+from proximity.registry import Registry
 
 
 def _first_records(path, n):
@@ -113,8 +116,53 @@ def test_random_sample_is_seeded_and_drawn_from_the_whole_file(shared_data):
     other = list(load_texts("gsm8k", n_docs=50, sample="random", seed=4, data_dir=shared_data))
     assert first == again and first != other
     positions = [all_texts.index(text) for text in first]
-    assert positions == sorted(positions)  # file order kept
+    assert len(set(positions)) == 50
     assert max(positions) > len(all_texts) // 2  # not just the head of the file
+
+
+def test_random_sample_and_its_order_are_uniform(tmp_path):
+    """Every record is equally likely to be drawn, and to come first (what a budget keeps)."""
+    path = tmp_path / "d.jsonl"
+    n, k, seeds = 12, 4, 1200
+    path.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(n)))
+    drawn = np.zeros(n)
+    first = np.zeros(n)
+    for seed in range(seeds):
+        texts = list(load_texts(str(path), n_docs=k, sample="random", seed=seed))
+        ids = [int(text.split()[1]) for text in texts]
+        drawn[ids] += 1
+        first[ids[0]] += 1
+    # Binomial standard errors: inclusion p = 1/3 (sd 0.014), first p = 1/12 (sd 0.008).
+    np.testing.assert_allclose(drawn / seeds, k / n, atol=0.05)
+    np.testing.assert_allclose(first / seeds, 1 / n, atol=0.03)
+
+
+def test_random_sampling_reaches_mixture_parts_and_is_recorded(shared_data):
+    heads = set(load_texts("gsm8k", n_docs=40, data_dir=shared_data))
+    report = ReadReport()
+    mixed = list(
+        load_texts(
+            "c4:0.5+gsm8k:0.5", n_docs=80, sample="random", seed=5, data_dir=shared_data,
+            report=report,
+        )
+    )  # fmt: skip
+    from_gsm8k = [t for t in mixed if "####" in t]
+    assert len(from_gsm8k) > 20 and not set(from_gsm8k) <= heads
+    assert "uniform random" in report.sampling and report.documents == 80
+
+
+def test_a_random_sample_of_a_local_file_needs_its_size(shared_data):
+    with pytest.raises(ProximityError, match="needs its size"):
+        list(load_texts("gsm8k", sample="random", data_dir=shared_data))
+
+
+def test_read_report_says_what_was_read(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "  "}\n{"text": "b"}\n')
+    report = ReadReport()
+    assert list(load_texts(str(path), n_docs=1000, report=report)) == ["a", "b"]
+    assert (report.documents, report.records_seen, report.empty_skipped) == (2, 3, 1)
+    assert report.sampling == "first 1000 documents"
 
 
 def test_max_chars_truncates_each_document(shared_data):
@@ -178,3 +226,47 @@ def test_hub_unreachable_says_how_to_use_local_data(monkeypatch):
 def test_local_only_dataset_without_data_folder_says_where_to_point():
     with pytest.raises(ProximityError, match=r"local-only.*--data-dir"):
         list(load_texts("python_stdlib"))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".txt", ".json"])
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path, suffix):
+    # Line 300 is far past the first 8 KiB, where a text-mode reader would have failed.
+    lines = [json.dumps({"text": f"document number {i} " * 3}) for i in range(299)]
+    bad = b'{"text": "caf\xe9"}'
+    if suffix == ".json":
+        body = ("[\n" + ",\n".join(lines) + ",\n").encode() + bad + b"\n]\n"
+    else:
+        body = ("\n".join(lines) + "\n").encode() + bad + b"\n"
+    path = tmp_path / f"d{suffix}"
+    path.write_bytes(gzip.compress(body) if suffix.endswith(".gz") else body)
+    line = 301 if suffix == ".json" else 300
+    message = rf"d{re.escape(suffix)}:{line}: not UTF-8 \(byte 0xe9"
+    with pytest.raises(ProximityError, match=message):
+        list(load_texts(str(path)))
+
+
+def test_reading_another_split_than_asked_is_recorded_like_a_substitute(shared_data):
+    info = describe_source("sciq", shared_data)
+    assert info.split == "validation"
+    assert "only the validation split, read in place of train" in info.substitute
+    asked = describe_source("sciq?split=validation", shared_data)
+    assert asked.substitute is None and asked.fingerprint == info.fingerprint
+    assert "in place of train" in describe_source("social_iqa", shared_data).substitute
+    assert describe_source("gsm8k", shared_data).substitute is None
+
+
+def test_fingerprint_changes_with_the_formatting_and_the_split_read(tmp_path, shared_data):
+    registry_file = tmp_path / "mine.toml"
+    entry = '[mine]\nplain = "{template}"\n[[mine.local]]\nfiles = ["gsm8k_test.jsonl"]\n'
+    registry_file.write_text(entry.format(template="{question}"))
+    before = describe_source("mine", shared_data, Registry.load([registry_file]))
+    registry_file.write_text(entry.format(template="{question}\\n{answer}"))
+    after = describe_source("mine", shared_data, Registry.load([registry_file]))
+    assert before.fingerprint != after.fingerprint and "{answer}" in after.formatting
+    plain = describe_source("gsm8k?format=plain", shared_data)
+    assert plain.fingerprint != describe_source("gsm8k", shared_data).fingerprint
+    test_split = describe_source("gsm8k?split=test", shared_data)
+    assert test_split.split == "test"
+    path = str(shared_data / "gsm8k_test.jsonl")
+    fields = describe_source(path + "?field=question").fingerprint
+    assert fields != describe_source(path + "?field=answer").fingerprint

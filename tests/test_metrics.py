@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import pytest
+from reference_similarity import paper_protocol_counter, reference_paper
 from tokenizers import Tokenizer
 
 from proximity.errors import ProximityError
@@ -37,48 +37,14 @@ def _texts(path: Path, fields: tuple[str, ...], n: int) -> list[str]:
     return ["\n\n".join(str(r[f]) for f in fields) for r in records]
 
 
-def _reference_paper(counts_a: Counter, counts_b: Counter, top_k: int) -> float:
-    """PAPER.md read literally, with plain dicts: keep top-k, renormalise on the union."""
-
-    def top(counter: Counter) -> dict[int, int]:
-        ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
-        return dict(ranked[:top_k])
-
-    kept_a, kept_b = top(counts_a), top(counts_b)
-    union = set(kept_a) | set(kept_b)
-    total_a, total_b = sum(kept_a.values()), sum(kept_b.values())
-    p = {t: kept_a.get(t, 0) / total_a for t in union}
-    q = {t: kept_b.get(t, 0) / total_b for t in union}
-    dot = sum(p[t] * q[t] for t in union)
-    cosine = dot / (
-        math.sqrt(sum(v * v for v in p.values())) * math.sqrt(sum(v * v for v in q.values()))
-    )
-    jaccard = len(set(kept_a) & set(kept_b)) / len(union)
-    jsd = 0.0
-    for t in union:
-        m = (p[t] + q[t]) / 2
-        if p[t] > 0:
-            jsd += 0.5 * p[t] * math.log(p[t] / m)
-        if q[t] > 0:
-            jsd += 0.5 * q[t] * math.log(q[t] / m)
-    return 0.4 * cosine + 0.3 * jaccard + 0.3 / (1 + jsd)
-
-
-def _paper_protocol_counter(texts: list[str], tokenizer: Tokenizer) -> Counter:
-    counter: Counter = Counter()
-    for text in texts:
-        counter.update(tokenizer.encode(text[:10_000], add_special_tokens=False).ids[:512])
-    return counter
-
-
 @pytest.mark.parametrize("top_k", [50_000, 300])
 def test_paper_metric_equals_independent_implementation_on_real_files(
     shared_data: Path, tokenizer: Tokenizer, top_k: int
 ) -> None:
     c4 = _texts(shared_data / "c4_en_sample.jsonl", ("text",), 120)
     gsm = _texts(shared_data / "gsm8k_train.jsonl", ("question", "answer"), 120)
-    expected = _reference_paper(
-        _paper_protocol_counter(c4, tokenizer), _paper_protocol_counter(gsm, tokenizer), top_k
+    expected = reference_paper(
+        paper_protocol_counter(c4, tokenizer), paper_protocol_counter(gsm, tokenizer), top_k
     )
     options = StatsOptions(n_docs=None, max_chars=None, max_tokens=512, batch_size=32)
     ours_a = count_texts([t[:10_000] for t in c4], tokenizer, options)
@@ -122,6 +88,17 @@ def test_ngram_kl_depends_on_which_side_is_the_target() -> None:
     b = np.array([10, 0, 0, 0, 0, 0, 0, 0], dtype=float)
     # b's single n-gram is well covered by a, not the other way round.
     assert ngram_kl_similarity(a, b) > ngram_kl_similarity(b, a)
+
+
+def test_ngram_kl_is_the_skew_divergence_worked_by_hand() -> None:
+    # P = (1, 0), Q = (½, ½): M = 0.99·P + 0.01·Q = (0.995, 0.005);
+    # KL(Q ‖ M) = ½·ln(0.5/0.995) + ½·ln(0.5/0.005).
+    kl = 0.5 * math.log(0.5 / 0.995) + 0.5 * math.log(0.5 / 0.005)
+    got = ngram_kl_similarity(np.array([3.0, 0.0]), np.array([2.0, 2.0]))
+    assert got == pytest.approx(1 / (1 + kl), rel=1e-12)
+    # Disjoint supports: the largest divergence the skew allows, log(1/0.01).
+    disjoint = ngram_kl_similarity(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
+    assert disjoint == pytest.approx(1 / (1 + math.log(100)), rel=1e-12)
 
 
 def test_kept_vocabulary_keeps_the_most_frequent_and_breaks_ties_by_lower_id() -> None:

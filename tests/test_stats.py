@@ -1,4 +1,4 @@
-"""Counting tokens: truncation, budgets, n-grams, per-document counts and exact mixtures."""
+"""Counting tokens: truncation, budgets, n-grams, per-document counts, sampling, shortfalls."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from proximity.errors import ProximityError
-from proximity.similarity import candidate, profile_of
-from proximity.stats import StatsOptions, count_texts, mix_profiles
+from proximity.stats import StatsOptions, compute_stats, count_texts
 
 
 @pytest.fixture(scope="module")
@@ -97,35 +96,33 @@ def test_per_document_counts_add_up_to_the_totals(
     )
 
 
-def test_mixture_of_normalised_counts_equals_counting_an_exactly_scaled_stream(
-    web_texts: list[str], code_texts: list[str], tokenizer: Tokenizer
+def test_two_seeds_under_an_equal_token_budget_give_different_samples(
+    shared_data: Path, tokenizer: Tokenizer
 ) -> None:
-    web = count_texts(web_texts, tokenizer, StatsOptions(ngram_order=2))
-    code = count_texts(code_texts, tokenizer, StatsOptions(ngram_order=2))
-    n_web, n_code = web.n_tokens, code.n_tokens
-    # A stream holding the web tokens n_code times and the code tokens 3·n_web times is
-    # exactly 1/4 web and 3/4 code by tokens; its counts are integers we can write down.
-    stream_counts = n_code * web.counts + 3 * n_web * code.counts
-    mixed = mix_profiles([(web.profile(), 0.25), (code.profile(), 0.75)])
-    np.testing.assert_allclose(mixed.unigram, stream_counts / stream_counts.sum(), rtol=1e-12)
-    # n-gram totals are not proportional to token totals, so scale by the n-gram totals.
-    n_web_ng, n_code_ng = web.ngram_counts.sum(), code.ngram_counts.sum()
-    stream_ngrams = n_code_ng * web.ngram_counts + 3 * n_web_ng * code.ngram_counts
-    np.testing.assert_allclose(mixed.ngram, stream_ngrams / stream_ngrams.sum(), rtol=1e-12)
-    assert mixed.unigram.sum() == pytest.approx(1.0)
+    spec = "gsm8k"
+
+    def stats(sample: str, seed: int):
+        options = StatsOptions(n_docs=300, sample=sample, seed=seed, token_budget=20_000)
+        return compute_stats(spec, tokenizer, options, data_dir=shared_data)
+
+    one, two = stats("random", 1), stats("random", 2)
+    assert one.n_tokens == two.n_tokens == 20_000
+    assert not np.array_equal(one.counts, two.counts)
+    assert "uniform random sample of 300 records (seed 1)" in one.metadata["read"]["sampling"]
+    assert one.metadata["read"]["records_seen"] == 7473  # the whole file was sampled from
+    first = stats("first", 1)
+    assert first.metadata["read"]["sampling"] == "first 300 documents"
+    np.testing.assert_array_equal(first.counts, stats("first", 2).counts)
 
 
-def test_a_mixture_spec_uses_the_exact_mixture_of_its_parts(
-    web_texts: list[str], code_texts: list[str], tokenizer: Tokenizer
-) -> None:
-    stats = {
-        "c4": count_texts(web_texts, tokenizer).profile(),
-        "starcoder": count_texts(code_texts, tokenizer).profile(),
-    }
-    mixed = profile_of(candidate("c4:0.8+starcoder:0.2"), stats)
-    np.testing.assert_allclose(
-        mixed.unigram, 0.8 * stats["c4"].unigram + 0.2 * stats["starcoder"].unigram
-    )
+def test_fewer_documents_than_asked_is_said(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_text('{"text": "a single document"}\n')
+    stats = compute_stats(str(path), tokenizer, StatsOptions(n_docs=1000))
+    assert stats.n_docs == 1
+    assert stats.metadata["notes"] == [
+        "1 document read, 1,000 asked for: the dataset has no more non-empty documents"
+    ]
 
 
 def test_bad_options_name_the_flag_to_change() -> None:
@@ -135,3 +132,5 @@ def test_bad_options_name_the_flag_to_change() -> None:
         StatsOptions(n_docs=0)
     with pytest.raises(ProximityError, match="--sample"):
         StatsOptions(sample="all")  # type: ignore[arg-type]
+    with pytest.raises(ProximityError, match="--sample random needs --n-docs"):
+        StatsOptions(sample="random", n_docs=None, token_budget=1000)
