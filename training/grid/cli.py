@@ -56,10 +56,13 @@ def _fmt_seconds(s: float | None) -> str:
 
 
 def _plan_record(plan) -> dict:
-    return {"name": plan.spec.name, "nodes": [
-        {"id": n.id, "kind": n.kind, "label": n.label, "parents": list(n.parents)}
-        for n in plan.nodes
-    ]}  # fmt: skip
+    return {
+        "name": plan.spec.name,
+        "nodes": [
+            {"id": n.id, "kind": n.kind, "label": n.label, "parents": list(n.parents)}
+            for n in plan.nodes
+        ],
+    }
 
 
 def dry_run(plan, data_dir: str | None, jobs: int) -> None:
@@ -72,16 +75,19 @@ def dry_run(plan, data_dir: str | None, jobs: int) -> None:
     for node in plan.nodes:
         e = est[node.id]
         flops = f"{e.flops:.2e}" if e.flops is not None else "?"
-        table.add_row(node.id, node.kind, node.label, _fmt_tokens(e.tokens), flops,
-                      _fmt_seconds(e.seconds))  # fmt: skip
+        table.add_row(
+            node.id, node.kind, node.label, _fmt_tokens(e.tokens), flops, _fmt_seconds(e.seconds)
+        )
     console.print(table)
     known = [e for e in est.values() if e.tokens is not None]
     total = sum(e.tokens for e in known)
     flops = sum(e.flops or 0.0 for e in known)
     seconds = [e.seconds for e in est.values() if e.seconds is not None]
     naive = naive_tokens(plan, est)
-    kinds = {k: sum(1 for n in plan.nodes if n.kind == k) for k in
-             ("tokenizer", "pretrain", "midtrain", "sft")}  # fmt: skip
+    kinds = {
+        k: sum(1 for n in plan.nodes if n.kind == k)
+        for k in ("tokenizer", "pretrain", "midtrain", "sft")
+    }
     console.print(", ".join(f"{v} {k}" for k, v in kinds.items()) + " nodes")
     unknown = len(est) - len(known)
     console.print(
@@ -126,8 +132,13 @@ def show_status(out: Path) -> None:
         elif state == "failed":
             when = error_line(folder)[:80]
         style = {"done": "green", "running": "cyan", "failed": "red"}.get(state, "")
-        table.add_row(node["id"], node["kind"], node["label"], f"[{style}]{state}[/]"
-                      if style else state, when)  # fmt: skip
+        table.add_row(
+            node["id"],
+            node["kind"],
+            node["label"],
+            f"[{style}]{state}[/]" if style else state,
+            when,
+        )
     console.print(table)
     console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
 

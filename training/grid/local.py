@@ -50,9 +50,15 @@ def available_cores() -> int:
 
 def node_payload(plan: Plan, node: Node, out: Path, data_dir: str | None) -> dict:
     """node.json: everything the worker needs, with this machine's paths filled in."""
-    payload = {"id": node.id, "kind": node.kind, "label": node.label, "settings": node.settings,
-               "parents": list(node.parents), "data_dir": data_dir,
-               "keep_checkpoints": False}  # fmt: skip
+    payload = {
+        "id": node.id,
+        "kind": node.kind,
+        "label": node.label,
+        "settings": node.settings,
+        "parents": list(node.parents),
+        "data_dir": data_dir,
+        "keep_checkpoints": False,
+    }
     if node.kind == "tokenizer":
         return payload
     cfg = copy.deepcopy(node.settings)
@@ -105,12 +111,18 @@ def run_local(
     def launch(batch: list[Node]) -> None:
         folders = [node_dir(out, node.id) for node in batch]
         log = (folders[0] / LOG).open("ab")
-        command = [sys.executable, "-m", "training.grid.worker", *map(str, folders),
-                   "--threads", str(threads)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "training.grid.worker",
+            *map(str, folders),
+            "--threads",
+            str(threads),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
-        for node, folder in zip(batch[1:], folders[1:], strict=True):
+        for folder in folders[1:]:
             (folder / LOG).write_text(f"runs in the worker logging to {folders[0] / LOG}\n")
         running[proc.pid] = (proc, [node.id for node in batch], time.time())
         busy.update(node.id for node in batch)
@@ -149,8 +161,11 @@ def run_local(
                 break
             # Siblings of the same kind and parent share one process (torch imports once);
             # with --jobs N they are dealt out over the N processes.
-            siblings = [n for n in plan.nodes if n.kind == node.kind and n.parents ==
-                        node.parents and n is not node and ready(n)]  # fmt: skip
+            siblings = [
+                n
+                for n in plan.nodes
+                if n.kind == node.kind and n.parents == node.parents and n is not node and ready(n)
+            ]
             size = min(max_batch, -(-(len(siblings) + 1) // jobs))
             launch([node, *siblings[: size - 1]])
             progressed = True

@@ -109,9 +109,14 @@ def _make(kind, label, settings, parents=(), init_from=None, info=None, tokens=N
     parents = tuple(parents)
     return Node(
         id=node_id(kind, settings, parents, list(init_from) if init_from else None),
-        kind=kind, label=label, settings=settings, parents=parents, init_from=init_from,
-        info=info or {}, tokens=tokens,
-    )  # fmt: skip
+        kind=kind,
+        label=label,
+        settings=settings,
+        parents=parents,
+        init_from=init_from,
+        info=info or {},
+        tokens=tokens,
+    )
 
 
 def _base_config(spec: GridSpec, model: str, seed: int, tokenizer: str) -> dict[str, Any]:
@@ -121,17 +126,24 @@ def _base_config(spec: GridSpec, model: str, seed: int, tokenizer: str) -> dict[
         "phase": "pretrain",
         "model": {"preset": model, "seq_len": p.seq_len},
         "data": {
-            "train": p.data, "tokenizer": tokenizer, "n_docs": d.n_docs,
-            "max_chars": d.max_chars, "val_fraction": d.val_fraction,
+            "train": p.data,
+            "tokenizer": tokenizer,
+            "n_docs": d.n_docs,
+            "max_chars": d.max_chars,
+            "val_fraction": d.val_fraction,
             "sft_val_fraction": d.sft_val_fraction,
         },
         "optim": {"lr": p.lr, "min_lr": p.min_lr, "warmup_fraction": p.warmup_fraction},
         "train": {"steps": spec.final_step, "batch_size": p.batch_size, "seed": seed},
-        "eval": {"datasets": eval_sets, "every": EVAL_ONLY_AT_ENDS, "batch_size": e.batch_size,
-                 "max_batches": e.max_batches},
+        "eval": {
+            "datasets": eval_sets,
+            "every": EVAL_ONLY_AT_ENDS,
+            "batch_size": e.batch_size,
+            "max_batches": e.max_batches,
+        },
         "checkpoint": {"every": p.checkpoint_every, "steps": [], "keep_last": 1},
         "system": {"progress": False},
-    }  # fmt: skip
+    }
     return RunConfig.from_dict(cfg, spec.train_set).to_dict()
 
 
@@ -161,9 +173,13 @@ def build_plan(spec: GridSpec) -> Plan:
         tok = _make(
             "tokenizer",
             f"tokenizer {t.corpus} {t.vocab_size}",
-            {"corpus": t.corpus, "vocab_size": t.vocab_size, "n_docs": t.n_docs,
-             "max_chars": t.max_chars},
-        )  # fmt: skip
+            {
+                "corpus": t.corpus,
+                "vocab_size": t.vocab_size,
+                "n_docs": t.n_docs,
+                "max_chars": t.max_chars,
+            },
+        )
         nodes.append(tok)
         tokenizer, tok_parents = TOKENIZER_REF, (tok.id,)
     p = spec.pretrain
@@ -178,16 +194,21 @@ def build_plan(spec: GridSpec) -> Plan:
             cfg = copy.deepcopy(base)
             cfg["checkpoint"]["steps"] = starts
             pre = _make(
-                "pretrain", f"pretrain {model} seed {seed}", cfg, tok_parents,
-                info={"model": model, "seed": seed}, tokens=final * step_tokens,
-            )  # fmt: skip
+                "pretrain",
+                f"pretrain {model} seed {seed}",
+                cfg,
+                tok_parents,
+                info={"model": model, "seed": seed},
+                tokens=final * step_tokens,
+            )
             nodes.append(pre)
             seen: set[str] = set()
             tree: list[Branch] = []
             if spec.control:
                 name = pretrain_spec.name
-                tree.append(Branch(pre, "control", name, pretrain_spec.canonical(), 0.0, final,
-                                   False))  # fmt: skip
+                tree.append(
+                    Branch(pre, "control", name, pretrain_spec.canonical(), 0.0, final, False)
+                )
             for entry, kind, weight, start, ablation in main_branches:
                 addition = parse_mixture(entry.data)
                 mix = addition if kind == "cpt" else blend(pretrain_spec, addition, weight)
@@ -197,16 +218,23 @@ def build_plan(spec: GridSpec) -> Plan:
                 eval_sets = [*cfg["eval"]["datasets"], *(s.canonical() for s in mix.datasets)]
                 cfg["eval"]["datasets"] = list(dict.fromkeys(eval_sets))
                 node = _make(
-                    "midtrain", f"{kind} {entry.name}:{weight:g}@{start} {model} seed {seed}",
-                    cfg, (pre.id,), init_from=(pre.id, start),
-                    info={"model": model, "seed": seed}, tokens=(final - start) * step_tokens,
-                )  # fmt: skip
+                    "midtrain",
+                    f"{kind} {entry.name}:{weight:g}@{start} {model} seed {seed}",
+                    cfg,
+                    (pre.id,),
+                    init_from=(pre.id, start),
+                    info={"model": model, "seed": seed},
+                    tokens=(final - start) * step_tokens,
+                )
                 if node.id in seen:
                     continue  # an ablation point that the main grid already has
                 seen.add(node.id)
                 nodes.append(node)
-                tree.append(Branch(node, kind, entry.name, mix.canonical(), weight, start,
-                                   ablation, entry.note))  # fmt: skip
+                tree.append(
+                    Branch(
+                        node, kind, entry.name, mix.canonical(), weight, start, ablation, entry.note
+                    )
+                )
             branches += tree
             for branch in tree:
                 nodes += _sft_nodes(spec, base, branch, model, seed)
@@ -226,10 +254,18 @@ def _sft_nodes(spec: GridSpec, base: dict, branch: Branch, model: str, seed: int
             cfg["model"]["seq_len"] = s.seq_len
             cfg["data"]["train"] = target
             cfg["data"]["n_docs"] = s.n_docs
-            cfg["optim"] = {**cfg["optim"], "lr": lr, "min_lr": lr * s.min_lr_ratio,
-                            "warmup_fraction": s.warmup_fraction}  # fmt: skip
-            cfg["train"] = {**cfg["train"], "steps": None, "epochs": s.epochs,
-                            "batch_size": s.batch_size}  # fmt: skip
+            cfg["optim"] = {
+                **cfg["optim"],
+                "lr": lr,
+                "min_lr": lr * s.min_lr_ratio,
+                "warmup_fraction": s.warmup_fraction,
+            }
+            cfg["train"] = {
+                **cfg["train"],
+                "steps": None,
+                "epochs": s.epochs,
+                "batch_size": s.batch_size,
+            }
             cfg["checkpoint"] = {"every": 0, "steps": [], "keep_last": 1}
             out.append(
                 _make(
@@ -245,6 +281,6 @@ def _sft_nodes(spec: GridSpec, base: dict, branch: Branch, model: str, seed: int
                         "lr": lr,
                         "branch": branch.node.id,
                     },
-                )  # fmt: skip
+                )
             )
     return out

@@ -29,7 +29,7 @@ def smoke() -> dict[str, Any]:
             "lr": 3e-3,
             "min_lr": 3e-4,
             "checkpoint_every": 8,
-        },  # fmt: skip
+        },
         "mixtures": [
             {
                 "name": "code",
@@ -38,7 +38,7 @@ def smoke() -> dict[str, Any]:
                 "start_steps": [12],
                 "cpt": True,
             },
-        ],  # fmt: skip
+        ],
         "control": True,
         "ablation": {"mixture": "code", "start_steps": [12, 18], "weights": [0.2]},
         "sft": {
@@ -48,7 +48,7 @@ def smoke() -> dict[str, Any]:
             "batch_size": 8,
             "seq_len": 64,
             "n_docs": 48,
-        },  # fmt: skip
+        },
         "eval": {"datasets": ["c4"], "batch_size": 8, "max_batches": 2},
         "train_set": ["system.deterministic=true"],
     }
@@ -70,7 +70,7 @@ def micro() -> dict[str, Any]:
             "lr": 2e-3,
             "min_lr": 2e-4,
             "checkpoint_every": 100,
-        },  # fmt: skip
+        },
         # The paper's mixes and weights; starts scaled from its 61k-step run (code early,
         # the others late). Local stand-ins are flagged in the substitutes column.
         "mixtures": [
@@ -103,14 +103,14 @@ def micro() -> dict[str, Any]:
                 "start_steps": [250],
                 "note": "fineweb: a FineWeb subset stands in for DCLM",
             },
-        ],  # fmt: skip
+        ],
         "control": True,
         "ablation": {
             "mixture": "code",
             "start_steps": [150, 300],
             "weights": [0.2, 0.5],
             "targets": ["pycode"],
-        },  # fmt: skip
+        },
         "sft": {
             "targets": ["gsm8k", "pycode", "lima", "sciq"],
             "lrs": [3e-4, 1e-3, 3e-3],
@@ -118,7 +118,7 @@ def micro() -> dict[str, Any]:
             "batch_size": 16,
             "seq_len": 128,
             "n_docs": 400,
-        },  # fmt: skip
+        },
         "eval": {"datasets": ["c4"], "batch_size": 16, "max_batches": 8},
         "train_set": ["system.deterministic=true"],
     }
@@ -139,7 +139,7 @@ def _paper(model: str) -> dict[str, Any]:
             "lr": 3e-4,
             "min_lr": 1e-6,
             "checkpoint_every": 1000,
-        },  # fmt: skip
+        },
         # PAPER.md's table. The KnowledgeQA mix (MiniCPM-style) has no public source we can name,
         # so it is left out; add it with `mixtures` in a YAML copy.
         "mixtures": [
@@ -159,20 +159,20 @@ def _paper(model: str) -> dict[str, Any]:
             },
             {"name": "flan", "data": "flan", "weights": [0.05], "start_steps": [40000]},
             {"name": "dclm", "data": "dclm", "weights": [0.2], "start_steps": [40000]},
-        ],  # fmt: skip
+        ],
         "control": True,
         "ablation": {
             "mixture": "code",
             "start_steps": [20000, 30000, 40000, 50000],
             "weights": [0.1, 0.2, 0.3, 0.5, 0.8],
-        },  # fmt: skip
+        },
         "sft": {
             "targets": ["gsm8k", "pycode", "lima", "sciq"],
             "lrs": [1e-5, 3e-5, 1e-4],
             "epochs": 4,
             "batch_size": 64,
             "seq_len": 2048,
-        },  # fmt: skip
+        },
         "eval": {"datasets": ["c4"], "batch_size": 32, "max_batches": 50},
         "train_set": ["system.dtype=bf16"],
         "estimate": {"device": "h100", "mfu": 0.4, "gpus": 8},

@@ -17,12 +17,32 @@ from training.grid.nodes import is_done, node_dir, read_result
 from training.grid.plan import Plan
 
 COLUMNS = [
-    "model", "seed", "branch_kind", "mixture", "mixture_spec", "pretrain_spec", "weight",
-    "start_step", "ablation", "target", "target_spec", "lr", "selected", "sft_val_loss",
-    "c4_val_loss", "target_val_loss_before", "c4_val_loss_before", "tokens_pretrain",
-    "tokens_midtrain", "tokens_sft", "wall_time_s", "node_id", "branch_node_id",
-    "pretrain_node_id", "substitutes",
-]  # fmt: skip
+    "model",
+    "seed",
+    "branch_kind",
+    "mixture",
+    "mixture_spec",
+    "pretrain_spec",
+    "weight",
+    "start_step",
+    "ablation",
+    "target",
+    "target_spec",
+    "lr",
+    "selected",
+    "sft_val_loss",
+    "c4_val_loss",
+    "target_val_loss_before",
+    "c4_val_loss_before",
+    "tokens_pretrain",
+    "tokens_midtrain",
+    "tokens_sft",
+    "wall_time_s",
+    "node_id",
+    "branch_node_id",
+    "pretrain_node_id",
+    "substitutes",
+]
 
 
 def results_table(plan: Plan, out: Path, data_dir: str | None) -> pd.DataFrame:
@@ -59,36 +79,40 @@ def results_table(plan: Plan, out: Path, data_dir: str | None) -> pd.DataFrame:
             mid_tokens = read_result(node_dir(out, branch.node.id))["tokens"]
         target = node.info["target"]
         substitutes = [
-            *notes(pretrain_spec), *notes(branch.mixture_spec), *notes(target),
+            *notes(pretrain_spec),
+            *notes(branch.mixture_spec),
+            *notes(target),
             *([branch.note] if branch.note else []),
-        ]  # fmt: skip
-        rows.append({
-            "model": node.info["model"],
-            "seed": node.info["seed"],
-            "branch_kind": branch.kind,
-            "mixture": branch.mixture,
-            "mixture_spec": branch.mixture_spec,
-            "pretrain_spec": pretrain_spec,
-            "weight": branch.weight,
-            "start_step": branch.start_step,
-            "ablation": branch.ablation,
-            "target": target,
-            "target_spec": parse_mixture(target).canonical(),
-            "lr": node.info["lr"],
-            "selected": False,
-            "sft_val_loss": sft["val_end"][target],
-            "c4_val_loss": sft["val_end"][pretrain_spec],
-            "target_val_loss_before": sft["val_start"][target],
-            "c4_val_loss_before": sft["val_start"][pretrain_spec],
-            "tokens_pretrain": branch.start_step * step_tokens,
-            "tokens_midtrain": mid_tokens,
-            "tokens_sft": sft["tokens"],
-            "wall_time_s": sft["wall_time_s"],
-            "node_id": node.id,
-            "branch_node_id": branch.node.id,
-            "pretrain_node_id": pretrain_of[pre_id].id,
-            "substitutes": "; ".join(dict.fromkeys(substitutes)),
-        })  # fmt: skip
+        ]
+        rows.append(
+            {
+                "model": node.info["model"],
+                "seed": node.info["seed"],
+                "branch_kind": branch.kind,
+                "mixture": branch.mixture,
+                "mixture_spec": branch.mixture_spec,
+                "pretrain_spec": pretrain_spec,
+                "weight": branch.weight,
+                "start_step": branch.start_step,
+                "ablation": branch.ablation,
+                "target": target,
+                "target_spec": parse_mixture(target).canonical(),
+                "lr": node.info["lr"],
+                "selected": False,
+                "sft_val_loss": sft["val_end"][target],
+                "c4_val_loss": sft["val_end"][pretrain_spec],
+                "target_val_loss_before": sft["val_start"][target],
+                "c4_val_loss_before": sft["val_start"][pretrain_spec],
+                "tokens_pretrain": branch.start_step * step_tokens,
+                "tokens_midtrain": mid_tokens,
+                "tokens_sft": sft["tokens"],
+                "wall_time_s": sft["wall_time_s"],
+                "node_id": node.id,
+                "branch_node_id": branch.node.id,
+                "pretrain_node_id": pretrain_of[pre_id].id,
+                "substitutes": "; ".join(dict.fromkeys(substitutes)),
+            }
+        )
     table = pd.DataFrame(rows, columns=COLUMNS)
     if len(table):
         keys = ["model", "seed", "branch_node_id", "target"]

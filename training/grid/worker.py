@@ -67,8 +67,12 @@ def run_node(node: dict[str, Any], folder: Path, threads: int | None) -> dict[st
         result = _training(node, folder, threads)
         if result is None:
             return None
-    return {"id": node["id"], "kind": node["kind"], **result,
-            "wall_time_s": round(time.perf_counter() - started, 3)}  # fmt: skip
+    return {
+        "id": node["id"],
+        "kind": node["kind"],
+        **result,
+        "wall_time_s": round(time.perf_counter() - started, 3),
+    }
 
 
 def _tokenizer(node: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -77,9 +81,10 @@ def _tokenizer(node: dict[str, Any], folder: Path) -> dict[str, Any]:
 
     s = node["settings"]
     texts = list(
-        load_texts(s["corpus"], n_docs=s["n_docs"], max_chars=s["max_chars"],
-                   data_dir=node.get("data_dir"))
-    )  # fmt: skip
+        load_texts(
+            s["corpus"], n_docs=s["n_docs"], max_chars=s["max_chars"], data_dir=node.get("data_dir")
+        )
+    )
     tokenizer = train_tokenizer(texts, s["vocab_size"])
     save_tokenizer(tokenizer, folder, info={**s, "n_texts": len(texts)})
     return {"vocab_size": tokenizer.get_vocab_size(with_added_tokens=True)}
