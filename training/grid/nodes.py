@@ -18,6 +18,7 @@ from typing import Any
 from proximity.atomic import write_text_atomic
 
 RESULT, ERROR, LOCK, NODE_FILE, LOG = "result.json", "error.txt", "lock", "node.json", "log.txt"
+ATTEMPTS = "attempts.txt"
 
 
 def node_dir(out: Path, node_id: str) -> Path:

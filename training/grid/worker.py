@@ -9,6 +9,7 @@ A failure writes error.txt (first line: the error) and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from proximity.errors import ProximityError
-from training.grid.nodes import ERROR, NODE_FILE, RESULT, node_lock, write_json_atomic
+from training.grid.nodes import ATTEMPTS, ERROR, NODE_FILE, RESULT, node_lock, write_json_atomic
 
 EXIT_BUSY = 75  # another process runs this node (EX_TEMPFAIL)
 
@@ -44,6 +45,8 @@ def run_one(folder: Path, threads: int | None) -> int:
         (folder / ERROR).unlink(missing_ok=True)
         node = json.loads((folder / NODE_FILE).read_text())
         print(f"== {node['id']}: {node['label']}", flush=True)
+        with (folder / ATTEMPTS).open("a") as attempts:  # one line per run of this node
+            attempts.write(f"{time.time():.3f} pid {os.getpid()} {os.uname().nodename}\n")
         try:
             result = run_node(node, folder, threads)
         except (Exception, KeyboardInterrupt) as error:
