@@ -185,7 +185,12 @@ def train_grid(
 
     if jobs < 1:
         raise ProximityError("--jobs must be at least 1")
-    if executor not in ("local", "slurm"):
+    if executor == "slurm":
+        raise ProximityError(
+            "--executor slurm is not built yet (issue 8); run `python -m training.grid.worker "
+            "DIR/nodes/<id>` per node in your own jobs, or use --executor local"
+        )
+    if executor != "local":
         raise ProximityError(f"--executor must be local or slurm, got {executor!r}")
     grid = load_grid(spec, set_ or [], seeds)
     folder = resolve_data_dir(data_dir or grid.data.data_dir)
@@ -197,10 +202,10 @@ def train_grid(
     if out is None:
         raise ProximityError("--out DIR is required (the grid folder; rerun it to resume)")
     out = out.resolve()
-    run_grid(plan, out, data, jobs=jobs, executor=executor)
+    run_grid(plan, out, data, jobs=jobs)
 
 
-def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1, executor: str = "local"):
+def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1):
     from training.grid.local import run_local, write_node_files
     from training.grid.results import results_table, write_results
 
@@ -219,12 +224,7 @@ def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1, executor: 
         if event == "done" and node.kind == "sft":
             write_results(results_table(plan, out, data_dir), out)
 
-    if executor == "slurm":
-        from training.grid.slurm import run_slurm
-
-        outcome = run_slurm(plan, out, on_change=on_change)
-    else:
-        outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
+    outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
     paths = write_results(results_table(plan, out, data_dir), out)
     console.print(
         f"{len(outcome.done)}/{total} nodes done ({len(outcome.ran)} now, "
@@ -234,5 +234,7 @@ def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1, executor: 
     if outcome.failed:
         for nid, line in outcome.failed.items():
             console.print(f"[red]failed[/] {nid}: {line} (see {out / 'nodes' / nid / 'log.txt'})")
-        raise typer.Exit(1)
+        # SystemExit, not typer.Exit: click returns (rather than raises) Exit in the
+        # non-standalone mode that `proximity` runs in, which would lose the status.
+        raise SystemExit(1)
     return outcome
