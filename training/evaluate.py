@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,55 @@ def lm_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor)
     We shift outside the model and compute the loss here (not via `labels=`) so that pretraining
     and SFT share one code path and logits are upcast to fp32 once, under our control.
     """
-    logits = model(input_ids=inputs).logits
+    logits = model(input_ids=inputs, use_cache=False).logits
     return F.cross_entropy(
         logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
     )
+
+
+def token_loss_sum(
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """Sum (not mean) of the next-token losses over targets that are not IGNORE_INDEX.
+
+    SFT divides this by the trained tokens of the whole global batch, so every trained token
+    weighs the same whatever the micro-batch size, accumulation and number of GPUs.
+    """
+    logits = model(input_ids=inputs, use_cache=False).logits
+    return F.cross_entropy(
+        logits.float().view(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+
+
+# Positions per chunk of the evaluation loss: the fp32 logits of one chunk are
+# EVAL_CHUNK x vocabulary (4 MB per 20 positions at 50k), never batch x seq_len x vocabulary.
+EVAL_CHUNK = 1024
+
+
+def chunked_loss_sum(
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk: int = EVAL_CHUNK
+) -> torch.Tensor:
+    """`token_loss_sum` without materialising all logits: the output head runs per chunk of
+    positions on the final hidden states (a 2,048-token batch of 16 at a 50k vocabulary would
+    otherwise hold 6.6 GB of fp32 logits). Falls back to the whole batch for models without a
+    separate output head."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    base = getattr(model, "base_model", None)
+    if head is None or base is None or base is model:
+        return token_loss_sum(model, inputs, targets)
+    hidden = base(input_ids=inputs, use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.size(-1))
+    flat_targets = targets.reshape(-1)
+    total = torch.zeros((), dtype=torch.float64, device=hidden.device)
+    for start in range(0, hidden.size(0), chunk):
+        logits = head(hidden[start : start + chunk]).float()
+        total += F.cross_entropy(
+            logits, flat_targets[start : start + chunk], ignore_index=IGNORE_INDEX, reduction="sum"
+        ).double()
+    return total
 
 
 def packed_batch(sequences: torch.Tensor) -> Batch:
@@ -71,16 +117,14 @@ def packed_eval_set(name: str, packed, batch_size: int, max_batches: int | None)
 
 
 def sft_eval_set(name: str, split, batch_size: int, max_batches: int | None) -> EvalSet:
-    n = len(split.input_ids)
+    n = len(split)
     if max_batches is not None:
         n = min(n, batch_size * max_batches)
 
     def batches() -> Iterator[Batch]:
         for start in range(0, n, batch_size):
-            stop = min(n, start + batch_size)
-            ids = torch.as_tensor(np.asarray(split.input_ids[start:stop]), dtype=torch.long)
-            labels = torch.as_tensor(np.asarray(split.labels[start:stop]), dtype=torch.long)
-            yield sft_batch(ids, labels)
+            ids, labels = split.rows(np.arange(start, min(n, start + batch_size)))
+            yield sft_batch(torch.from_numpy(ids), torch.from_numpy(labels))
 
     return EvalSet(name, batches)
 
@@ -93,22 +137,24 @@ def evaluate(
     device: torch.device,
     autocast: contextlib.AbstractContextManager | None = None,
 ) -> dict[str, float]:
-    """Token-weighted mean loss per eval set (every unmasked target token counts once)."""
+    """Token-weighted mean loss per eval set (every unmasked target token counts once).
+
+    Summed in float64 over chunks of positions (see `chunked_loss_sum`), one host sync per
+    eval set rather than per batch.
+    """
     was_training = model.training
     model.eval()
     results = {}
     for eval_set in eval_sets:
-        total, count = 0.0, 0
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = torch.zeros((), dtype=torch.int64, device=device)
         for inputs, targets in eval_set.batches():
             inputs, targets = inputs.to(device), targets.to(device)
-            n_tokens = int((targets != IGNORE_INDEX).sum())
-            if n_tokens == 0:
-                continue
             with autocast or contextlib.nullcontext():
-                loss = lm_loss(model, inputs, targets)
-            total += float(loss) * n_tokens
-            count += n_tokens
-        results[eval_set.name] = total / count if count else math.nan
+                total += chunked_loss_sum(model, inputs, targets)
+            count += (targets != IGNORE_INDEX).sum()
+        n = int(count)
+        results[eval_set.name] = float(total) / n if n else math.nan
     model.train(was_training)
     return results
 
@@ -123,18 +169,26 @@ class MetricsLog:
             path.parent.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, phase: str, step: int) -> None:
-        """On resume, drop lines a killed run wrote after its last checkpoint (redone now)."""
+        """On resume, cut the tail a killed run wrote after its last checkpoint (redone now).
+
+        The file is never rewritten: lines are only appended, and this cuts it in place
+        (`os.truncate`) at the first line that is past `step` or cut short by the kill, so
+        every line before it keeps its bytes.
+        """
         if not (self.enabled and self.path.exists()):
             return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by the kill
-            if record.get("phase") != phase or record.get("step", 0) <= step:
-                kept.append(line)
-        self.path.write_text("".join(line + "\n" for line in kept))
+        offset = 0
+        with self.path.open("rb") as file:
+            for raw in file:
+                try:
+                    record = json.loads(raw)
+                    complete = raw.endswith(b"\n")
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    complete = False
+                if not complete or (record.get("phase") == phase and record.get("step", 0) > step):
+                    break
+                offset += len(raw)
+        os.truncate(self.path, offset)
 
     def write(self, **record: Any) -> None:
         if not self.enabled:

@@ -58,6 +58,7 @@ class Start:
     tokens: int
     rng: dict | None
     description: str
+    rng_per_rank: list[dict] | None = None  # every rank's generators, when the run saved them
 
 
 def cache_dir(cfg: RunConfig) -> Path:
@@ -227,14 +228,14 @@ def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: boo
         val_fraction=cfg.data.sft_val_fraction,
         seed=SPLIT_SEED,
     )
-    n_train = len(train.input_ids)
+    n_train = len(train)
     steps_per_epoch = n_train // cfg.train.batch_size
     if steps_per_epoch == 0:
         raise ProximityError(
             f"{target}: {n_train} training examples is fewer than train.batch_size="
             f"{cfg.train.batch_size}; lower train.batch_size or raise data.n_docs"
         )
-    if len(val.input_ids) == 0:
+    if len(val) == 0:
         raise ProximityError(f"{target}: empty validation split; raise data.n_docs")
     local_batch_size(cfg, info)
     target_eval = sft_eval_set(target, val, cfg.eval.batch_size, cfg.eval.max_batches)
@@ -244,7 +245,7 @@ def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: boo
         batch=_EpochBatches(train, cfg.train.batch_size, cfg.train.seed, steps_per_epoch, info),
         eval_sets=[target_eval, *others],
         steps_per_epoch=steps_per_epoch,
-        description=f"{target} ({n_train:,} train / {len(val.input_ids):,} val examples, "
+        description=f"{target} ({n_train:,} train / {len(val):,} val examples, "
         f"prompt {'masked' if mask_prompt else 'in the loss'})",
     )
 
@@ -291,7 +292,45 @@ def check_vocab(model: GPTNeoXForCausalLM, tokenizer: Tokenizer, source: str) ->
         raise ProximityError(f"{source}: invalid max_position_embeddings")
 
 
-def resume_start(cfg: RunConfig, checkpoint: Checkpoint) -> Start:
+def check_same_run(cfg: RunConfig, checkpoint: Checkpoint, tokenizer: Tokenizer) -> None:
+    """Resuming or midtraining continues the checkpoint's run: its batch size, sequence length,
+    seed and tokenizer fix the data position and the token counts, so a differing value is
+    refused (one line naming the key and the value to use) instead of silently changing them."""
+    state = checkpoint.state
+    saved_seed = state.get("seed")
+    if saved_seed is None:  # checkpoints written before the seed was recorded in state.pt
+        saved_seed = _saved_config(checkpoint).get("train", {}).get("seed")
+    for key, value, saved in (
+        ("train.batch_size", cfg.train.batch_size, state.get("batch_size")),
+        ("model.seq_len", cfg.model.seq_len, state.get("seq_len")),
+        ("train.seed", cfg.train.seed, saved_seed),
+    ):
+        if saved is not None and value != saved:
+            raise ProximityError(
+                f"{key}={value} differs from {checkpoint.path}'s {saved}; a {cfg.phase} run "
+                f"continues that run and must keep it (set {key}={saved})"
+            )
+    check_tokenizer(cfg, checkpoint, tokenizer)
+
+
+def check_tokenizer(cfg: RunConfig, checkpoint: Checkpoint, tokenizer: Tokenizer) -> None:
+    """The tokenizer saved beside the weights must be data.tokenizer (same vocabulary + merges)."""
+    saved = checkpoint.model_dir / "tokenizer.json"
+    if saved.exists() and Tokenizer.from_file(str(saved)).to_str() != tokenizer.to_str():
+        raise ProximityError(
+            f"data.tokenizer={cfg.data.tokenizer} is not the tokenizer {checkpoint.path} was "
+            f"trained with; set data.tokenizer={saved}"
+        )
+
+
+def _saved_config(checkpoint: Checkpoint) -> dict[str, Any]:
+    import yaml
+
+    path = checkpoint.path / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def resume_start(cfg: RunConfig, checkpoint: Checkpoint, tokenizer: Tokenizer) -> Start:
     """`--resume`: everything from this run's own latest checkpoint."""
     state = checkpoint.state
     if state.get("phase") != cfg.phase:
@@ -299,13 +338,7 @@ def resume_start(cfg: RunConfig, checkpoint: Checkpoint) -> Start:
             f"{checkpoint.path} was written by a {state.get('phase')} run, not {cfg.phase}; "
             f"use another --out or the matching command"
         )
-    for key, value in (("batch_size", cfg.train.batch_size), ("seq_len", cfg.model.seq_len)):
-        if state.get(key) not in (None, value):
-            section = "train" if key == "batch_size" else "model"
-            raise ProximityError(
-                f"{section}.{key}={value} differs from the checkpoint's {state[key]}; a resumed "
-                f"run must keep it (the data position depends on it)"
-            )
+    check_same_run(cfg, checkpoint, tokenizer)
     return _continue_from(checkpoint, f"resumed from {checkpoint.path} at step {checkpoint.step}")
 
 
@@ -320,6 +353,7 @@ def _continue_from(checkpoint: Checkpoint, description: str) -> Start:
         tokens=int(state.get("tokens", 0)),
         rng=state.get("rng"),
         description=description,
+        rng_per_rank=state.get("rng_per_rank"),
     )
 
 
@@ -336,6 +370,7 @@ def initial_start(cfg: RunConfig, tokenizer: Tokenizer) -> Start:
                     f"model.init_from={init_from}: midtraining continues a pretraining "
                     f"checkpoint, this one is from {state.get('phase')}"
                 )
+            check_same_run(cfg, checkpoint, tokenizer)
             # The paper's protocol: same weights, AdamW moments, LR schedule and final step.
             return _continue_from(
                 checkpoint, f"midtraining from {checkpoint.path} (step {checkpoint.step})"
@@ -367,6 +402,8 @@ def initial_start(cfg: RunConfig, tokenizer: Tokenizer) -> Start:
         if cfg.phase == "sft":
             print("note: sft without model.init_from trains a freshly initialised model")
         return Start(fresh_model(cfg, tokenizer), None, None, 0, 0, None, "fresh weights")
+    if ours is not None:
+        check_tokenizer(cfg, load_checkpoint(ours), tokenizer)
     model_dir = load_checkpoint(ours).model_dir if ours is not None else init_from
     return Start(
         model=_load_model(model_dir, None if ours else cfg.model.revision),
@@ -418,6 +455,7 @@ def checkpoint_state(cfg: RunConfig, schedule: CosineSchedule, tokens: int) -> d
         "schedule": schedule.state_dict(),
         "batch_size": cfg.train.batch_size,
         "seq_len": cfg.model.seq_len,
+        "seed": cfg.train.seed,
         "data": cfg.data.train,
         "world_size": int(os.environ.get("WORLD_SIZE", 1)),
     }
