@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from proximity.atomic import write_text_atomic
 from proximity.errors import ProximityError
 
 Phase = Literal["pretrain", "midtrain", "sft"]
@@ -96,7 +97,8 @@ class TrainConfig:
     # Stop (with a checkpoint) after this many steps in this invocation; for preemptible jobs
     # and for testing resume.
     max_steps_this_run: int | None = None
-    # Write a training-loss line to the metrics every this many steps.
+    # Write a training-loss line to the metrics every this many steps. Only these steps wait
+    # for the GPU (to read the loss) and check it is finite.
     log_every: int = 10
 
 
@@ -137,6 +139,9 @@ class SystemConfig:
     deterministic: bool = False
     # Show a progress bar with loss, tokens/s and ETA.
     progress: bool = True
+    # Minutes a collective may wait for the other ranks before the job fails with an error
+    # (torch.distributed's process-group timeout; NCCL's own default is 10).
+    timeout_minutes: float = 30.0
 
 
 @dataclass
@@ -174,6 +179,8 @@ class RunConfig:
         _check(self.eval.every >= 0, "eval.every", "must be >= 0")
         _check(self.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")
         _check(self.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+        _check(self.train.log_every >= 1, "train.log_every", "must be >= 1")
+        _check(self.system.timeout_minutes > 0, "system.timeout_minutes", "must be positive")
 
     # ---- YAML -----------------------------------------------------------------------------
 
@@ -184,7 +191,8 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        """Write the YAML atomically (a killed run never leaves half a config)."""
+        write_text_atomic(path, self.to_yaml())
 
     @classmethod
     def from_dict(

@@ -27,6 +27,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from proximity.atomic import write_text_atomic
 from proximity.errors import ProximityError
 
 FORMAT_VERSION = 1
@@ -156,7 +157,7 @@ def tokenize_dataset(
         "n_tokens": counts["n_train_tokens"] + counts["n_val_tokens"],
         **counts,
     }
-    _atomic_write_text(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return TokenizedDataset.open(directory)
 
 
@@ -315,8 +316,3 @@ def _resplit(
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:40] or "dataset"
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
