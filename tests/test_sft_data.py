@@ -124,7 +124,9 @@ def test_long_examples_lose_the_response_end_and_prompt_only_ones_are_dropped(py
     prompt_lengths = [
         sum(end <= len(x.prompt) for _, end in e.offsets)
         for e, x in zip(
-            pythia.encode_batch([x.prompt + x.response for x in examples], add_special_tokens=False),
+            pythia.encode_batch(
+                [x.prompt + x.response for x in examples], add_special_tokens=False
+            ),
             examples,
             strict=True,
         )

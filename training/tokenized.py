@@ -315,4 +315,3 @@ def _resplit(
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:40] or "dataset"
-
