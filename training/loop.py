@@ -13,15 +13,15 @@ Launch commands (the YAML files are in configs/; `--set key=value` overrides any
     proximity train pretrain --config configs/micro-pretrain.yaml --resume
 
     # one GPU (bf16 autocast, fused AdamW and SDPA attention are automatic on CUDA)
-    proximity train pretrain --config configs/pythia-70m-pretrain.yaml --set system.compile=true
+    proximity train pretrain --config configs/pythia-70m-paper.yaml
 
     # 8 GPUs on one node (DDP; train.batch_size is the global batch)
     torchrun --standalone --nproc_per_node=8 -m training.cli pretrain \\
-        --config configs/pythia-70m-pretrain.yaml
+        --config configs/pythia-70m-paper.yaml
     # 2 nodes x 8 GPUs: run on each node, node_rank 0 and 1
     torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --rdzv_backend=c10d \\
         --rdzv_endpoint=HOST:29500 -m training.cli pretrain \\
-        --config configs/pythia-160m-pretrain.yaml
+        --config configs/pythia-160m-paper.yaml
 """
 
 from __future__ import annotations
