@@ -44,8 +44,11 @@ class DataConfig:
     tokenizer: str = "pythia"
     # Folder of local data files (else $PROXIMITY_DATA_DIR, else the hub).
     data_dir: str | None = None
-    # Where tokenised shards are cached (default: $PROXIMITY_CACHE_DIR/tokens).
+    # Where tokenised datasets are read from, and built when missing (default:
+    # $PROXIMITY_CACHE_DIR/tokens); `proximity train prepare --out` writes there.
     cache_dir: str | None = None
+    # Processes that tokenise a missing dataset on rank 0 (the bytes are the same for any).
+    prepare_workers: int = 1
     # Read at most this many documents per dataset (None = all).
     n_docs: int | None = None
     # Cut each document to this many characters before tokenising (None = no cut).
@@ -180,6 +183,7 @@ class RunConfig:
         _check(self.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")
         _check(self.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
         _check(self.train.log_every >= 1, "train.log_every", "must be >= 1")
+        _check(self.data.prepare_workers >= 1, "data.prepare_workers", "must be >= 1")
         _check(self.system.timeout_minutes > 0, "system.timeout_minutes", "must be positive")
 
     # ---- YAML -----------------------------------------------------------------------------

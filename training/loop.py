@@ -176,14 +176,11 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     ckpt_root = out_dir / "checkpoints"
     say = print if main else (lambda *a, **k: None)
 
-    # ---- data (rank 0 tokenises first; the others then find it in the cache) ------------------
+    # ---- data: prepared builds; a missing one is built by rank 0 while the others wait for its
+    # manifest file (no collective, so no process-group timeout during tokenisation) -----------
     tokenizer = load_tokenizer(cfg.data.tokenizer, data_dir=cfg.data.data_dir)
-    if not main:
-        distributed.barrier(info)
     prepare = phases.sft_data if cfg.phase == "sft" else phases.pretraining_data
     data = prepare(cfg, tokenizer, info, progress=cfg.system.progress and main)
-    if main:
-        distributed.barrier(info)
     say(f"[{cfg.phase}] data: {data.description}; vocabulary {phases.describe_vocab(tokenizer)}")
     if main:
         for note in phases.substitute_notes(

@@ -35,10 +35,7 @@ from training.distributed import DistInfo
 from training.evaluate import Batch, EvalSet, packed_batch, packed_eval_set, sft_batch, sft_eval_set
 from training.presets import model_config, padded_vocab_size
 from training.schedule import CosineSchedule, warmup_steps_for
-
-# Held-out documents are chosen with this seed whatever the training seed, so that "C4 validation
-# loss" means the same documents in every run, phase and seed of a grid.
-SPLIT_SEED = 0
+from training.tokenized import SPLIT_SEED
 
 
 @dataclass
@@ -81,7 +78,8 @@ def local_batch_size(cfg: RunConfig, info: DistInfo) -> int:
 # ---- data -----------------------------------------------------------------------------------
 
 
-def _tokenized(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: bool):
+def _tokenized(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: bool, build: bool):
+    """A dataset's build: rank 0 makes it if missing, the other ranks wait for its manifest."""
     from training.tokenized import tokenize_dataset
 
     return tokenize_dataset(
@@ -94,6 +92,8 @@ def _tokenized(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: bool):
         val_fraction=cfg.data.val_fraction,
         seed=SPLIT_SEED,
         progress=progress,
+        workers=cfg.data.prepare_workers,
+        build=build,
     )
 
 
@@ -111,7 +111,12 @@ def substitute_notes(specs: list[str], data_dir: str | None) -> list[str]:
 
 
 def _packed_eval_sets(
-    cfg: RunConfig, specs: list[str], tokenizer: Tokenizer, progress: bool, skip: set[str]
+    cfg: RunConfig,
+    specs: list[str],
+    tokenizer: Tokenizer,
+    info: DistInfo,
+    progress: bool,
+    skip: set[str],
 ) -> list[EvalSet]:
     from training.sampler import PackedSequences
 
@@ -127,7 +132,8 @@ def _packed_eval_sets(
         if name in skip:
             continue
         skip.add(name)
-        packed = PackedSequences(_tokenized(cfg, name, tokenizer, progress).val, cfg.model.seq_len)
+        build = _tokenized(cfg, name, tokenizer, progress, build=info.is_main)
+        packed = PackedSequences(build.val, cfg.model.seq_len)
         if len(packed) == 0:
             raise ProximityError(
                 f"{name}: its validation split is shorter than one sequence "
@@ -147,7 +153,7 @@ def pretraining_data(
     components = [(part.canonical(), weight) for part, weight in mixture.components]
     sources = []
     for spec, _ in components:
-        tokens = _tokenized(cfg, spec, tokenizer, progress).train
+        tokens = _tokenized(cfg, spec, tokenizer, progress, build=info.is_main).train
         packed = PackedSequences(tokens, cfg.model.seq_len)
         if len(packed) == 0:
             raise ProximityError(
@@ -163,7 +169,7 @@ def pretraining_data(
         return packed_batch(torch.as_tensor(rows, dtype=torch.long))
 
     own = [spec for spec, _ in components]
-    eval_sets = _packed_eval_sets(cfg, own + cfg.eval.datasets, tokenizer, progress, set())
+    eval_sets = _packed_eval_sets(cfg, own + cfg.eval.datasets, tokenizer, info, progress, set())
     sizes = ", ".join(
         f"{spec} ({len(s):,} seq)" for (spec, _), s in zip(components, sources, strict=True)
     )
@@ -240,7 +246,7 @@ def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: boo
     local_batch_size(cfg, info)
     target_eval = sft_eval_set(target, val, cfg.eval.batch_size, cfg.eval.max_batches)
     # A forgetting set with the target's own name would collide with the SFT split above.
-    others = _packed_eval_sets(cfg, cfg.eval.datasets, tokenizer, progress, skip={target})
+    others = _packed_eval_sets(cfg, cfg.eval.datasets, tokenizer, info, progress, skip={target})
     return TrainData(
         batch=_EpochBatches(train, cfg.train.batch_size, cfg.train.seed, steps_per_epoch, info),
         eval_sets=[target_eval, *others],
