@@ -286,7 +286,7 @@ def _write_splits(
     """
     parts = directory / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    job = {"tokenizer": tokenizer.to_str(), "dtype": dtype.str, "eos_id": eos_id,
+    job = {"dtype": dtype.str, "eos_id": eos_id,
            "val_fraction": val_fraction, "seed": seed, "key": key,
            "shard_docs": SHARD_DOCS}  # fmt: skip
     if workers <= 1:
@@ -296,7 +296,7 @@ def _write_splits(
             if not _shard_done(parts, index, key):
                 _tokenize_shard(job, parts, index, first, shard_texts, tokenizer)
     else:
-        n_shards = _run_parallel(job, parts, _shards(texts), key, workers)
+        n_shards = _run_parallel(job, parts, _shards(texts), key, workers, tokenizer.to_str())
 
     tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # concurrent builders never collide
     tmp = {split: directory / f"{split}.bin{tag}" for split in ("train", "val")}
@@ -365,7 +365,20 @@ def _shard_done(parts: Path, index: int, key: dict) -> bool:
     return info.get("key") == key and info.get("shard_docs") == SHARD_DOCS
 
 
-def _run_parallel(job: dict, parts: Path, shards, key: dict, workers: int) -> int:
+_WORKER_TOKENIZER: Tokenizer | None = None  # one per worker process, loaded once
+
+
+def _init_worker(tokenizer_json: str, threads: int) -> None:
+    """Load the tokenizer once per worker; share the cores between the workers' thread pools
+    (each tokenizer process would otherwise start one Rust thread per core)."""
+    global _WORKER_TOKENIZER
+    os.environ["RAYON_RS_NUM_THREADS"] = str(threads)  # read when the pool first starts
+    _WORKER_TOKENIZER = Tokenizer.from_str(tokenizer_json)
+
+
+def _run_parallel(
+    job: dict, parts: Path, shards, key: dict, workers: int, tokenizer_json: str
+) -> int:
     """Tokenise shards in `workers` processes, at most 2 x workers shards in flight (memory
     stays bounded however large the corpus); returns the number of shards."""
     import multiprocessing
@@ -375,7 +388,10 @@ def _run_parallel(job: dict, parts: Path, shards, key: dict, workers: int) -> in
     pending: set = set()
     # spawn, not fork: the parent may hold torch and tokenizers thread pools.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer_json, threads)
+    ) as pool:
         for index, first, shard_texts in shards:
             n_shards = index + 1
             if _shard_done(parts, index, key):
@@ -399,8 +415,8 @@ def _tokenize_shard(
     tokenizer: Tokenizer | None = None,
 ) -> None:
     """Tokenise one shard; write its token files, then (last, atomically) its counts."""
-    if tokenizer is None:
-        tokenizer = Tokenizer.from_str(job["tokenizer"])
+    tokenizer = tokenizer or _WORKER_TOKENIZER
+    assert tokenizer is not None, "a worker process runs _init_worker first"
     dtype, eos_id = np.dtype(job["dtype"]), job["eos_id"]
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # same ids
     held_out = hash_uniform(np.arange(first, first + len(texts)), job["seed"]) < job["val_fraction"]
