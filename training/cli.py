@@ -139,13 +139,20 @@ def prepare(
 
 @train_app.command()
 def keys() -> None:
-    """List every config key that --set and the YAML files accept, with its default."""
+    """List every config key that --set and the YAML files accept, its default and meaning."""
+    import textwrap
+
+    from training.config import field_help
+
     defaults = RunConfig().to_dict()
+    helps = field_help()
     for key in config_fields():
         value = defaults
         for part in key.split("."):
             value = value[part]
         typer.echo(f"{key} = {value!r}")
+        for line in textwrap.wrap(helps.get(key, ""), 92):
+            typer.echo(f"    {line}")
 
 
 def main() -> None:

@@ -74,8 +74,11 @@ class OptimConfig:
     warmup_steps: int | None = None
     # AdamW weight decay, applied to matrices only (not biases or layer norms).
     weight_decay: float = 0.1
+    # AdamW's first-moment decay (the paper: 0.9).
     beta1: float = 0.9
+    # AdamW's second-moment decay (the paper: 0.95).
     beta2: float = 0.95
+    # AdamW's denominator epsilon.
     eps: float = 1e-8
     # Clip the global gradient norm to this value (0 = off).
     grad_clip: float = 1.0
@@ -341,6 +344,29 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)  # e.g. revision: 3000
     raise ProximityError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+
+
+def field_help(cls: type = RunConfig, prefix: str = "") -> dict[str, str]:
+    """Each dotted key's help: the comment lines just above its field in this file (one source
+    of truth, shown by `proximity train keys`)."""
+    import inspect
+
+    helps: dict[str, str] = {}
+    comment: list[str] = []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("#"):
+            comment.append(text.lstrip("#").strip())
+            continue
+        name = text.split(":", 1)[0].strip() if ":" in text else ""
+        if name.isidentifier() and name in {f.name for f in dataclasses.fields(cls)}:
+            tp = typing.get_type_hints(cls)[name]
+            if dataclasses.is_dataclass(tp):
+                helps.update(field_help(tp, prefix + name + "."))
+            else:
+                helps[prefix + name] = " ".join(comment)
+        comment = []
+    return helps
 
 
 def config_fields(cls: type = RunConfig, prefix: str = "") -> list[str]:
