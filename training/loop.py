@@ -1,7 +1,7 @@
 """The training loop: one visible loop for pretraining, midtraining and SFT of GPT-NeoX models.
 
-Everything a phase changes (its data and where it starts) lives in training/phases.py; this file
-is the loop itself, in the spirit of nanoGPT's train.py.
+Everything a phase changes lives in training/phases.py (its data) and training/starts.py (where
+it starts); this file is the loop itself, in the spirit of nanoGPT's train.py.
 
 Launch commands (the YAML files are in configs/; `--set key=value` overrides any field):
 
@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from proximity.errors import ProximityError
-from training import distributed, phases
+from training import distributed, phases, starts
 from training.batches import BatchPrefetcher
 from training.checkpoint import (
     capture_rng,
@@ -46,7 +46,9 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.config import RunConfig
-from training.evaluate import IGNORE_INDEX, MetricsLog, evaluate, lm_loss, token_loss_sum
+from training.evaluate import evaluate
+from training.losses import IGNORE_INDEX, lm_loss, token_loss_sum
+from training.metrics_log import MetricsLog
 from training.presets import flops_per_token
 
 # Dense (not sparse) bf16 peak FLOP/s of ONE GPU, from the vendors' data sheets, for model FLOPs
@@ -181,7 +183,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     tokenizer = load_tokenizer(cfg.data.tokenizer, data_dir=cfg.data.data_dir)
     prepare = phases.sft_data if cfg.phase == "sft" else phases.pretraining_data
     data = prepare(cfg, tokenizer, info, progress=cfg.system.progress and main)
-    say(f"[{cfg.phase}] data: {data.description}; vocabulary {phases.describe_vocab(tokenizer)}")
+    say(f"[{cfg.phase}] data: {data.description}; vocabulary {starts.describe_vocab(tokenizer)}")
     if main:
         for note in phases.substitute_notes(
             [cfg.data.train, *cfg.eval.datasets], cfg.data.data_dir
@@ -193,26 +195,26 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     # rank must never start fresh while another resumes (a shared filesystem may lag).
     existing = distributed.broadcast_object(latest_checkpoint(ckpt_root) if main else None, info)
     if resume and existing is not None:
-        start = phases.resume_start(cfg, load_checkpoint(existing), tokenizer)
+        start = starts.resume_start(cfg, load_checkpoint(existing), tokenizer)
     else:
         if not resume and existing is not None:
             raise ProximityError(
                 f"{out_dir} already has checkpoints; pass --resume to continue it, or --out "
                 f"elsewhere"
             )
-        start = phases.initial_start(cfg, tokenizer)
+        start = starts.initial_start(cfg, tokenizer)
     model = start.model
-    phases.check_vocab(model, tokenizer, cfg.model.init_from or cfg.model.preset)
+    starts.check_vocab(model, tokenizer, cfg.model.init_from or cfg.model.preset)
     model.to(device)
     model.train()
-    total_steps = phases.total_steps(cfg, data, start)
+    total_steps = starts.total_steps(cfg, data, start)
     if not resume and start.step >= total_steps:
         raise ProximityError(
             f"model.init_from={cfg.model.init_from} is at step {start.step}, the run's final step "
             f"is {total_steps}: nothing left to train; start from an earlier checkpoint (e.g. one "
             f"of checkpoint.steps)"
         )
-    schedule = start.schedule or phases.new_schedule(cfg, total_steps)
+    schedule = start.schedule or starts.new_schedule(cfg, total_steps)
     optimizer = configure_optimizer(model, cfg, device)
     if start.optimizer_state is not None:
         load_optimizer_state(optimizer, start.optimizer_state, device)
@@ -293,7 +295,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
                 model=raw_model,
                 optimizer=optimizer,
                 state={
-                    **phases.checkpoint_state(cfg, schedule, tokens),
+                    **starts.checkpoint_state(cfg, schedule, tokens),
                     "rng_per_rank": rng_per_rank,
                 },
                 config_yaml=cfg.to_yaml(),

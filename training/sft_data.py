@@ -31,9 +31,9 @@ import torch
 from tokenizers import Tokenizer
 
 from proximity.errors import ProximityError
+from training.losses import IGNORE_INDEX
 from training.tokenized import resolve_eos_id, validation_mask
 
-IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default ignore_index, as Hugging Face uses
 PAD_TOKEN = "<|padding|>"
 log = logging.getLogger(__name__)
 
