@@ -16,7 +16,7 @@ from proximity.errors import ProximityError
 from training.checkpoint import latest_checkpoint, load_checkpoint
 from training.evaluate import IGNORE_INDEX, lm_loss, read_metrics, sft_batch
 from training.loop import train
-from training.phases import new_schedule
+from training.starts import new_schedule
 
 
 @pytest.fixture(scope="module")

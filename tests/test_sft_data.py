@@ -22,40 +22,68 @@ def pythia(pythia_tokenizer_path: Path):
 
 
 @pytest.fixture(scope="module")
-def gsm8k_train_prompts(pythia, shared_data) -> list[list[int]]:
-    """Prompt ids of the GSM8K examples that land in the train split (seed 0, 10% held out)."""
+def gsm8k_train_examples(shared_data) -> list:
+    """The GSM8K examples that land in the train split (seed 0, 10% held out)."""
     examples = list(load_examples("gsm8k", n_docs=N_DOCS, data_dir=shared_data))
     held_out = validation_mask(len(examples), 0.1, 0, min_count=1)
-    prompts = [e.prompt for e, v in zip(examples, held_out, strict=True) if not v]
-    return [e.ids for e in pythia.encode_batch(prompts, add_special_tokens=False)]
+    return [e for e, v in zip(examples, held_out, strict=True) if not v]
 
 
-def test_gsm8k_prompt_tokens_carry_label_minus_100(pythia, shared_data, gsm8k_train_prompts):
+def test_prompt_and_response_are_tokenised_as_one_text(pythia, shared_data, gsm8k_train_examples):
+    """The ids are the tokenizer's own for the whole text (reference: encode(prompt+response)),
+    so the response keeps its leading-space token; only whole prompt tokens are masked."""
     train, _ = build_sft_data(
         "gsm8k", pythia, seq_len=512, mask_prompt=True, data_dir=shared_data, n_docs=N_DOCS
     )
-    assert len(train) == len(gsm8k_train_prompts)  # nothing dropped at this length
-    for row, prompt in enumerate(gsm8k_train_prompts):
-        labels, ids = train.labels[row], train.input_ids[row]
-        assert np.array_equal(ids[: len(prompt)], prompt)
-        assert (labels[: len(prompt)] == IGNORE_INDEX).all()
+    eos = pythia.token_to_id("<|endoftext|>")
+    assert len(train) == len(gsm8k_train_examples)  # nothing dropped at this length
+    for row, example in enumerate(gsm8k_train_examples):
+        whole = pythia.encode(example.prompt + example.response, add_special_tokens=False).ids
+        ids, labels = train.input_ids[row], train.labels[row]
+        assert ids[: len(whole) + 1].tolist() == [*whole, eos]
         trained = labels != IGNORE_INDEX
         assert np.array_equal(labels[trained], ids[trained])
+        first = int(np.argmax(trained))
+        assert not trained[:first].any() and trained[first : len(whole) + 1].all()
+        prompt_text = pythia.decode(ids[:first].tolist(), skip_special_tokens=False)
+        response_text = pythia.decode(ids[trained].tolist(), skip_special_tokens=False)
+        # The masked tokens are a prefix of the prompt; the trained ones cover the response.
+        assert example.prompt.startswith(prompt_text)
+        assert prompt_text + response_text == example.prompt + example.response + "<|endoftext|>"
+    # GSM8K prompts end with "Answer: ": the space goes with the first answer word, as in
+    # running text, so the prompt's trailing space token is not an input of its own.
+    first_answer = pythia.decode(train.labels[0][train.labels[0] != IGNORE_INDEX].tolist()[:1])
+    assert first_answer.startswith(" ") and first_answer.strip()
     answer = pythia.decode(
         train.labels[0][train.labels[0] != IGNORE_INDEX].tolist(), skip_special_tokens=False
     )
     assert "####" in answer and "Question" not in answer and answer.endswith("<|endoftext|>")
 
 
-def test_without_masking_prompt_tokens_carry_loss(pythia, shared_data, gsm8k_train_prompts):
+def test_without_masking_prompt_tokens_carry_loss(pythia, shared_data, gsm8k_train_examples):
     train, _ = build_sft_data(
         "gsm8k", pythia, seq_len=512, mask_prompt=False, data_dir=shared_data, n_docs=N_DOCS
     )
-    for row, prompt in enumerate(gsm8k_train_prompts[:50]):
-        assert np.array_equal(train.labels[row][: len(prompt)], prompt)
+    for row, example in enumerate(gsm8k_train_examples[:50]):
+        whole = pythia.encode(example.prompt + example.response, add_special_tokens=False).ids
+        assert np.array_equal(train.labels[row][: len(whole)], whole)
     real = train.labels != IGNORE_INDEX
     assert np.array_equal(train.labels[real], train.input_ids[real])
     assert (train.input_ids[~real] == pythia.token_to_id("<|padding|>")).all()
+    assert train.n_loss_tokens == int((train.labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def test_storage_is_linear_in_tokens_not_examples_times_seq_len(pythia, shared_data):
+    short, _ = build_sft_data(
+        "gsm8k", pythia, seq_len=1024, mask_prompt=True, data_dir=shared_data, n_docs=N_DOCS
+    )
+    long, _ = build_sft_data(
+        "gsm8k", pythia, seq_len=8192, mask_prompt=True, data_dir=shared_data, n_docs=N_DOCS
+    )
+    assert short.n_truncated == long.n_truncated == 0
+    assert long.tokens.nbytes == short.tokens.nbytes  # 8x the length, the same memory
+    assert long.tokens.nbytes * 50 < len(long) * 8192 * 8  # padded int64 rows: 50x more
+    assert long.n_loss_tokens == int((long.labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 def test_hugging_face_loss_is_the_shifted_masked_cross_entropy(pythia, shared_data):
@@ -92,9 +120,16 @@ def test_long_examples_lose_the_response_end_and_prompt_only_ones_are_dropped(py
         "gsm8k", pythia, seq_len=seq_len, mask_prompt=True, data_dir=shared_data, n_docs=N_DOCS
     )
     examples = list(load_examples("gsm8k", n_docs=N_DOCS, data_dir=shared_data))
+    # Whole prompt tokens of the joint encoding: those ending within the prompt's characters.
     prompt_lengths = [
-        len(e.ids)
-        for e in pythia.encode_batch([x.prompt for x in examples], add_special_tokens=False)
+        sum(end <= len(x.prompt) for _, end in e.offsets)
+        for e, x in zip(
+            pythia.encode_batch(
+                [x.prompt + x.response for x in examples], add_special_tokens=False
+            ),
+            examples,
+            strict=True,
+        )
     ]
     too_long = sum(n >= seq_len for n in prompt_lengths)
     assert too_long > 0 and train.n_dropped + val.n_dropped == too_long

@@ -64,6 +64,14 @@ def test_keys_lists_every_field_with_its_default():
     assert result.exit_code == 0
     assert "optim.lr = 0.0006" in result.output
     assert "checkpoint.steps = []" in result.output
+    # Each key is followed by its help: the comment above its field in training/config.py.
+    from training.config import config_fields
+
+    lines = result.output.splitlines()
+    keys = [i for i, line in enumerate(lines) if not line.startswith(" ")]
+    assert [lines[i].split(" = ")[0] for i in keys] == config_fields()
+    assert all(i + 1 < len(lines) and lines[i + 1].startswith("    ") for i in keys)
+    assert "    Peak learning rate." in lines[lines.index("optim.lr = 0.0006") + 1]
 
 
 def test_ddp_with_two_cpu_processes_matches_one_process(config_file, tmp_path):

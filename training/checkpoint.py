@@ -7,6 +7,7 @@ Layout of one checkpoint (a folder under `<out_dir>/checkpoints/`):
                       `GPTNeoXForCausalLM.from_pretrained("…/step-000200/model")` just works
       optimizer.pt    AdamW state
       state.pt        step, tokens seen, LR schedule, RNG states (python, numpy, torch, cuda)
+                      of rank 0 and of every rank (rng_per_rank)
       config.yaml     the RunConfig that wrote it
     LATEST            name of the newest complete checkpoint
 
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
+from proximity.atomic import fsync_path, fsync_tree, write_text_atomic
 from proximity.errors import ProximityError
 
 LATEST = "LATEST"
@@ -37,13 +39,18 @@ def checkpoint_name(step: int) -> str:
 
 
 def capture_rng() -> dict[str, Any]:
+    """This process's RNG states; CUDA: the current device's only (one rank, one GPU).
+
+    `get_rng_state_all` would also initialise a CUDA context on every other GPU of the node
+    from every rank, and restoring all of them would overwrite the other ranks' generators.
+    """
     state = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device's (set in setup())
     return state
 
 
@@ -51,8 +58,11 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # older checkpoints: every device's state; take ours
+        cuda = cuda[torch.cuda.current_device()] if torch.cuda.is_available() else None
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
 
 
 def save_checkpoint(
@@ -82,8 +92,10 @@ def save_checkpoint(
         tokenizer.save(str(tmp / "model" / "tokenizer.json"))
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    # `state` may carry "rng_per_rank" (every rank's generators, gathered by the loop).
     torch.save({**state, "step": step, "rng": capture_rng()}, tmp / "state.pt")
     (tmp / "config.yaml").write_text(config_yaml)
+    fsync_tree(tmp)  # the data is on disk before the rename makes it visible
     if final.exists():  # re-saving a step (e.g. after a resume): replace it whole
         old = root / f".old-{checkpoint_name(step)}-{os.getpid()}"
         final.rename(old)
@@ -91,16 +103,11 @@ def save_checkpoint(
         shutil.rmtree(old)
     else:
         tmp.rename(final)
-    _write_atomic(root / LATEST, final.name)
+    fsync_path(root)
+    write_text_atomic(root / LATEST, final.name)
     if keep_last is not None:
         _prune(root, keep_last=keep_last, protected={*protected_steps, step})
     return final
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:

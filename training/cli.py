@@ -4,6 +4,7 @@
     proximity train midtrain --config configs/micro-midtrain.yaml --out runs/mid-code
     proximity train sft --config configs/micro-sft.yaml --resume
     proximity train keys          # every settable key
+    proximity train prepare c4 --tokenizer pythia --out data/tokens --workers 8
 
 Also runnable as `python -m training.cli ...`, which is what torchrun launches (see loop.py).
 """
@@ -83,14 +84,75 @@ def sft(
 
 
 @train_app.command()
+def prepare(
+    spec: Annotated[
+        str | None, typer.Argument(help="Dataset spec or mixture (e.g. c4:0.8+starcoder:0.2).")
+    ] = None,
+    tokenizer: Annotated[
+        str, typer.Option("--tokenizer", "-t", help="pythia, a tokenizer.json, or a hub name.")
+    ] = "pythia",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder of builds (a run's data.cache_dir)."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Tokenising processes.")] = 1,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Prepare everything this run config reads instead."),
+    ] = None,
+    set_: SetOption = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Local data folder (else the hub).")
+    ] = None,
+    n_docs: Annotated[int | None, typer.Option("--n-docs", help="Documents to read.")] = None,
+    max_chars: Annotated[
+        int | None, typer.Option("--max-chars", help="Cut each document to this many chars.")
+    ] = None,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Documents held out (data.val_fraction).")
+    ] = 0.05,
+) -> None:
+    """Tokenise datasets into memory-mapped builds before training (resumable, parallel)."""
+    from proximity.errors import ProximityError
+    from training import prepare as preparing
+
+    if workers < 1:
+        raise ProximityError(f"--workers must be at least 1, got {workers}")
+    if config is not None:
+        extra = [*(set_ or []), *([f"data.cache_dir={out}"] if out else [])]
+        builds = preparing.prepare_run(RunConfig.from_yaml(config, extra), workers)
+    elif spec is not None and out is not None:
+        from proximity.tokenizer import load_tokenizer
+
+        builds = preparing.prepare(
+            spec, load_tokenizer(tokenizer, data_dir=data_dir), out, workers=workers,
+            data_dir=data_dir, n_docs=n_docs, max_chars=max_chars, val_fraction=val_fraction,
+        )  # fmt: skip
+    else:
+        raise ProximityError("prepare needs SPEC and --out, or --config")
+    for build in builds:
+        typer.echo(
+            f"{build.manifest['spec']}: {build.manifest['n_train_tokens']:,} train / "
+            f"{build.manifest['n_val_tokens']:,} val tokens in {build.directory}"
+        )
+
+
+@train_app.command()
 def keys() -> None:
-    """List every config key that --set and the YAML files accept, with its default."""
+    """List every config key that --set and the YAML files accept, its default and meaning."""
+    import textwrap
+
+    from training.config import field_help
+
     defaults = RunConfig().to_dict()
+    helps = field_help()
     for key in config_fields():
         value = defaults
         for part in key.split("."):
             value = value[part]
         typer.echo(f"{key} = {value!r}")
+        for line in textwrap.wrap(helps.get(key, ""), 92):
+            typer.echo(f"    {line}")
 
 
 def main() -> None:

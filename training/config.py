@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from proximity.atomic import write_text_atomic
 from proximity.errors import ProximityError
 
 Phase = Literal["pretrain", "midtrain", "sft"]
@@ -43,8 +44,11 @@ class DataConfig:
     tokenizer: str = "pythia"
     # Folder of local data files (else $PROXIMITY_DATA_DIR, else the hub).
     data_dir: str | None = None
-    # Where tokenised shards are cached (default: $PROXIMITY_CACHE_DIR/tokens).
+    # Where tokenised datasets are read from, and built when missing (default:
+    # $PROXIMITY_CACHE_DIR/tokens); `proximity train prepare --out` writes there.
     cache_dir: str | None = None
+    # Processes that tokenise a missing dataset on rank 0 (the bytes are the same for any).
+    prepare_workers: int = 1
     # Read at most this many documents per dataset (None = all).
     n_docs: int | None = None
     # Cut each document to this many characters before tokenising (None = no cut).
@@ -70,8 +74,11 @@ class OptimConfig:
     warmup_steps: int | None = None
     # AdamW weight decay, applied to matrices only (not biases or layer norms).
     weight_decay: float = 0.1
+    # AdamW's first-moment decay (the paper: 0.9).
     beta1: float = 0.9
+    # AdamW's second-moment decay (the paper: 0.95).
     beta2: float = 0.95
+    # AdamW's denominator epsilon.
     eps: float = 1e-8
     # Clip the global gradient norm to this value (0 = off).
     grad_clip: float = 1.0
@@ -96,7 +103,8 @@ class TrainConfig:
     # Stop (with a checkpoint) after this many steps in this invocation; for preemptible jobs
     # and for testing resume.
     max_steps_this_run: int | None = None
-    # Write a training-loss line to the metrics every this many steps.
+    # Write a training-loss line to the metrics every this many steps. Only these steps wait
+    # for the GPU (to read the loss) and check it is finite.
     log_every: int = 10
 
 
@@ -137,6 +145,9 @@ class SystemConfig:
     deterministic: bool = False
     # Show a progress bar with loss, tokens/s and ETA.
     progress: bool = True
+    # Minutes a collective may wait for the other ranks before the job fails with an error
+    # (torch.distributed's process-group timeout; NCCL's own default is 10).
+    timeout_minutes: float = 30.0
 
 
 @dataclass
@@ -174,6 +185,9 @@ class RunConfig:
         _check(self.eval.every >= 0, "eval.every", "must be >= 0")
         _check(self.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")
         _check(self.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+        _check(self.train.log_every >= 1, "train.log_every", "must be >= 1")
+        _check(self.data.prepare_workers >= 1, "data.prepare_workers", "must be >= 1")
+        _check(self.system.timeout_minutes > 0, "system.timeout_minutes", "must be positive")
 
     # ---- YAML -----------------------------------------------------------------------------
 
@@ -184,7 +198,8 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        """Write the YAML atomically (a killed run never leaves half a config)."""
+        write_text_atomic(path, self.to_yaml())
 
     @classmethod
     def from_dict(
@@ -329,6 +344,29 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)  # e.g. revision: 3000
     raise ProximityError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+
+
+def field_help(cls: type = RunConfig, prefix: str = "") -> dict[str, str]:
+    """Each dotted key's help: the comment lines just above its field in this file (one source
+    of truth, shown by `proximity train keys`)."""
+    import inspect
+
+    helps: dict[str, str] = {}
+    comment: list[str] = []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("#"):
+            comment.append(text.lstrip("#").strip())
+            continue
+        name = text.split(":", 1)[0].strip() if ":" in text else ""
+        if name.isidentifier() and name in {f.name for f in dataclasses.fields(cls)}:
+            tp = typing.get_type_hints(cls)[name]
+            if dataclasses.is_dataclass(tp):
+                helps.update(field_help(tp, prefix + name + "."))
+            else:
+                helps[prefix + name] = " ".join(comment)
+        comment = []
+    return helps
 
 
 def config_fields(cls: type = RunConfig, prefix: str = "") -> list[str]:

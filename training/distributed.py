@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -39,8 +41,13 @@ def pick_device(requested: str) -> torch.device:
     return device
 
 
-def setup(requested_device: str = "auto") -> DistInfo:
-    """Join the torchrun process group if there is one; pick this process's device."""
+def setup(requested_device: str = "auto", timeout_minutes: float = 30) -> DistInfo:
+    """Join the torchrun process group if there is one; pick this process's device.
+
+    The timeout is explicit: a collective that waits longer (a rank stuck or dead) fails the
+    job with an error instead of hanging, and no collective waits on data preparation (ranks
+    wait on the prepared data's manifest file instead; see training/tokenized.py).
+    """
     if "RANK" not in os.environ:
         return DistInfo(rank=0, local_rank=0, world_size=1, device=pick_device(requested_device))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
@@ -52,7 +59,7 @@ def setup(requested_device: str = "auto") -> DistInfo:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
 
 
@@ -64,6 +71,32 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
         if not value.is_cuda:  # gloo has no AVG
             value /= info.world_size
     return value
+
+
+def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum a tensor over ranks (e.g. the trained-token count of the global batch)."""
+    if info.enabled:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def broadcast_object(value: Any, info: DistInfo) -> Any:
+    """Rank 0's `value` on every rank: one process decides (what to resume), all follow."""
+    if not info.enabled:
+        return value
+    box = [value if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)  # NCCL: via the current device, set in setup()
+    return box[0]
+
+
+def gather_objects(value: Any, info: DistInfo) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank (e.g. per-rank RNG states)."""
+    if not info.enabled:
+        return [value]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, value)
+    return out
 
 
 def barrier(info: DistInfo) -> None:

@@ -1,7 +1,7 @@
 """The training loop: one visible loop for pretraining, midtraining and SFT of GPT-NeoX models.
 
-Everything a phase changes (its data and where it starts) lives in training/phases.py; this file
-is the loop itself, in the spirit of nanoGPT's train.py.
+Everything a phase changes lives in training/phases.py (its data) and training/starts.py (where
+it starts); this file is the loop itself, in the spirit of nanoGPT's train.py.
 
 Launch commands (the YAML files are in configs/; `--set key=value` overrides any field):
 
@@ -13,15 +13,15 @@ Launch commands (the YAML files are in configs/; `--set key=value` overrides any
     proximity train pretrain --config configs/micro-pretrain.yaml --resume
 
     # one GPU (bf16 autocast, fused AdamW and SDPA attention are automatic on CUDA)
-    proximity train pretrain --config configs/pythia-70m-pretrain.yaml --set system.compile=true
+    proximity train pretrain --config configs/pythia-70m-paper.yaml
 
     # 8 GPUs on one node (DDP; train.batch_size is the global batch)
     torchrun --standalone --nproc_per_node=8 -m training.cli pretrain \\
-        --config configs/pythia-70m-pretrain.yaml
+        --config configs/pythia-70m-paper.yaml
     # 2 nodes x 8 GPUs: run on each node, node_rank 0 and 1
     torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --rdzv_backend=c10d \\
         --rdzv_endpoint=HOST:29500 -m training.cli pretrain \\
-        --config configs/pythia-160m-pretrain.yaml
+        --config configs/pythia-160m-paper.yaml
 """
 
 from __future__ import annotations
@@ -36,19 +36,34 @@ import torch
 from tqdm import tqdm
 
 from proximity.errors import ProximityError
-from training import distributed, phases
+from training import distributed, phases, starts
+from training.batches import BatchPrefetcher
 from training.checkpoint import (
+    capture_rng,
     latest_checkpoint,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
 )
 from training.config import RunConfig
-from training.evaluate import MetricsLog, evaluate, lm_loss
+from training.evaluate import evaluate
+from training.losses import IGNORE_INDEX, lm_loss, token_loss_sum
+from training.metrics_log import MetricsLog
 from training.presets import flops_per_token
 
-# Dense bf16 peak FLOP/s per GPU, for model FLOPs utilisation (MFU).
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+# Dense (not sparse) bf16 peak FLOP/s of ONE GPU, from the vendors' data sheets, for model FLOPs
+# utilisation. Matched in order against torch.cuda.get_device_name(): the specific names first
+# ("H100 PCIe" reports e.g. "NVIDIA H100 PCIe"; the SXM part "NVIDIA H100 80GB HBM3").
+PEAK_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM5
+    ("H200", 989e12),
+    ("GH200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("A10G", 70e12),
+)
 
 
 @dataclass
@@ -87,11 +102,20 @@ def autocast_context(cfg: RunConfig, device: torch.device) -> contextlib.Abstrac
     return contextlib.nullcontext()
 
 
+def peak_flops_for(device_name: str) -> float | None:
+    """One GPU's dense bf16 peak for a CUDA device name; None when we do not know the part."""
+    return next((flops for key, flops in PEAK_FLOPS if key in device_name), None)
+
+
 def peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+    return peak_flops_for(torch.cuda.get_device_name(device))
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, world_size: int, peak: float) -> float:
+    """Model FLOPs utilisation of ONE GPU: the global throughput shared over world_size GPUs."""
+    return flops_per_token * tokens_per_s / world_size / peak
 
 
 def _params_finite(model: torch.nn.Module) -> bool:
@@ -102,15 +126,43 @@ def _set_up_torch(cfg: RunConfig) -> None:
     if cfg.system.threads:
         torch.set_num_threads(cfg.system.threads)
     if cfg.system.deterministic:
-        torch.use_deterministic_algorithms(True)
+        set_deterministic()
     # TF32 matmuls on Ampere+ for the fp32 parts; no effect on CPU.
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
 
+def set_deterministic() -> None:
+    """What bitwise-reproducible kernels need, CUDA included (PyTorch's reproducibility notes):
+    cuBLAS needs a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so set
+    before the first matmul on the GPU), cuDNN its deterministic algorithms without autotuning,
+    and torch.use_deterministic_algorithms to refuse the nondeterministic kernels."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def load_optimizer_state(optimizer: torch.optim.AdamW, state: dict, device: torch.device) -> None:
+    """Load AdamW state saved anywhere (CPU or GPU, fused or not) for THIS optimizer's kind.
+
+    `load_state_dict` places each state tensor by the SAVED group's `fused` flag: a CPU
+    checkpoint loaded into a fused CUDA AdamW would keep `step` on the CPU, which the fused
+    kernel refuses. So the saved groups take this optimizer's flags before loading.
+    """
+    state = {**state, "param_groups": [dict(group) for group in state["param_groups"]]}
+    for saved, current in zip(state["param_groups"], optimizer.param_groups, strict=True):
+        for flag in ("fused", "foreach", "capturable"):
+            if flag in current:
+                saved[flag] = current[flag]
+    optimizer.load_state_dict(state)
+
+
 def train(cfg: RunConfig, *, resume: bool = False) -> RunResult:
     """Run (or resume) one phase as `cfg` describes; returns where it ended."""
-    info = distributed.setup(cfg.system.device)
+    info = distributed.setup(cfg.system.device, cfg.system.timeout_minutes)
     try:
         return _train(cfg, info, resume)
     finally:
@@ -126,15 +178,12 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     ckpt_root = out_dir / "checkpoints"
     say = print if main else (lambda *a, **k: None)
 
-    # ---- data (rank 0 tokenises first; the others then find it in the cache) ------------------
+    # ---- data: prepared builds; a missing one is built by rank 0 while the others wait for its
+    # manifest file (no collective, so no process-group timeout during tokenisation) -----------
     tokenizer = load_tokenizer(cfg.data.tokenizer, data_dir=cfg.data.data_dir)
-    if not main:
-        distributed.barrier(info)
     prepare = phases.sft_data if cfg.phase == "sft" else phases.pretraining_data
     data = prepare(cfg, tokenizer, info, progress=cfg.system.progress and main)
-    if main:
-        distributed.barrier(info)
-    say(f"[{cfg.phase}] data: {data.description}; vocabulary {phases.describe_vocab(tokenizer)}")
+    say(f"[{cfg.phase}] data: {data.description}; vocabulary {starts.describe_vocab(tokenizer)}")
     if main:
         for note in phases.substitute_notes(
             [cfg.data.train, *cfg.eval.datasets], cfg.data.data_dir
@@ -142,36 +191,47 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
             say(f"[{cfg.phase}] note: {note}")
 
     # ---- model, optimizer, schedule: fresh, from init_from, or resumed --------------------------
-    existing = latest_checkpoint(ckpt_root)
+    # Rank 0 alone looks at the folder and every rank follows its decision: on several nodes a
+    # rank must never start fresh while another resumes (a shared filesystem may lag).
+    existing = distributed.broadcast_object(latest_checkpoint(ckpt_root) if main else None, info)
     if resume and existing is not None:
-        start = phases.resume_start(cfg, load_checkpoint(existing))
+        start = starts.resume_start(cfg, load_checkpoint(existing), tokenizer)
     else:
         if not resume and existing is not None:
             raise ProximityError(
                 f"{out_dir} already has checkpoints; pass --resume to continue it, or --out "
                 f"elsewhere"
             )
-        start = phases.initial_start(cfg, tokenizer)
+        start = starts.initial_start(cfg, tokenizer)
     model = start.model
-    phases.check_vocab(model, tokenizer, cfg.model.init_from or cfg.model.preset)
+    starts.check_vocab(model, tokenizer, cfg.model.init_from or cfg.model.preset)
     model.to(device)
     model.train()
-    total_steps = phases.total_steps(cfg, data, start)
-    schedule = start.schedule or phases.new_schedule(cfg, total_steps)
+    total_steps = starts.total_steps(cfg, data, start)
+    if not resume and start.step >= total_steps:
+        raise ProximityError(
+            f"model.init_from={cfg.model.init_from} is at step {start.step}, the run's final step "
+            f"is {total_steps}: nothing left to train; start from an earlier checkpoint (e.g. one "
+            f"of checkpoint.steps)"
+        )
+    schedule = start.schedule or starts.new_schedule(cfg, total_steps)
     optimizer = configure_optimizer(model, cfg, device)
     if start.optimizer_state is not None:
-        optimizer.load_state_dict(start.optimizer_state)
-        for group in optimizer.param_groups:  # a GPU checkpoint may say fused=True
-            group["fused"], group["foreach"] = device.type == "cuda", None
-    if start.rng is not None:
-        restore_rng(start.rng)
+        load_optimizer_state(optimizer, start.optimizer_state, device)
+    rng = start.rng
+    if start.rng_per_rank and len(start.rng_per_rank) == info.world_size:
+        rng = start.rng_per_rank[info.rank]  # each rank carries on its own generators
+    if rng is not None:
+        restore_rng(rng)
     raw_model = model  # what we save and evaluate: never the compiled or DDP wrapper
-    if cfg.system.compile:
-        model = torch.compile(model)
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if cfg.system.compile:
+        # Compile the DDP-wrapped model (PyTorch's recommended order): DDPOptimizer then splits
+        # the graph at bucket boundaries so gradient all-reduce overlaps the backward pass.
+        model = torch.compile(model)
     autocast = autocast_context(cfg, device)
     say(f"[{cfg.phase}] {start.description}; steps {start.step} -> {total_steps}")
 
@@ -186,8 +246,10 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     accumulation = local_batch // micro
     seq_len = cfg.model.seq_len
     tokens_per_step = cfg.train.batch_size * seq_len
-    flops_per_step = flops_per_token(raw_model.config, seq_len) * tokens_per_step
+    model_flops_per_token = flops_per_token(raw_model.config, seq_len)
     peak = peak_flops(device)
+    # SFT: loss = sum of token losses / trained tokens of the GLOBAL batch (see step_loss).
+    token_mean_over_global_batch = cfg.phase == "sft"
 
     # ---- bookkeeping -----------------------------------------------------------------------
     metrics = MetricsLog(out_dir / "metrics.jsonl", enabled=main)
@@ -203,36 +265,46 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     last_checkpoint = existing if resume else None
     eval_losses: dict[str, float] = {}
     loss_value = math.nan
+    paused = 0.0  # seconds of evaluation and checkpointing in the current throughput window
 
     def run_eval() -> None:
+        nonlocal paused
+        began = time.perf_counter()
         eval_losses.update(evaluate(raw_model, data.eval_sets, device=device, autocast=autocast))
         for name, value in eval_losses.items():
             metrics.write(
                 phase=cfg.phase, step=step, tokens=tokens, split="val", dataset=name,
                 loss=value, lr=schedule.lr(min(step, total_steps - 1)),
             )  # fmt: skip
+        paused += time.perf_counter() - began
 
     def checkpoint() -> None:
-        nonlocal last_checkpoint
+        nonlocal last_checkpoint, paused
+        began = time.perf_counter()
         # Every rank checks (the weights are identical), so all of them stop together.
         if not _params_finite(raw_model):
             raise ProximityError(
                 f"weights became non-finite at step {step}; stopped without saving. Last good "
                 f"checkpoint: {last_checkpoint}. Lower optim.lr or raise optim.warmup_steps"
             )
+        rng_per_rank = distributed.gather_objects(capture_rng(), info)
         if main:
             last_checkpoint = save_checkpoint(
                 ckpt_root,
                 step,
                 model=raw_model,
                 optimizer=optimizer,
-                state=phases.checkpoint_state(cfg, schedule, tokens),
+                state={
+                    **starts.checkpoint_state(cfg, schedule, tokens),
+                    "rng_per_rank": rng_per_rank,
+                },
                 config_yaml=cfg.to_yaml(),
                 tokenizer=tokenizer,
                 keep_last=cfg.checkpoint.keep_last,
                 protected_steps=keep_steps,
             )
         distributed.barrier(info)
+        paused += time.perf_counter() - began
 
     if not resume and step == start.step and cfg.eval.every:
         run_eval()  # where the phase starts from: the reference for forgetting and gains
@@ -243,68 +315,89 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
         total=total_steps, initial=step, unit="step", dynamic_ncols=True,
         disable=not (cfg.system.progress and main), desc=cfg.phase,
     )  # fmt: skip
-    window_start, window_tokens = time.perf_counter(), 0
+    batches = BatchPrefetcher(data.batch, step, stop_step, pin=device.type == "cuda")
+    window_start, window_tokens, paused = time.perf_counter(), 0, 0.0
 
     # ---- the loop ------------------------------------------------------------------------------
-    while step < stop_step:
-        lr = schedule.lr(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    try:
+        while step < stop_step:
+            lr = schedule.lr(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
-        inputs, targets = data.batch(step)
-        loss_sum = torch.zeros((), device=device)
-        for i in range(accumulation):
-            rows = slice(i * micro, (i + 1) * micro)
-            x = inputs[rows].to(device, non_blocking=True)
-            y = targets[rows].to(device, non_blocking=True)
-            # DDP would all-reduce gradients after every backward; only the last one needs it.
-            sync = not info.enabled or i == accumulation - 1
-            with contextlib.nullcontext() if sync else model.no_sync(), autocast:
-                loss = lm_loss(model, x, y) / accumulation
-            loss.backward()
-            loss_sum += loss.detach()
+            inputs, targets = batches.get(step)
+            if token_mean_over_global_batch:
+                # DDP averages gradients over ranks, hence x world_size: the update is then
+                # d(sum of token losses of the global batch) / (its trained tokens).
+                trained = (targets != IGNORE_INDEX).sum().to(device)
+                global_trained = distributed.all_reduce_sum(trained, info).clamp(min=1)
+                scale = info.world_size / global_trained
+            loss_sum = torch.zeros((), device=device)
+            for i in range(accumulation):
+                rows = slice(i * micro, (i + 1) * micro)
+                x = inputs[rows].to(device, non_blocking=True)
+                y = targets[rows].to(device, non_blocking=True)
+                # DDP would all-reduce gradients after every backward; only the last one needs it.
+                sync = not info.enabled or i == accumulation - 1
+                with contextlib.nullcontext() if sync else model.no_sync(), autocast:
+                    if token_mean_over_global_batch:
+                        loss = token_loss_sum(model, x, y) * scale
+                    else:
+                        loss = lm_loss(model, x, y) / accumulation
+                loss.backward()
+                loss_sum += loss.detach()
 
-        # Checked before the update, so the weights in memory were never touched by a bad step.
-        loss_value = float(distributed.all_reduce_mean(loss_sum, info))
-        if not math.isfinite(loss_value):
-            progress.close()
-            raise ProximityError(
-                f"loss is {loss_value} at step {step + 1}: stopped. Last good checkpoint: "
-                f"{last_checkpoint or 'none'}. Lower optim.lr or raise optim.warmup_steps, then "
-                f"--resume"
-            )
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens += tokens_per_step
-        window_tokens += tokens_per_step
-        progress.update(1)
+            # The host waits for the GPU only on logged steps (train.log_every); there the loss
+            # is checked before the update, so a bad step found there never touches the
+            # weights. Between logged steps, a non-finite loss shows up at the next logged step
+            # and the finite-weights check keeps it out of every checkpoint.
+            logged = (step + 1) % cfg.train.log_every == 0 or step + 1 == stop_step
+            if logged:
+                loss_value = float(distributed.all_reduce_mean(loss_sum, info))
+                if not math.isfinite(loss_value):
+                    raise ProximityError(
+                        f"loss is {loss_value} at step {step + 1}: stopped. Last good "
+                        f"checkpoint: {last_checkpoint or 'none'}. Lower optim.lr or raise "
+                        f"optim.warmup_steps, then --resume"
+                    )
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens += tokens_per_step
+            window_tokens += tokens_per_step
+            progress.update(1)
 
-        if step % cfg.train.log_every == 0 or step == stop_step:
-            elapsed = time.perf_counter() - window_start
-            tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
-            record = dict(
-                phase=cfg.phase, step=step, tokens=tokens, split="train", dataset=cfg.data.train,
-                loss=loss_value, lr=lr, tokens_per_s=round(tokens_per_s, 1),
-            )  # fmt: skip
-            if peak:
-                record["mfu"] = round(flops_per_step / tokens_per_step * tokens_per_s / peak, 4)
-            metrics.write(**record)
-            progress.set_postfix(
-                loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}", lr=f"{lr:.2e}"
-            )
-            window_start, window_tokens = time.perf_counter(), 0
+            if logged:
+                # Throughput and MFU count training time only: evaluation and checkpoint
+                # saving inside the window are subtracted.
+                elapsed = time.perf_counter() - window_start - paused
+                tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
+                record = dict(
+                    phase=cfg.phase, step=step, tokens=tokens, split="train",
+                    dataset=cfg.data.train, loss=loss_value, lr=lr,
+                    tokens_per_s=round(tokens_per_s, 1),
+                )  # fmt: skip
+                if peak:
+                    record["mfu"] = round(
+                        mfu(model_flops_per_token, tokens_per_s, info.world_size, peak), 4
+                    )
+                metrics.write(**record)
+                progress.set_postfix(
+                    loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}", lr=f"{lr:.2e}"
+                )
+                window_start, window_tokens, paused = time.perf_counter(), 0, 0.0
 
-        if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps:
-            run_eval()
-        every = cfg.checkpoint.every
-        if step in keep_steps or (every and step % every == 0) or step == stop_step:
-            checkpoint()
-            window_start = time.perf_counter()  # saving is not training time
+            if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps:
+                run_eval()
+            every = cfg.checkpoint.every
+            if step in keep_steps or (every and step % every == 0) or step == stop_step:
+                checkpoint()
+    finally:
+        batches.close()
+        progress.close()
 
-    progress.close()
     finished = step >= total_steps
     if finished:
         run_eval()

@@ -1,10 +1,12 @@
-"""What differs between pretraining, midtraining and SFT: their data and where they start.
+"""What differs between pretraining, midtraining and SFT, part 1: their data.
 
 The loop (training/loop.py) is the same for every phase. A phase supplies:
 
-* `TrainData`: the batch for global step `step` (a pure function of the step, so a resumed run
-  sees exactly the data an uninterrupted one would) and the held-out sets to evaluate;
-* `Start`: the model, optimizer state, LR schedule, step and token count to start from.
+* `TrainData` (here): the batch for global step `step` (a pure function of the step, so a
+  resumed run sees exactly the data an uninterrupted one would) and the held-out sets to
+  evaluate;
+* `Start` (training/starts.py): the model, optimizer state, LR schedule, step and token count
+  to start from, checked against the checkpoint it continues.
 
 | phase    | data                                 | starts from                                   |
 |----------|--------------------------------------|-----------------------------------------------|
@@ -16,29 +18,19 @@ The loop (training/loop.py) is the same for every phase. A phase supplies:
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from tokenizers import Tokenizer
-from transformers import GPTNeoXForCausalLM
 
 from proximity.errors import ProximityError
 from proximity.specs import parse_mixture
-from training.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
 from training.config import RunConfig
 from training.distributed import DistInfo
 from training.evaluate import Batch, EvalSet, packed_batch, packed_eval_set, sft_batch, sft_eval_set
-from training.presets import model_config, padded_vocab_size
-from training.schedule import CosineSchedule, warmup_steps_for
-
-# Held-out documents are chosen with this seed whatever the training seed, so that "C4 validation
-# loss" means the same documents in every run, phase and seed of a grid.
-SPLIT_SEED = 0
+from training.tokenized import SPLIT_SEED
 
 
 @dataclass
@@ -47,17 +39,6 @@ class TrainData:
     eval_sets: list[EvalSet]
     steps_per_epoch: int | None = None  # SFT only
     description: str = ""
-
-
-@dataclass
-class Start:
-    model: GPTNeoXForCausalLM
-    optimizer_state: dict | None
-    schedule: CosineSchedule | None  # None: the loop builds it from optim.* and total_steps
-    step: int
-    tokens: int
-    rng: dict | None
-    description: str
 
 
 def cache_dir(cfg: RunConfig) -> Path:
@@ -80,7 +61,8 @@ def local_batch_size(cfg: RunConfig, info: DistInfo) -> int:
 # ---- data -----------------------------------------------------------------------------------
 
 
-def _tokenized(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: bool):
+def _tokenized(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: bool, build: bool):
+    """A dataset's build: rank 0 makes it if missing, the other ranks wait for its manifest."""
     from training.tokenized import tokenize_dataset
 
     return tokenize_dataset(
@@ -93,6 +75,8 @@ def _tokenized(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: bool):
         val_fraction=cfg.data.val_fraction,
         seed=SPLIT_SEED,
         progress=progress,
+        workers=cfg.data.prepare_workers,
+        build=build,
     )
 
 
@@ -110,7 +94,12 @@ def substitute_notes(specs: list[str], data_dir: str | None) -> list[str]:
 
 
 def _packed_eval_sets(
-    cfg: RunConfig, specs: list[str], tokenizer: Tokenizer, progress: bool, skip: set[str]
+    cfg: RunConfig,
+    specs: list[str],
+    tokenizer: Tokenizer,
+    info: DistInfo,
+    progress: bool,
+    skip: set[str],
 ) -> list[EvalSet]:
     from training.sampler import PackedSequences
 
@@ -126,7 +115,8 @@ def _packed_eval_sets(
         if name in skip:
             continue
         skip.add(name)
-        packed = PackedSequences(_tokenized(cfg, name, tokenizer, progress).val, cfg.model.seq_len)
+        build = _tokenized(cfg, name, tokenizer, progress, build=info.is_main)
+        packed = PackedSequences(build.val, cfg.model.seq_len)
         if len(packed) == 0:
             raise ProximityError(
                 f"{name}: its validation split is shorter than one sequence "
@@ -146,7 +136,7 @@ def pretraining_data(
     components = [(part.canonical(), weight) for part, weight in mixture.components]
     sources = []
     for spec, _ in components:
-        tokens = _tokenized(cfg, spec, tokenizer, progress).train
+        tokens = _tokenized(cfg, spec, tokenizer, progress, build=info.is_main).train
         packed = PackedSequences(tokens, cfg.model.seq_len)
         if len(packed) == 0:
             raise ProximityError(
@@ -162,7 +152,7 @@ def pretraining_data(
         return packed_batch(torch.as_tensor(rows, dtype=torch.long))
 
     own = [spec for spec, _ in components]
-    eval_sets = _packed_eval_sets(cfg, own + cfg.eval.datasets, tokenizer, progress, set())
+    eval_sets = _packed_eval_sets(cfg, own + cfg.eval.datasets, tokenizer, info, progress, set())
     sizes = ", ".join(
         f"{spec} ({len(s):,} seq)" for (spec, _), s in zip(components, sources, strict=True)
     )
@@ -227,197 +217,23 @@ def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: boo
         val_fraction=cfg.data.sft_val_fraction,
         seed=SPLIT_SEED,
     )
-    n_train = len(train.input_ids)
+    n_train = len(train)
     steps_per_epoch = n_train // cfg.train.batch_size
     if steps_per_epoch == 0:
         raise ProximityError(
             f"{target}: {n_train} training examples is fewer than train.batch_size="
             f"{cfg.train.batch_size}; lower train.batch_size or raise data.n_docs"
         )
-    if len(val.input_ids) == 0:
+    if len(val) == 0:
         raise ProximityError(f"{target}: empty validation split; raise data.n_docs")
     local_batch_size(cfg, info)
     target_eval = sft_eval_set(target, val, cfg.eval.batch_size, cfg.eval.max_batches)
     # A forgetting set with the target's own name would collide with the SFT split above.
-    others = _packed_eval_sets(cfg, cfg.eval.datasets, tokenizer, progress, skip={target})
+    others = _packed_eval_sets(cfg, cfg.eval.datasets, tokenizer, info, progress, skip={target})
     return TrainData(
         batch=_EpochBatches(train, cfg.train.batch_size, cfg.train.seed, steps_per_epoch, info),
         eval_sets=[target_eval, *others],
         steps_per_epoch=steps_per_epoch,
-        description=f"{target} ({n_train:,} train / {len(val.input_ids):,} val examples, "
+        description=f"{target} ({n_train:,} train / {len(val):,} val examples, "
         f"prompt {'masked' if mask_prompt else 'in the loss'})",
     )
-
-
-# ---- where a phase starts ------------------------------------------------------------------
-
-
-def _load_model(path: str | Path, revision: str | None = None) -> GPTNeoXForCausalLM:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # its per-load bar would clutter ours
-    try:
-        # fp32 master weights whatever the file holds (Pythia hub weights are fp16).
-        return GPTNeoXForCausalLM.from_pretrained(
-            str(path), revision=revision, dtype=torch.float32, attn_implementation="sdpa"
-        )
-    except OSError as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ProximityError(
-            f"model.init_from={path!s}: not a checkpoint, a model folder or a reachable hub id "
-            f"({first})"
-        ) from None
-
-
-def fresh_model(cfg: RunConfig, tokenizer: Tokenizer) -> GPTNeoXForCausalLM:
-    config = model_config(
-        cfg.model.preset,
-        vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
-        max_position_embeddings=max(2048, cfg.model.seq_len),
-    )
-    # Seeded here so the initial weights depend on train.seed only, not on what ran before.
-    torch.manual_seed(cfg.train.seed)
-    return GPTNeoXForCausalLM(config)
-
-
-def check_vocab(model: GPTNeoXForCausalLM, tokenizer: Tokenizer, source: str) -> None:
-    n = tokenizer.get_vocab_size(with_added_tokens=True)
-    if model.config.vocab_size < n:
-        raise ProximityError(
-            f"{source} has {model.config.vocab_size} embedding rows but data.tokenizer has {n} "
-            f"tokens; use the tokenizer the model was trained with (data.tokenizer)"
-        )
-    if model.config.max_position_embeddings < 1:
-        raise ProximityError(f"{source}: invalid max_position_embeddings")
-
-
-def resume_start(cfg: RunConfig, checkpoint: Checkpoint) -> Start:
-    """`--resume`: everything from this run's own latest checkpoint."""
-    state = checkpoint.state
-    if state.get("phase") != cfg.phase:
-        raise ProximityError(
-            f"{checkpoint.path} was written by a {state.get('phase')} run, not {cfg.phase}; "
-            f"use another --out or the matching command"
-        )
-    for key, value in (("batch_size", cfg.train.batch_size), ("seq_len", cfg.model.seq_len)):
-        if state.get(key) not in (None, value):
-            section = "train" if key == "batch_size" else "model"
-            raise ProximityError(
-                f"{section}.{key}={value} differs from the checkpoint's {state[key]}; a resumed "
-                f"run must keep it (the data position depends on it)"
-            )
-    return _continue_from(checkpoint, f"resumed from {checkpoint.path} at step {checkpoint.step}")
-
-
-def _continue_from(checkpoint: Checkpoint, description: str) -> Start:
-    """Carry on a run exactly: weights, AdamW moments, LR schedule, step, tokens and RNG."""
-    state = checkpoint.state
-    return Start(
-        model=_load_model(checkpoint.model_dir),
-        optimizer_state=checkpoint.optimizer_state(),
-        schedule=CosineSchedule.from_state_dict(state["schedule"]),
-        step=checkpoint.step,
-        tokens=int(state.get("tokens", 0)),
-        rng=state.get("rng"),
-        description=description,
-    )
-
-
-def initial_start(cfg: RunConfig, tokenizer: Tokenizer) -> Start:
-    """The start of a phase that is not being resumed."""
-    init_from = cfg.model.init_from
-    ours = resolve_checkpoint(init_from) if init_from else None
-    if cfg.phase == "midtrain":
-        if ours is not None:
-            checkpoint = load_checkpoint(ours)
-            state = checkpoint.state
-            if state.get("phase") not in ("pretrain", "midtrain"):
-                raise ProximityError(
-                    f"model.init_from={init_from}: midtraining continues a pretraining "
-                    f"checkpoint, this one is from {state.get('phase')}"
-                )
-            # The paper's protocol: same weights, AdamW moments, LR schedule and final step.
-            return _continue_from(
-                checkpoint, f"midtraining from {checkpoint.path} (step {checkpoint.step})"
-            )
-        if init_from is None:
-            raise ProximityError(
-                "midtraining needs model.init_from: a pretraining checkpoint folder "
-                "(e.g. runs/pretrain/checkpoints/step-000200) or a hub model"
-            )
-        if cfg.train.start_step is None or cfg.train.steps is None:
-            raise ProximityError(
-                f"model.init_from={init_from} has no optimizer state or step: set "
-                f"train.start_step (e.g. 3000 for revision step3000) and train.steps (final step)"
-            )
-        # A hub checkpoint (e.g. EleutherAI/pythia-70m @ step3000): weights only; the
-        # schedule is rebuilt from optim.* and the AdamW moments start at zero.
-        return Start(
-            model=_load_model(init_from, cfg.model.revision),
-            optimizer_state=None,
-            schedule=None,
-            step=cfg.train.start_step,
-            tokens=cfg.train.start_step * cfg.train.batch_size * cfg.model.seq_len,
-            rng=None,
-            description=f"midtraining from {init_from}@{cfg.model.revision} "
-            f"(step {cfg.train.start_step}, fresh optimizer)",
-        )
-    # pretrain / sft: weights only (or fresh), step 0, new optimizer and schedule.
-    if init_from is None:
-        if cfg.phase == "sft":
-            print("note: sft without model.init_from trains a freshly initialised model")
-        return Start(fresh_model(cfg, tokenizer), None, None, 0, 0, None, "fresh weights")
-    model_dir = load_checkpoint(ours).model_dir if ours is not None else init_from
-    return Start(
-        model=_load_model(model_dir, None if ours else cfg.model.revision),
-        optimizer_state=None,
-        schedule=None,
-        step=0,
-        tokens=0,
-        rng=None,
-        description=f"weights from {model_dir}",
-    )
-
-
-def total_steps(cfg: RunConfig, data: TrainData, start: Start) -> int:
-    """The last step of the run: fixed by the pretraining config and kept by midtraining."""
-    if start.schedule is not None:
-        total = start.schedule.total_steps
-        if cfg.phase != "sft" and cfg.train.steps is not None and cfg.train.steps != total:
-            raise ProximityError(
-                f"train.steps={cfg.train.steps} but the checkpoint's run ends at step {total}; "
-                f"midtraining keeps the final step (remove train.steps)"
-            )
-        return total
-    if cfg.phase == "sft":
-        return cfg.train.epochs * (data.steps_per_epoch or 0)
-    if cfg.train.steps is not None:
-        return cfg.train.steps
-    if cfg.train.tokens is None:
-        raise ProximityError(f"{cfg.phase} needs a length: set train.tokens or train.steps")
-    return math.ceil(cfg.train.tokens / (cfg.train.batch_size * cfg.model.seq_len))
-
-
-def new_schedule(cfg: RunConfig, total: int) -> CosineSchedule:
-    warmup = warmup_steps_for(
-        total, warmup_steps=cfg.optim.warmup_steps, warmup_fraction=cfg.optim.warmup_fraction
-    )
-    return CosineSchedule(cfg.optim.lr, cfg.optim.min_lr, warmup, total)
-
-
-def describe_vocab(tokenizer: Tokenizer) -> str:
-    n = tokenizer.get_vocab_size(with_added_tokens=True)
-    return f"{n:,} tokens (model rows {padded_vocab_size(n):,})"
-
-
-def checkpoint_state(cfg: RunConfig, schedule: CosineSchedule, tokens: int) -> dict[str, Any]:
-    """What state.pt records besides the step and RNG (see training/checkpoint.py)."""
-    return {
-        "phase": cfg.phase,
-        "tokens": tokens,
-        "schedule": schedule.state_dict(),
-        "batch_size": cfg.train.batch_size,
-        "seq_len": cfg.model.seq_len,
-        "data": cfg.data.train,
-        "world_size": int(os.environ.get("WORLD_SIZE", 1)),
-    }

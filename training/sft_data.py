@@ -1,9 +1,15 @@
-"""Supervised fine-tuning data: prompt/response examples as padded id and label matrices.
+"""Supervised fine-tuning data: prompt/response examples stored as tokens, padded per batch.
 
-Each example becomes `prompt ids + response ids + EOS`, tokenised part by part so the
-boundary between prompt and response is exact, cut at `seq_len` by dropping the end of the
-response (an example whose response does not fit at all is dropped and counted), then
-right-padded with `pad_id`.
+Each example is `prompt + response` tokenised as ONE text, then EOS, so the tokens are exactly
+what the model would see in running text: the response keeps its usual leading-space token
+(GSM8K's "Answer: " + "Natalia" is `Answer`, `:`, ` Natalia`, not `Answer`, `:`, ` `, `Natalia`).
+Which tokens are prompt comes from the character offsets: a token belongs to the response when
+it ends after the prompt's last character, so a token straddling the boundary is trained on.
+An example longer than `seq_len` loses the end of its response (counted); one whose prompt
+alone fills `seq_len` is dropped (counted).
+
+Storage is O(tokens), not O(examples x seq_len): one flat token array per split plus offsets
+and per-example prompt lengths. Rows are padded to `seq_len` only when a batch is built.
 
 Labels follow the Hugging Face convention: NOT shifted. `labels[i] == input_ids[i]` where the
 token is trained on and -100 elsewhere (padding, and the prompt when `mask_prompt`); the model
@@ -25,29 +31,53 @@ import torch
 from tokenizers import Tokenizer
 
 from proximity.errors import ProximityError
+from training.losses import IGNORE_INDEX
 from training.tokenized import resolve_eos_id, validation_mask
 
-IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss's default ignore_index, as Hugging Face uses
 PAD_TOKEN = "<|padding|>"
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SFTSplit:
-    """Padded examples of one split; row i is one example."""
+    """One split's examples as flat tokens; example i is `tokens[offsets[i]:offsets[i + 1]]`."""
 
-    input_ids: np.ndarray  # int64 [N, seq_len], right-padded with pad_id
-    labels: np.ndarray  # int64 [N, seq_len], -100 on padding and (when masked) on the prompt
+    tokens: np.ndarray  # int32, every kept example's ids (EOS included), concatenated
+    offsets: np.ndarray  # int64 [N + 1]
+    n_masked: np.ndarray  # int32 [N]: leading tokens of each example without loss (the prompt)
+    seq_len: int
+    pad_id: int
     n_truncated: int = 0  # examples whose response end was cut to fit seq_len
     n_dropped: int = 0  # examples left out because no response token fitted
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.offsets) - 1
+
+    def rows(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Padded (input_ids, labels) int64 [len(indices), seq_len] for these examples."""
+        input_ids = np.full((len(indices), self.seq_len), self.pad_id, dtype=np.int64)
+        labels = np.full((len(indices), self.seq_len), IGNORE_INDEX, dtype=np.int64)
+        for row, i in enumerate(indices):
+            ids = self.tokens[self.offsets[i] : self.offsets[i + 1]]
+            input_ids[row, : len(ids)] = ids
+            first = int(self.n_masked[i])
+            labels[row, first : len(ids)] = ids[first:]
+        return input_ids, labels
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        """Every row padded: O(examples x seq_len), for inspection and small splits only."""
+        return self.rows(np.arange(len(self)))[0]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.rows(np.arange(len(self)))[1]
 
     @property
     def n_loss_tokens(self) -> int:
         """Tokens that carry loss (the model predicts each from the tokens before it)."""
-        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+        lengths = np.diff(self.offsets)
+        return int(np.sum(lengths - np.maximum(self.n_masked, 1)))
 
     def batches(
         self, batch_size: int, epoch: int, seed: int, shuffle: bool = True, drop_last: bool = False
@@ -62,8 +92,8 @@ class SFTSplit:
         )
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
         for start in range(0, stop, batch_size):
-            rows = order[start : start + batch_size]
-            yield torch.from_numpy(self.input_ids[rows]), torch.from_numpy(self.labels[rows])
+            input_ids, labels = self.rows(order[start : start + batch_size])
+            yield torch.from_numpy(input_ids), torch.from_numpy(labels)
 
 
 def build_sft_data(
@@ -98,17 +128,18 @@ def build_sft_data(
     examples = list(load_examples(spec, n_docs=n_docs, data_dir=data_dir))
     if not examples:
         raise ProximityError(f"{spec!r} gave no examples: check the spec and --data-dir")
-    prompts = tokenizer.encode_batch([e.prompt for e in examples], add_special_tokens=False)
-    responses = tokenizer.encode_batch([e.response for e in examples], add_special_tokens=False)
+    encodings = tokenizer.encode_batch(
+        [e.prompt + e.response for e in examples], add_special_tokens=False
+    )
+    rows = [
+        (encoding.ids, _prompt_token_count(encoding.offsets, len(example.prompt)))
+        for encoding, example in zip(encodings, examples, strict=True)
+    ]
     is_val = validation_mask(len(examples), val_fraction, seed, min_count=1)
     splits = []
     for wanted in (False, True):
-        rows = [
-            (p.ids, r.ids)
-            for p, r, held_out in zip(prompts, responses, is_val, strict=True)
-            if held_out == wanted
-        ]
-        splits.append(_pack(rows, seq_len, mask_prompt, eos_id, pad_id))
+        chosen = [row for row, held_out in zip(rows, is_val, strict=True) if held_out == wanted]
+        splits.append(_pack(chosen, seq_len, mask_prompt, eos_id, pad_id))
     train, val = splits
     for name, split in (("train", train), ("val", val)):
         if split.n_dropped or split.n_truncated:
@@ -127,25 +158,44 @@ def build_sft_data(
     return train, val
 
 
+def _prompt_token_count(offsets: list[tuple[int, int]], prompt_chars: int) -> int:
+    """Leading tokens that lie wholly inside the prompt's characters (a straddler is response)."""
+    count = 0
+    for _, end in offsets:
+        if end > prompt_chars:
+            break
+        count += 1
+    return count
+
+
 def _pack(
-    rows: list[tuple[list[int], list[int]]],
+    rows: list[tuple[list[int], int]],
     seq_len: int,
     mask_prompt: bool,
     eos_id: int,
     pad_id: int,
 ) -> SFTSplit:
-    """Concatenate, truncate the response end, pad, and mask one split's examples."""
-    input_ids = np.full((len(rows), seq_len), pad_id, dtype=np.int64)
-    labels = np.full((len(rows), seq_len), IGNORE_INDEX, dtype=np.int64)
-    kept = n_truncated = 0
-    for prompt, response in rows:
-        if len(prompt) >= seq_len or not response:
+    """Append EOS, truncate the response end, and record one split's examples flat."""
+    pieces, lengths, masked = [], [], []
+    n_truncated = 0
+    for ids, n_prompt in rows:
+        if n_prompt >= seq_len or n_prompt >= len(ids):
             continue  # nothing of the response would be trained on
-        ids = [*prompt, *response, eos_id]
+        ids = [*ids, eos_id]
         n_truncated += len(ids) > seq_len
         ids = ids[:seq_len]
-        input_ids[kept, : len(ids)] = ids
-        first_label = len(prompt) if mask_prompt else 0
-        labels[kept, first_label : len(ids)] = ids[first_label:]
-        kept += 1
-    return SFTSplit(input_ids[:kept], labels[:kept], n_truncated, len(rows) - kept)
+        pieces.append(np.asarray(ids, dtype=np.int32))
+        lengths.append(len(ids))
+        masked.append(n_prompt if mask_prompt else 0)
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+    return SFTSplit(
+        tokens=tokens,
+        offsets=offsets,
+        n_masked=np.asarray(masked, dtype=np.int32),
+        seq_len=seq_len,
+        pad_id=pad_id,
+        n_truncated=n_truncated,
+        n_dropped=len(rows) - len(pieces),
+    )

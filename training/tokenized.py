@@ -9,6 +9,13 @@ Which documents are held out is decided per document, by a seeded hash of its in
 stream, so the split does not depend on batch sizes or on how many documents were read, and
 validation documents never reach training. `manifest.json` is written last, atomically: a
 folder without it is an unfinished build and is rebuilt.
+
+A build tokenises fixed-size shards of `SHARD_DOCS` documents, with `workers` processes, each
+shard written to `parts/` atomically with its counts; a build that was killed skips the
+shards it finished. The shards are then joined in order, so the bytes are the same for any
+number of workers (the shard size, not the worker count, decides the cut points, and each
+document's split depends only on its index). Other ranks of a distributed job wait for the
+manifest file (`wait_for_build`), not on a collective that would time out.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import time
 import uuid
-from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +35,19 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from proximity.atomic import atomic_path, fsync_path, write_text_atomic
 from proximity.errors import ProximityError
 
 FORMAT_VERSION = 1
+# Held-out documents are chosen with this seed whatever the training seed, so that "C4 validation
+# loss" means the same documents in every run, phase and seed of a grid.
+SPLIT_SEED = 0
 EOS_TOKEN = "<|endoftext|>"
 _ENCODE_BATCH = 256  # documents per `encode_batch` call: enough to keep the Rust threads busy
+# Documents per shard: the unit of parallel work and of resuming. Part of the file layout, not
+# of the bytes: the joined files are the same for any shard size and any number of workers.
+SHARD_DOCS = 4096
+_WAIT_POLL_S = 2.0
 
 
 @dataclass
@@ -86,8 +102,15 @@ def tokenize_dataset(
     seed: int = 0,
     eos_id: int | None = None,
     progress: bool = True,
+    workers: int = 1,
+    build: bool = True,
+    wait_timeout_s: float = 7 * 24 * 3600,
 ) -> TokenizedDataset:
     """Tokenise `spec` into `cache_dir`, or reuse the build made with the same inputs.
+
+    `workers` processes tokenise shards in parallel (same bytes for any number). With
+    `build=False` this only waits (up to `wait_timeout_s`) for another process's build of the
+    same inputs to finish: the other ranks of a job whose rank 0 is tokenising.
 
     The cache key is the spec, the source's fingerprint (files' size and mtime, or the hub
     revision), the tokenizer's fingerprint and every option here, so changing any of them
@@ -120,13 +143,12 @@ def tokenize_dataset(
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     directory = Path(cache_dir) / f"{_slug(source.name)}-{digest}"
+    if not build:
+        return wait_for_build(directory, key, wait_timeout_s)
     if (directory / "manifest.json").exists():
-        try:
-            cached = TokenizedDataset.open(directory)
-            if cached.manifest.get("key") == key:
-                return cached
-        except (ProximityError, json.JSONDecodeError, KeyError):
-            pass  # an unreadable or truncated build: rebuild it below
+        cached = _open_if_current(directory, key)
+        if cached is not None:
+            return cached
         (directory / "manifest.json").unlink(missing_ok=True)
 
     from proximity.data import load_texts
@@ -137,7 +159,7 @@ def tokenize_dataset(
         texts, total=n_docs, unit="doc", desc=f"tokenising {source.name}", disable=not progress
     )
     counts = _write_splits(
-        bar, tokenizer, directory, dtype, eos_id, val_fraction, min_val_docs, seed
+        bar, tokenizer, directory, dtype, eos_id, val_fraction, min_val_docs, seed, key, workers
     )
     manifest = {
         "key": key,
@@ -156,8 +178,33 @@ def tokenize_dataset(
         "n_tokens": counts["n_train_tokens"] + counts["n_val_tokens"],
         **counts,
     }
-    _atomic_write_text(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(directory / "parts", ignore_errors=True)  # joined: the shards are spent
     return TokenizedDataset.open(directory)
+
+
+def _open_if_current(directory: Path, key: dict) -> TokenizedDataset | None:
+    try:
+        cached = TokenizedDataset.open(directory)
+    except (ProximityError, json.JSONDecodeError, KeyError):
+        return None  # an unreadable or truncated build
+    return cached if cached.manifest.get("key") == key else None
+
+
+def wait_for_build(directory: Path, key: dict, timeout_s: float) -> TokenizedDataset:
+    """Poll for another process's finished build (its manifest) instead of a collective."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if (directory / "manifest.json").exists():
+            found = _open_if_current(directory, key)
+            if found is not None:
+                return found
+        if time.monotonic() > deadline:
+            raise ProximityError(
+                f"waited {timeout_s:.0f} s for {directory}/manifest.json (rank 0's tokenisation); "
+                f"prepare the data first with `proximity train prepare`"
+            )
+        time.sleep(_WAIT_POLL_S)
 
 
 def resolve_eos_id(tokenizer: Tokenizer, eos_id: int | None) -> int:
@@ -219,18 +266,6 @@ def _single_spec(spec: str) -> str:
     return mixture.canonical()
 
 
-def _encoded_batches(texts: Iterable[str], tokenizer: Tokenizer) -> Iterator[list[list[int]]]:
-    """Token ids per document, encoded a batch at a time (all cores) while streaming."""
-    batch: list[str] = []
-    for text in texts:
-        batch.append(text)
-        if len(batch) == _ENCODE_BATCH:
-            yield [e.ids for e in tokenizer.encode_batch(batch, add_special_tokens=False)]
-            batch = []
-    if batch:
-        yield [e.ids for e in tokenizer.encode_batch(batch, add_special_tokens=False)]
-
-
 def _write_splits(
     texts: Iterable[str],
     tokenizer: Tokenizer,
@@ -240,63 +275,182 @@ def _write_splits(
     val_fraction: float,
     min_val_docs: int,
     seed: int,
+    key: dict,
+    workers: int = 1,
 ) -> dict:
-    """Stream documents into train.bin / val.bin; returns the counts for the manifest.
+    """Tokenise shards into parts/ (in parallel, skipping finished ones), then join them into
+    train.bin / val.bin; returns the counts for the manifest.
 
-    Documents go to their split as they arrive (hash rule); only when a small dataset ends with
-    fewer than `min_val_docs` held out are both files rewritten once with the topped-up split.
+    Documents go to their split by the hash rule; only when a small dataset ends with fewer
+    than `min_val_docs` held out are both files rewritten once with the topped-up split.
     """
+    parts = directory / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    job = {"dtype": dtype.str, "eos_id": eos_id,
+           "val_fraction": val_fraction, "seed": seed, "key": key,
+           "shard_docs": SHARD_DOCS}  # fmt: skip
+    if workers <= 1:
+        n_shards = 0
+        for index, first, shard_texts in _shards(texts):
+            n_shards = index + 1
+            if not _shard_done(parts, index, key):
+                _tokenize_shard(job, parts, index, first, shard_texts, tokenizer)
+    else:
+        n_shards = _run_parallel(job, parts, _shards(texts), key, workers, tokenizer.to_str())
+
     tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # concurrent builders never collide
     tmp = {split: directory / f"{split}.bin{tag}" for split in ("train", "val")}
-    starts, lengths, in_val = array("q"), array("q"), array("b")
-    offsets = {"train": 0, "val": 0}
+    lengths_parts, in_val_parts = [], []
     n_empty = 0
     with open(tmp["train"], "wb") as train_file, open(tmp["val"], "wb") as val_file:
-        files = {"train": train_file, "val": val_file}
-        for batch in _encoded_batches(texts, tokenizer):
-            first = len(lengths)
-            held_out = hash_uniform(np.arange(first, first + len(batch)), seed) < val_fraction
-            for ids, is_val in zip(batch, held_out.tolist(), strict=True):
-                split = "val" if is_val else "train"
-                n_empty += not ids
-                tokens = np.empty(len(ids) + 1, dtype=dtype)
-                tokens[:-1] = ids
-                tokens[-1] = eos_id
-                files[split].write(tokens.tobytes())
-                starts.append(offsets[split])
-                lengths.append(len(tokens))
-                in_val.append(is_val)
-                offsets[split] += len(tokens)
-    n = len(lengths)
+        for index in range(n_shards):
+            info = json.loads((parts / f"{index:06d}.json").read_text())
+            n_empty += info["n_empty"]
+            with np.load(parts / f"{index:06d}.npz") as arrays:
+                lengths_parts.append(arrays["lengths"])
+                in_val_parts.append(arrays["in_val"])
+            for split, file in (("train", train_file), ("val", val_file)):
+                with open(parts / f"{index:06d}.{split}.bin", "rb") as part:
+                    shutil.copyfileobj(part, file, 1 << 24)
+    n = sum(len(x) for x in lengths_parts)
     if n == 0:
         for path in tmp.values():
             path.unlink()
         raise ProximityError("the dataset gave no documents: check the spec and --data-dir")
+    lengths = np.concatenate(lengths_parts).astype(np.int64)
+    in_val = np.concatenate(in_val_parts).astype(bool)
     mask = validation_mask(n, val_fraction, seed, min_val_docs)
-    if not np.array_equal(mask, np.frombuffer(in_val, dtype=np.int8).astype(bool)):
-        _resplit(tmp, dtype, np.frombuffer(in_val, np.int8).astype(bool), starts, lengths, mask)
+    if not np.array_equal(mask, in_val):
+        starts = np.zeros(n, dtype=np.int64)
+        for split_mask in (in_val, ~in_val):  # offsets within each split's own file
+            split_lengths = lengths[split_mask]
+            starts[split_mask] = np.cumsum(split_lengths) - split_lengths
+        _resplit(tmp, dtype, in_val, starts, lengths, mask)
     for split, path in tmp.items():
+        fsync_path(path)
         os.replace(path, directory / f"{split}.bin")
     held_out_path = directory / f"val_docs{tag}.npy"
     np.save(held_out_path, np.flatnonzero(mask))
     os.replace(held_out_path, directory / "val_docs.npy")
-    doc_lengths = np.frombuffer(lengths, dtype=np.int64)
     return {
         "n_docs": n,
         "n_train_docs": int((~mask).sum()),
         "n_val_docs": int(mask.sum()),
         "n_empty_docs": n_empty,
-        "n_train_tokens": int(doc_lengths[~mask].sum()),
-        "n_val_tokens": int(doc_lengths[mask].sum()),
+        "n_train_tokens": int(lengths[~mask].sum()),
+        "n_val_tokens": int(lengths[mask].sum()),
     }
+
+
+def _shards(texts: Iterable[str]) -> Iterator[tuple[int, int, list[str]]]:
+    """(shard index, index of its first document, its texts): fixed SHARD_DOCS per shard."""
+    batch: list[str] = []
+    index = first = 0
+    shard_docs = SHARD_DOCS  # read at call time, so tests can make shards small
+    for text in texts:
+        batch.append(text)
+        if len(batch) == shard_docs:
+            yield index, first, batch
+            index, first, batch = index + 1, first + len(batch), []
+    if batch:
+        yield index, first, batch
+
+
+def _shard_done(parts: Path, index: int, key: dict) -> bool:
+    path = parts / f"{index:06d}.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return info.get("key") == key and info.get("shard_docs") == SHARD_DOCS
+
+
+_WORKER_TOKENIZER: Tokenizer | None = None  # one per worker process, loaded once
+
+
+def _init_worker(tokenizer_json: str, threads: int) -> None:
+    """Load the tokenizer once per worker; share the cores between the workers' thread pools
+    (each tokenizer process would otherwise start one Rust thread per core)."""
+    global _WORKER_TOKENIZER
+    os.environ["RAYON_RS_NUM_THREADS"] = str(threads)  # read when the pool first starts
+    _WORKER_TOKENIZER = Tokenizer.from_str(tokenizer_json)
+
+
+def _run_parallel(
+    job: dict, parts: Path, shards, key: dict, workers: int, tokenizer_json: str
+) -> int:
+    """Tokenise shards in `workers` processes, at most 2 x workers shards in flight (memory
+    stays bounded however large the corpus); returns the number of shards."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    n_shards = 0
+    pending: set = set()
+    # spawn, not fork: the parent may hold torch and tokenizers thread pools.
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(tokenizer_json, threads)
+    ) as pool:
+        for index, first, shard_texts in shards:
+            n_shards = index + 1
+            if _shard_done(parts, index, key):
+                continue
+            if len(pending) >= 2 * workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # a failed shard fails the build (finished ones stay)
+            pending.add(pool.submit(_tokenize_shard, job, parts, index, first, shard_texts))
+        for future in pending:
+            future.result()
+    return n_shards
+
+
+def _tokenize_shard(
+    job: dict,
+    parts: Path,
+    index: int,
+    first: int,
+    texts: list[str],
+    tokenizer: Tokenizer | None = None,
+) -> None:
+    """Tokenise one shard; write its token files, then (last, atomically) its counts."""
+    tokenizer = tokenizer or _WORKER_TOKENIZER
+    assert tokenizer is not None, "a worker process runs _init_worker first"
+    dtype, eos_id = np.dtype(job["dtype"]), job["eos_id"]
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # same ids
+    held_out = hash_uniform(np.arange(first, first + len(texts)), job["seed"]) < job["val_fraction"]
+    chunks: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    n_empty = 0
+    for start in range(0, len(texts), _ENCODE_BATCH):
+        encodings = encode(texts[start : start + _ENCODE_BATCH], add_special_tokens=False)
+        for offset, encoding in enumerate(encodings):
+            i = start + offset
+            ids = encoding.ids
+            n_empty += not ids
+            tokens = np.empty(len(ids) + 1, dtype=dtype)
+            tokens[:-1] = ids
+            tokens[-1] = eos_id
+            chunks["val" if held_out[i] else "train"].append(tokens)
+            lengths[i] = len(tokens)
+    stem = parts / f"{index:06d}"
+    for split, pieces in chunks.items():
+        with atomic_path(f"{stem}.{split}.bin") as tmp:
+            (np.concatenate(pieces) if pieces else np.zeros(0, dtype)).tofile(tmp)
+    with atomic_path(f"{stem}.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, lengths=lengths, in_val=held_out)
+    info = {"key": job["key"], "shard_docs": job["shard_docs"], "first_doc": first,
+            "n_docs": len(texts), "n_empty": n_empty}  # fmt: skip
+    write_text_atomic(f"{stem}.json", json.dumps(info))
 
 
 def _resplit(
     tmp: dict[str, Path],
     dtype: np.dtype,
     was_val: np.ndarray,
-    starts: array,
-    lengths: array,
+    starts: np.ndarray,
+    lengths: np.ndarray,
     mask: np.ndarray,
 ) -> None:
     """Rewrite both files so that document i lands in val exactly when mask[i]."""
@@ -314,9 +468,3 @@ def _resplit(
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:40] or "dataset"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -30,6 +30,7 @@ from tokenizers import (
     trainers,
 )
 
+from proximity.atomic import atomic_path, write_text_atomic
 from proximity.errors import ProximityError
 
 EOS_TOKEN = "<|endoftext|>"
@@ -95,11 +96,10 @@ def save_tokenizer(tokenizer: Tokenizer, out: Path, info: dict | None = None) ->
     """
     out.mkdir(parents=True, exist_ok=True)
     path = out / "tokenizer.json"
-    tmp = out / "tokenizer.json.tmp"
-    tokenizer.save(str(tmp))
-    tmp.replace(path)  # atomic: a half-written tokenizer.json is never loaded
+    with atomic_path(path) as tmp:  # a half-written tokenizer.json is never loaded
+        tokenizer.save(str(tmp))
     if info is not None:
-        (out / "tokenizer_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_text_atomic(out / "tokenizer_info.json", json.dumps(info, indent=2) + "\n")
     return path
 
 

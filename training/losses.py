@@ -1,0 +1,82 @@
+"""The next-token losses every phase trains and evaluates with (one definition each).
+
+Batches are `(inputs, targets)` already aligned (no shift inside the model); targets equal to
+IGNORE_INDEX (padding, a masked prompt) carry no loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# torch.nn.CrossEntropyLoss's default ignore_index, as Hugging Face uses for masked labels.
+IGNORE_INDEX = -100
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs, targets), already aligned: no shift needed
+
+
+def lm_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss over targets that are not IGNORE_INDEX.
+
+    We shift outside the model and compute the loss here (not via `labels=`) so that pretraining
+    and SFT share one code path and logits are upcast to fp32 once, under our control.
+    """
+    logits = model(input_ids=inputs, use_cache=False).logits
+    return F.cross_entropy(
+        logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
+def token_loss_sum(
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """Sum (not mean) of the next-token losses over targets that are not IGNORE_INDEX.
+
+    SFT divides this by the trained tokens of the whole global batch, so every trained token
+    weighs the same whatever the micro-batch size, accumulation and number of GPUs.
+    """
+    logits = model(input_ids=inputs, use_cache=False).logits
+    return F.cross_entropy(
+        logits.float().view(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+
+
+# Positions per chunk of the evaluation loss: the fp32 logits of one chunk are
+# EVAL_CHUNK x vocabulary (4 MB per 20 positions at 50k), never batch x seq_len x vocabulary.
+EVAL_CHUNK = 1024
+
+
+def chunked_loss_sum(
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk: int = EVAL_CHUNK
+) -> torch.Tensor:
+    """`token_loss_sum` without materialising all logits: the output head runs per chunk of
+    positions on the final hidden states (a 2,048-token batch of 16 at a 50k vocabulary would
+    otherwise hold 6.6 GB of fp32 logits). Falls back to the whole batch for models without a
+    separate output head."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    base = getattr(model, "base_model", None)
+    if head is None or base is None or base is model:
+        return token_loss_sum(model, inputs, targets)
+    hidden = base(input_ids=inputs, use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.size(-1))
+    flat_targets = targets.reshape(-1)
+    total = torch.zeros((), dtype=torch.float64, device=hidden.device)
+    for start in range(0, hidden.size(0), chunk):
+        logits = head(hidden[start : start + chunk]).float()
+        total += F.cross_entropy(
+            logits, flat_targets[start : start + chunk], ignore_index=IGNORE_INDEX, reduction="sum"
+        ).double()
+    return total
+
+
+def packed_batch(sequences: torch.Tensor) -> Batch:
+    """Packed pretraining sequences of seq_len+1 tokens -> (inputs, next-token targets)."""
+    return sequences[:, :-1], sequences[:, 1:]
+
+
+def sft_batch(input_ids: torch.Tensor, labels: torch.Tensor) -> Batch:
+    """Hugging Face convention (labels == input ids, -100 where masked) -> aligned pair."""
+    return input_ids[:, :-1], labels[:, 1:]

@@ -1,0 +1,55 @@
+"""The JSONL metrics file every phase appends to (one line per step and dataset).
+
+`{"phase": "midtrain", "step": 400, "tokens": 3276800, "split": "val", "dataset": "c4",
+  "loss": 4.81, "lr": 0.00031}`; training lines have `"split": "train"` plus tokens_per_s (and
+mfu on GPUs). docs/RESULTS.md is the contract the analysis reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Append-only JSONL; each line is flushed so a killed run keeps what it measured."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def truncate_after(self, phase: str, step: int) -> None:
+        """On resume, cut the tail a killed run wrote after its last checkpoint (redone now).
+
+        The file is never rewritten: lines are only appended, and this cuts it in place
+        (`os.truncate`) at the first line that is past `step` or cut short by the kill, so
+        every line before it keeps its bytes.
+        """
+        if not (self.enabled and self.path.exists()):
+            return
+        offset = 0
+        with self.path.open("rb") as file:
+            for raw in file:
+                try:
+                    record = json.loads(raw)
+                    complete = raw.endswith(b"\n")
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    complete = False
+                if not complete or (record.get("phase") == phase and record.get("step", 0) > step):
+                    break
+                offset += len(raw)
+        os.truncate(self.path, offset)
+
+    def write(self, **record: Any) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
