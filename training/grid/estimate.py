@@ -74,7 +74,7 @@ def estimate(plan: Plan, data_dir: str | None, *, measure: bool = True) -> dict[
     examples = {t: sft_examples(t, s.n_docs, data_dir) for t in s.targets}
     speed: dict[tuple, float] = {}
     gpu = spec.estimate.device.upper()
-    peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
+    peak = next((v for k, v in PEAK_FLOPS if k.upper() in gpu), None)  # specific names first
     out: dict[str, NodeEstimate] = {}
     for node in plan.nodes:
         if node.kind == "tokenizer":
