@@ -1,0 +1,63 @@
+"""Grid benchmark: tokens trained by the shared plan vs a naive grid, and --jobs 1 vs 2 wall time.
+
+    PROXIMITY_DATA_DIR=../shared/data python benchmarks/bench_grid.py            # tokens only
+    PROXIMITY_DATA_DIR=../shared/data python benchmarks/bench_grid.py --wall     # + smoke runs
+
+Tokens: the naive grid retrains, for every SFT run, its whole lineage (pretraining up to the
+branch start, the branch, the SFT); the plan trains each prefix once and takes the C4 control
+from the pretraining run itself. Wall time: the smoke grid run twice from scratch into fresh
+folders (shared token cache cleared), `--jobs 1` (one node at a time, all cores) and `--jobs 2`
+(two at a time, cores split). Measured side by side in one run; prints both and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from training.grid.estimate import estimate, naive_tokens
+from training.grid.plan import build_plan
+from training.grid.spec import load_grid
+
+
+def tokens(preset: str, data_dir: str | None) -> None:
+    plan = build_plan(load_grid(preset))
+    est = estimate(plan, data_dir, measure=False)
+    shared = sum(e.tokens or 0 for e in est.values())
+    naive = naive_tokens(plan, est)
+    ratio = f"{naive / shared:.2f}x" if naive else "?"
+    print(f"{preset:11s} plan {shared:>16,} tokens | naive {naive or 0:>18,} tokens | {ratio}")
+
+
+def wall(jobs: int, data_dir: str) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "PROXIMITY_CACHE_DIR": str(Path(tmp) / "cache")}
+        command = [sys.executable, "-c", "from proximity.cli import main; main()", "train-grid",
+                   "smoke", "--out", str(Path(tmp) / "grid"), "--data-dir", data_dir,
+                   "--jobs", str(jobs)]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env=env, capture_output=True)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--wall", action="store_true", help="also time smoke with --jobs 1 and 2")
+    args = parser.parse_args()
+    data_dir = os.environ.get("PROXIMITY_DATA_DIR")
+    for preset in ("smoke", "micro", "paper-70m", "paper-160m"):
+        tokens(preset, data_dir)
+    if args.wall:
+        if not data_dir:
+            sys.exit("set PROXIMITY_DATA_DIR for --wall")
+        one, two = wall(1, data_dir), wall(2, data_dir)
+        print(f"smoke wall time: --jobs 1 {one:.1f} s, --jobs 2 {two:.1f} s, ratio {one / two:.2f}")
+
+
+if __name__ == "__main__":
+    main()

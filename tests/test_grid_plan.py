@@ -1,0 +1,159 @@
+"""The grid plan: field-named spec errors, node identity, shared prefixes, the control branch."""
+
+from __future__ import annotations
+
+import pytest
+from trainer_utils import state_dicts_equal, tiny_config, train_tiny_tokenizer
+from transformers import GPTNeoXForCausalLM
+
+from proximity.errors import ProximityError
+from training.checkpoint import load_checkpoint
+from training.grid.estimate import estimate, naive_tokens
+from training.grid.plan import build_plan, node_id
+from training.grid.results import COLUMNS
+from training.grid.spec import load_grid
+from training.loop import train
+
+CONTRACT_COLUMNS = [  # docs/RESULTS.md, in its order
+    "model", "seed", "branch_kind", "mixture", "mixture_spec", "pretrain_spec", "weight",
+    "start_step", "ablation", "target", "target_spec", "lr", "selected", "sft_val_loss",
+    "c4_val_loss", "target_val_loss_before", "c4_val_loss_before", "tokens_pretrain",
+    "tokens_midtrain", "tokens_sft", "wall_time_s", "node_id", "branch_node_id",
+    "pretrain_node_id", "substitutes",
+]  # fmt: skip
+
+
+def ids(plan, kind=None):
+    return [n.id for n in plan.nodes if kind is None or n.kind == kind]
+
+
+def test_results_columns_follow_the_contract():
+    assert COLUMNS == CONTRACT_COLUMNS
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("sft.lrss=[1e-3]", "sft.lrss"),
+        ("pretrain.steps=many", "pretrain.steps"),
+        ("models=[nano]", "models[0]"),
+        ("seeds=[0, 0]", "seeds"),
+        ("ablation.mixture=poetry", "ablation.mixture"),
+        ("train_set=[optim.lrr=1]", "optim.lrr"),
+    ],
+)
+def test_a_wrong_key_or_value_names_the_field(override, field):
+    with pytest.raises(ProximityError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        build_plan(load_grid("smoke", [override]))
+
+
+def test_bad_mixture_weight_and_start_name_the_entry(tmp_path):
+    spec = tmp_path / "g.yaml"
+    spec.write_text(
+        "pretrain: {steps: 10}\nmixtures:\n  - {name: code, data: starcoder, weights: [1.5],"
+        " start_steps: [5]}\n"
+    )
+    with pytest.raises(ProximityError, match=r"mixtures\[0\] \(code\)\.weights"):
+        load_grid(str(spec))
+    spec.write_text(
+        "pretrain: {steps: 10}\nmixtures:\n  - {name: code, data: x, start_steps: [10]}"
+    )
+    with pytest.raises(ProximityError, match=r"start_steps: 10 not in \(0, 10\)"):
+        load_grid(str(spec))
+    with pytest.raises(ProximityError, match="not a preset"):
+        load_grid("no-such-grid")
+
+
+def test_identity_is_stable_and_ignores_what_does_not_change_numbers():
+    a = build_plan(load_grid("smoke"))
+    assert ids(a) == ids(build_plan(load_grid("smoke")))
+    assert len(set(ids(a))) == len(a.nodes)  # nothing is planned twice
+    same = build_plan(
+        load_grid("smoke", ["data.data_dir=/elsewhere", "pretrain.checkpoint_every=4"])
+    )
+    assert ids(same) == ids(a)
+    # More seeds keep seed 0's nodes: `--seeds 0,1,2` on a folder that ran seed 0 reuses them.
+    more = build_plan(load_grid("smoke", seeds="0,1"))
+    assert set(ids(a)) < set(ids(more))
+    assert len(ids(more, "pretrain")) == 2 and len(ids(more, "tokenizer")) == 1
+
+
+def test_a_changed_setting_makes_new_nodes_downstream_only():
+    a = build_plan(load_grid("smoke"))
+    lr = build_plan(load_grid("smoke", ["sft.lrs=[1e-3, 1e-2]"]))
+    assert ids(lr, "midtrain") == ids(a, "midtrain") and ids(lr, "pretrain") == ids(a, "pretrain")
+    changed = set(ids(lr, "sft")) - set(ids(a, "sft"))
+    assert len(changed) == len(ids(a, "sft")) // 2  # the 3e-3 runs became 1e-2 runs
+    steps = build_plan(load_grid("smoke", ["pretrain.steps=30"]))
+    assert ids(steps, "tokenizer") == ids(a, "tokenizer")
+    assert not set(ids(steps)) - set(ids(a, "tokenizer")) & set(ids(a))
+    # The hash covers parents: the same settings under another parent are another node.
+    assert node_id("sft", {"x": 1}, ["p1"], None) != node_id("sft", {"x": 1}, ["p2"], None)
+
+
+def test_smoke_plan_shares_prefixes_and_counts_tokens_by_hand(shared_data):
+    plan = build_plan(load_grid("smoke"))
+    kinds = [n.kind for n in plan.nodes]
+    assert kinds.count("pretrain") == 1 and kinds.count("tokenizer") == 1
+    # code@12 (main, also the first ablation point), cpt@12, and the ablation's code@18
+    assert kinds.count("midtrain") == 3
+    by_kind = {b.kind: b for b in plan.branches}
+    control = by_kind["control"]
+    pretrain = next(n for n in plan.nodes if n.kind == "pretrain")
+    assert control.node is pretrain and control.start_step == 24 and control.weight == 0.0
+    assert pretrain.settings["checkpoint"]["steps"] == [12, 18]  # every start kept
+    assert [b.ablation for b in plan.branches] == [False, False, False, True]
+    assert {b.mixture_spec for b in plan.branches} == {
+        "c4", "c4:0.8+starcoder:0.2", "starcoder"
+    }  # fmt: skip
+    # 4 branch ends x 1 target x 2 LRs; parents are branch ends.
+    assert len(plan.sft_nodes()) == 8
+    assert {n.parents[0] for n in plan.sft_nodes()} == {b.node.id for b in plan.branches}
+    est = estimate(plan, str(shared_data), measure=False)
+    # pretrain: 24 steps x 8 x 64; midtrain from 12 and 18 to 24
+    assert est[pretrain.id].tokens == 24 * 512
+    assert sorted(est[i].tokens for i in ids(plan, "midtrain")) == [6 * 512, 12 * 512, 12 * 512]
+    sft = est[plan.sft_nodes()[0].id].tokens
+    assert sft == 1 * (int(48 * 0.9) // 8) * 8 * 64  # epochs x steps/epoch x batch x seq_len
+    shared = 24 * 512 + 30 * 512 + 8 * sft
+    assert sum(e.tokens for e in est.values()) == shared
+    # naive: each SFT run retrains pretraining to its start plus its branch
+    naive = 2 * (24 + 24 + 24 + 24) * 512 + 8 * sft
+    assert naive_tokens(plan, est) == naive
+
+
+def test_paper_presets_show_the_papers_token_counts():
+    plan = build_plan(load_grid("paper-70m"))
+    pretrain = [n for n in plan.nodes if n.kind == "pretrain"]
+    assert len(pretrain) == 5  # five seeds
+    assert pretrain[0].tokens == 61_035 * 1024 * 2048  # 128B tokens
+    assert abs(pretrain[0].tokens - 128e9) / 128e9 < 0.001
+    assert plan.spec.ablation.weights == [0.1, 0.2, 0.3, 0.5, 0.8]
+    assert {n.settings["model"]["preset"] for n in plan.nodes if n.kind != "tokenizer"} == {"70m"}
+
+
+def test_control_branch_is_the_pretraining_run_itself(shared_data, tmp_path):
+    """C4 from step s with the same seed = pretraining: why the grid never trains a control."""
+    tokenizer = train_tiny_tokenizer(shared_data, tmp_path / "tok")
+    pre = tiny_config(tokenizer, shared_data, tmp_path / "pre", checkpoint={"steps": [6]})
+    train(pre)
+    mid = tiny_config(
+        tokenizer, shared_data, tmp_path / "mid", phase="midtrain",
+        model={"preset": "micro-2l-64", "seq_len": 64,
+               "init_from": str(tmp_path / "pre" / "checkpoints" / "step-000006")},
+    )  # fmt: skip
+    train(mid)
+    a = GPTNeoXForCausalLM.from_pretrained(load_checkpoint(tmp_path / "pre").model_dir)
+    b = GPTNeoXForCausalLM.from_pretrained(load_checkpoint(tmp_path / "mid").model_dir)
+    assert load_checkpoint(tmp_path / "mid").step == 12
+    assert state_dicts_equal(a, b)
+    # and the test can fail: a different mixture from the same start is not the same model
+    other = tiny_config(
+        tokenizer, shared_data, tmp_path / "other", phase="midtrain",
+        data={"train": "c4:0.8+starcoder:0.2"},
+        model={"preset": "micro-2l-64", "seq_len": 64,
+               "init_from": str(tmp_path / "pre" / "checkpoints" / "step-000006")},
+    )  # fmt: skip
+    train(other)
+    c = GPTNeoXForCausalLM.from_pretrained(load_checkpoint(tmp_path / "other").model_dir)
+    assert not state_dicts_equal(a, c)

@@ -1,0 +1,227 @@
+"""`proximity train-grid` end to end on the smoke grid: results, resumption, kill -9, locks.
+
+Every run here is a real `train-grid` process (the command users type); each node is a real
+trainer run on the shared data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from training.grid.nodes import LOCK, is_locked, node_lock
+
+pytestmark = pytest.mark.slow
+CLI = "from proximity.cli import main; main()"
+VOLATILE = ["wall_time_s"]  # the only column that may differ between equal runs
+
+
+def grid_command(out: Path, *extra: str, spec: str = "smoke") -> list[str]:
+    return [sys.executable, "-c", CLI, "train-grid", spec, "--out", str(out), *extra]
+
+
+def run_grid(out: Path, shared: Path, *extra: str, spec: str = "smoke", check: bool = True):
+    done = subprocess.run(
+        grid_command(out, "--data-dir", str(shared), *extra, spec=spec),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def attempts(out: Path) -> dict[str, int]:
+    return {
+        folder.name: len((folder / "attempts.txt").read_text().splitlines())
+        for folder in (out / "nodes").iterdir()
+        if (folder / "attempts.txt").exists()
+    }
+
+
+@pytest.fixture(scope="module")
+def smoke_run(shared_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("grid") / "smoke"
+    run_grid(out, shared_data)
+    return out
+
+
+def test_results_table(smoke_run):
+    table = pd.read_csv(smoke_run / "results.csv")  # no arguments, as the contract promises
+    parquet = pd.read_parquet(smoke_run / "results.parquet")
+    pd.testing.assert_frame_equal(table, parquet, check_dtype=False)
+    assert len(table) == 8  # 4 branch ends x pycode x 2 LRs
+    assert sorted(table.branch_kind.unique()) == ["control", "cpt", "midtrain"]
+    assert table.notna().drop(columns="substitutes").all().all()
+    for column in ["sft_val_loss", "c4_val_loss", "target_val_loss_before", "c4_val_loss_before"]:
+        assert table[column].between(1, 20).all(), column
+    # selected = the LR with the lowest target validation loss, one per branch end and target
+    groups = table.groupby(["model", "seed", "branch_node_id", "target"])
+    assert (groups.selected.sum() == 1).all()
+    best = table.loc[groups.sft_val_loss.idxmin()]
+    assert best.selected.all()
+    # "before SFT" is the branch end, whatever the LR
+    assert (groups.target_val_loss_before.nunique() == 1).all()
+    control = table[table.branch_kind == "control"]
+    assert (control.start_step == 24).all() and (control.tokens_midtrain == 0).all()
+    assert (control.branch_node_id == control.pretrain_node_id).all()
+    code = table[(table.branch_kind == "midtrain") & ~table.ablation]
+    assert (code.mixture_spec == "c4:0.8+starcoder:0.2").all() and (code.weight == 0.2).all()
+    assert (code.tokens_pretrain == 12 * 8 * 64).all()
+    assert (code.tokens_midtrain == 12 * 8 * 64).all()
+    ablation = table[table.ablation]
+    assert (ablation.start_step == 18).all() and (ablation.tokens_midtrain == 6 * 8 * 64).all()
+    assert table.substitutes.str.contains("Code Alpaca").all()  # pycode is a stand-in here
+    assert table[table.branch_kind != "control"].substitutes.str.contains("CPython").all()
+    # the values are the nodes' own: the SFT node's metrics say the same
+    row = table.iloc[0]
+    metrics = [
+        json.loads(line)
+        for line in (smoke_run / "nodes" / row.node_id / "metrics.jsonl").read_text().splitlines()
+    ]
+    last = [m for m in metrics if m["split"] == "val" and m["dataset"] == "pycode"][-1]
+    assert last["loss"] == row.sft_val_loss
+    grid = (smoke_run / "grid.yaml").read_text()
+    assert "starcoder" in grid and "data_dir:" in grid
+
+
+def test_rerun_skips_done_nodes_and_status_reports_them(smoke_run, shared_data):
+    before = attempts(smoke_run)
+    assert before and set(before.values()) == {1}
+    done = run_grid(smoke_run, shared_data)
+    assert "(0 now" in " ".join(done.stdout.split())
+    assert attempts(smoke_run) == before
+    status = subprocess.run(
+        [sys.executable, "-c", CLI, "train-grid", "status", str(smoke_run)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert status.returncode == 0, status.stderr
+    assert "13 done" in status.stdout
+
+
+def _wait(predicate, process: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, f"grid ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)  # the grid and every worker it started
+    process.wait()
+
+
+def test_kill_9_inside_and_between_nodes_then_rerun_equals_uninterrupted(
+    smoke_run, shared_data, tmp_path
+):
+    out = tmp_path / "killed"
+    command = grid_command(out, "--data-dir", str(shared_data))
+    logs = open(tmp_path / "log.txt", "w")  # noqa: SIM115
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(command, stdout=logs, stderr=logs, start_new_session=True)
+
+    def pretrain_dir() -> Path | None:
+        found = list((out / "nodes").glob("pretrain-*")) if (out / "nodes").exists() else []
+        return found[0] if found else None
+
+    # 1. inside the pretraining node, once it has written a checkpoint
+    grid = start()
+    _wait(
+        lambda: (p := pretrain_dir()) is not None and (p / "checkpoints" / "LATEST").exists(),
+        grid, "a pretraining checkpoint",
+    )  # fmt: skip
+    _kill_group(grid)
+    assert not (pretrain_dir() / "result.json").exists()
+    # 2. between nodes: after the first SFT result, while others are pending
+    grid = start()
+    _wait(lambda: len(list(out.glob("nodes/sft-*/result.json"))) >= 1, grid, "an SFT result")
+    _kill_group(grid)
+    assert len(list(out.glob("nodes/sft-*/result.json"))) < 8
+    # 3. the same command finishes the grid
+    run_grid(out, shared_data)
+    logs.close()
+    resumed = pd.read_csv(out / "results.csv").drop(columns=VOLATILE)
+    clean = pd.read_csv(smoke_run / "results.csv").drop(columns=VOLATILE)
+    pd.testing.assert_frame_equal(resumed, clean, check_exact=True)
+    # the pretraining node resumed from its checkpoint rather than starting over
+    assert attempts(out)[pretrain_dir().name] == 2
+
+
+def test_two_grid_processes_never_run_a_node_twice(shared_data, tmp_path):
+    spec = tmp_path / "small.yaml"
+    spec.write_text(
+        "name: small\nmodels: [micro-2l-64]\n"
+        "tokenizer: {name: train, corpus: c4, vocab_size: 512, n_docs: 300}\n"
+        "data: {n_docs: 300, max_chars: 4000}\n"
+        "pretrain: {steps: 12, batch_size: 8, seq_len: 64, lr: 3.0e-3, min_lr: 3.0e-4}\n"
+        "sft: {targets: [pycode], lrs: [1.0e-3, 3.0e-3, 1.0e-2], epochs: 1, batch_size: 8,"
+        " seq_len: 64, n_docs: 48}\n"
+        "eval: {datasets: [c4], batch_size: 8, max_batches: 2}\n"
+        "train_set: [system.deterministic=true]\n"
+    )
+    out = tmp_path / "shared"
+    command = grid_command(out, "--data-dir", str(shared_data), spec=str(spec))
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for process in (first, second):
+        output = process.communicate(timeout=600)[0].decode()
+        assert process.returncode == 0, output[-3000:]
+    counts = attempts(out)
+    assert len(counts) == 5 and set(counts.values()) == {1}, counts
+    assert len(pd.read_csv(out / "results.csv")) == 3
+
+
+def test_a_failed_node_skips_its_dependents_and_a_rerun_retries_it(shared_data, tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "name: bad\nmodels: [micro-2l-64]\n"
+        "tokenizer: {name: train, corpus: c4, vocab_size: 512, n_docs: 300}\n"
+        "data: {n_docs: 300, max_chars: 4000}\n"
+        "pretrain: {steps: 8, batch_size: 8, seq_len: 64, lr: 3.0e-3, min_lr: 3.0e-4}\n"
+        f"mixtures: [{{name: gone, data: {tmp_path / 'missing.jsonl'}, start_steps: [4]}}]\n"
+        "sft: {targets: [pycode], lrs: [1.0e-3], epochs: 1, batch_size: 8, seq_len: 64,"
+        " n_docs: 48}\n"
+        "eval: {datasets: [c4], batch_size: 8, max_batches: 2}\n"
+    )
+    out = tmp_path / "bad"
+    done = run_grid(out, shared_data, spec=str(spec), check=False)
+    text = " ".join(done.stdout.split())
+    assert done.returncode == 1, text
+    assert "1 failed, 1 skipped" in text and "missing.jsonl" in text
+    table = pd.read_csv(out / "results.csv")
+    assert list(table.branch_kind) == ["control"]  # the other branch went on
+    (failed,) = out.glob("nodes/midtrain-*")
+    assert (failed / "error.txt").read_text().strip()
+    run_grid(out, shared_data, spec=str(spec), check=False)
+    assert attempts(out)[failed.name] == 2  # retried
+
+
+def test_node_lock_is_held_by_a_live_process_only(tmp_path):
+    folder = tmp_path / "node"
+    folder.mkdir()
+    (folder / LOCK).write_text("12345 a-dead-host\n")  # left by a killed process
+    assert not is_locked(folder)
+    with node_lock(folder) as held:
+        assert held
+        holder = subprocess.run(
+            [sys.executable, "-c", f"from training.grid.nodes import is_locked; "
+             f"from pathlib import Path; print(is_locked(Path({str(folder)!r})))"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert holder.stdout.strip() == "True"
+        with node_lock(folder) as again:  # flock is per open file: a second open is refused
+            assert not again
+    assert not is_locked(folder)

@@ -1,0 +1,240 @@
+"""`proximity train-grid SPEC --out DIR` runs or resumes a grid; `train-grid status DIR` shows it.
+
+proximity train-grid smoke --out runs/smoke
+proximity train-grid micro --out runs/micro --seeds 0,1,2 --jobs 2
+proximity train-grid paper-70m --out runs/p70 --dry-run
+proximity train-grid my-grid.yaml --out runs/g --set sft.lrs=[1e-4,3e-4]
+proximity train-grid status runs/micro
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from proximity.atomic import write_text_atomic
+from proximity.data import resolve_data_dir
+from proximity.errors import ProximityError
+
+console = Console()
+grid_app = typer.Typer(
+    help="Run the paper's experiment grid as a resumable plan that shares work "
+    "(`train-grid SPEC --out DIR`), or show a grid's state (`train-grid status DIR`).",
+    no_args_is_help=True,
+    add_completion=False,
+    invoke_without_command=True,
+    context_settings={"allow_interspersed_args": True},
+    pretty_exceptions_enable=False,
+)
+
+
+def _fmt_tokens(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    if s >= 86400:
+        return f"{s / 86400:.1f} d"
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 60:
+        return f"{s / 60:.1f} min"
+    return f"{s:.1f} s"
+
+
+def _plan_record(plan) -> dict:
+    return {
+        "name": plan.spec.name,
+        "nodes": [
+            {"id": n.id, "kind": n.kind, "label": n.label, "parents": list(n.parents)}
+            for n in plan.nodes
+        ],
+    }
+
+
+def dry_run(plan, data_dir: str | None, jobs: int) -> None:
+    from training.grid.estimate import estimate, naive_tokens
+
+    est = estimate(plan, data_dir)
+    table = Table(title=f"grid {plan.spec.name}: {len(plan.nodes)} nodes")
+    for column in ("node", "kind", "what", "tokens", "FLOPs", "est. time"):
+        table.add_column(column, justify="right" if column in ("tokens", "FLOPs") else "left")
+    for node in plan.nodes:
+        e = est[node.id]
+        flops = f"{e.flops:.2e}" if e.flops is not None else "?"
+        table.add_row(
+            node.id, node.kind, node.label, _fmt_tokens(e.tokens), flops, _fmt_seconds(e.seconds)
+        )
+    console.print(table)
+    known = [e for e in est.values() if e.tokens is not None]
+    total = sum(e.tokens for e in known)
+    flops = sum(e.flops or 0.0 for e in known)
+    seconds = [e.seconds for e in est.values() if e.seconds is not None]
+    naive = naive_tokens(plan, est)
+    kinds = {
+        k: sum(1 for n in plan.nodes if n.kind == k)
+        for k in ("tokenizer", "pretrain", "midtrain", "sft")
+    }
+    console.print(", ".join(f"{v} {k}" for k, v in kinds.items()) + " nodes")
+    unknown = len(est) - len(known)
+    console.print(
+        f"tokens trained: {total:,}{f' (+{unknown} nodes unknown)' if unknown else ''}; "
+        f"FLOPs {flops:.3g}"
+    )
+    if naive is not None:
+        console.print(f"naive grid (no shared prefixes): {naive:,} tokens = {naive / total:.2f}x")
+    if seconds:
+        device = plan.spec.estimate
+        how = (
+            "measured CPU throughput, sequential"
+            if device.device == "cpu"
+            else f"{device.gpus} x {device.device} at {device.mfu:.0%} MFU"
+        )
+        console.print(
+            f"estimated time: {_fmt_seconds(sum(seconds))} ({how}; ignores start-up and "
+            f"evaluation; --jobs {jobs} divides it at best)"
+        )
+
+
+def show_status(out: Path) -> None:
+    from training.grid.nodes import error_line, node_dir, node_state, read_result
+
+    record_path = out / "plan.json"
+    if not record_path.exists():
+        raise ProximityError(f"{out}: no plan.json; is this a train-grid --out folder?")
+    record = json.loads(record_path.read_text())
+    table = Table(title=f"grid {record['name']} in {out}")
+    for column in ("node", "kind", "what", "state", "time"):
+        table.add_column(column)
+    counts: dict[str, int] = {}
+    for node in record["nodes"]:
+        folder = node_dir(out, node["id"])
+        state = node_state(folder)
+        counts[state] = counts.get(state, 0) + 1
+        when = ""
+        if state == "done":
+            when = _fmt_seconds(read_result(folder).get("wall_time_s"))
+        elif state == "running":
+            when = f"{_fmt_seconds(time.time() - (folder / 'lock').stat().st_mtime)} so far"
+        elif state == "failed":
+            when = error_line(folder)[:80]
+        style = {"done": "green", "running": "cyan", "failed": "red"}.get(state, "")
+        table.add_row(
+            node["id"],
+            node["kind"],
+            node["label"],
+            f"[{style}]{state}[/]" if style else state,
+            when,
+        )
+    console.print(table)
+    console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+
+
+@grid_app.callback()
+def train_grid(
+    spec: Annotated[
+        str,
+        typer.Argument(
+            help="A preset (smoke, micro, paper-70m, paper-160m) or a grid YAML file; or "
+            "`status` followed by DIR."
+        ),
+    ],
+    status_dir: Annotated[
+        Path | None, typer.Argument(help="With `status`: the grid folder.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Grid folder.")] = None,
+    dry_run_: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan, tokens, FLOPs and time; run nothing.")
+    ] = False,
+    jobs: Annotated[int, typer.Option(help="Nodes run at once (local); cores are split.")] = 1,
+    executor: Annotated[str, typer.Option(help="local or slurm.")] = "local",
+    seeds: Annotated[
+        str | None, typer.Option(help="Seeds, e.g. 0,1,2 (overrides the spec).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a grid field: section.key=value (repeatable)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Local data folder (else $PROXIMITY_DATA_DIR, else hub).")
+    ] = None,
+) -> None:
+    """Run (or resume) a grid: every node not done yet, sharing every common prefix."""
+    if spec == "status":
+        if status_dir is None:
+            raise ProximityError("train-grid status needs the grid folder: train-grid status DIR")
+        show_status(status_dir)
+        return
+    if status_dir is not None:
+        raise ProximityError(f"unexpected argument {status_dir} (did you mean --out {status_dir}?)")
+    from training.grid.plan import build_plan
+    from training.grid.spec import load_grid
+
+    if jobs < 1:
+        raise ProximityError("--jobs must be at least 1")
+    if executor == "slurm":
+        raise ProximityError(
+            "--executor slurm is not built yet (issue 8); run `python -m training.grid.worker "
+            "DIR/nodes/<id>` per node in your own jobs, or use --executor local"
+        )
+    if executor != "local":
+        raise ProximityError(f"--executor must be local or slurm, got {executor!r}")
+    grid = load_grid(spec, set_ or [], seeds)
+    folder = resolve_data_dir(data_dir or grid.data.data_dir)
+    data = str(folder.resolve()) if folder else None
+    plan = build_plan(grid)
+    if dry_run_:
+        dry_run(plan, data, jobs)
+        return
+    if out is None:
+        raise ProximityError("--out DIR is required (the grid folder; rerun it to resume)")
+    out = out.resolve()
+    run_grid(plan, out, data, jobs=jobs)
+
+
+def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1):
+    from training.grid.local import run_local, write_node_files
+    from training.grid.results import results_table, write_results
+
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = plan.spec.to_dict()
+    resolved["data"]["data_dir"] = data_dir
+    write_text_atomic(out / "grid.yaml", __import__("yaml").safe_dump(resolved, sort_keys=False))
+    write_text_atomic(out / "plan.json", json.dumps(_plan_record(plan), indent=1) + "\n")
+    write_node_files(plan, out, data_dir)
+    total = len(plan.nodes)
+    started = time.time()
+
+    def on_change(event: str, node, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        console.print(f"{stamp} {event:5s} {node.id} {node.label} {text}", highlight=False)
+        if event == "done" and node.kind == "sft":
+            write_results(results_table(plan, out, data_dir), out)
+
+    outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
+    paths = write_results(results_table(plan, out, data_dir), out)
+    console.print(
+        f"{len(outcome.done)}/{total} nodes done ({len(outcome.ran)} now, "
+        f"{time.time() - started:.0f} s), {len(outcome.failed)} failed, "
+        f"{len(outcome.skipped)} skipped; results: {paths[0]}"
+    )
+    if outcome.failed:
+        for nid, line in outcome.failed.items():
+            console.print(f"[red]failed[/] {nid}: {line} (see {out / 'nodes' / nid / 'log.txt'})")
+        # SystemExit, not typer.Exit: click returns (rather than raises) Exit in the
+        # non-standalone mode that `proximity` runs in, which would lose the status.
+        raise SystemExit(1)
+    return outcome

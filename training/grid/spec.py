@@ -1,0 +1,238 @@
+"""What a grid is: typed sections read from YAML (or a preset), with `--set key=value` overrides.
+
+A grid is the paper's experimental design (PAPER.md, "Experimental design"): one tokenizer,
+pretraining per model and seed, branches (midtraining mixtures, continued pretraining, the C4
+control) from pretraining checkpoints, and SFT of every branch end on every target over an LR list.
+Every wrong key or value names its field, like `proximity train` configs (training/config.py,
+whose typed YAML reader this reuses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proximity.errors import ProximityError
+from proximity.specs import parse_mixture
+from training.config import _build, _merge_overrides  # the one typed-YAML reader of training/
+from training.presets import PRESETS
+
+
+@dataclass
+class TokenizerSpec:
+    # A tokenizer (pythia, a tokenizer.json, a folder, a hub name), or "train" to learn a
+    # byte-level BPE on `corpus` as the grid's first node (much faster models on CPU).
+    name: str = "train"
+    corpus: str = "c4"
+    vocab_size: int = 8192
+    n_docs: int = 2500
+    max_chars: int | None = 4000
+
+
+@dataclass
+class DataSpec:
+    # Local data folder (None: $PROXIMITY_DATA_DIR, else the hub). Not part of node identity.
+    data_dir: str | None = None
+    # Documents read per dataset (None = all) and the per-document character cut.
+    n_docs: int | None = None
+    max_chars: int | None = None
+    # Held-out fractions: fixed across the grid so every "C4 validation loss" is the same docs.
+    val_fraction: float = 0.05
+    sft_val_fraction: float = 0.1
+
+
+@dataclass
+class PretrainSpec:
+    # Pretraining data spec (the paper: c4).
+    data: str = "c4"
+    # Length: steps, or tokens (steps = tokens / (batch_size * seq_len)).
+    steps: int | None = None
+    tokens: int | None = None
+    batch_size: int = 16
+    # Sequence length of pretraining and branches.
+    seq_len: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_fraction: float = 0.1
+    # Periodic checkpoints (for resuming a killed node); start points are always kept.
+    checkpoint_every: int = 50
+
+
+@dataclass
+class MixtureEntry:
+    # Short name (code, math, ...): the `mixture` column of results.csv.
+    name: str
+    # The specialised dataset; the branch trains on pretrain.data:(1-w) + data:w.
+    data: str
+    weights: list[float] = field(default_factory=lambda: [0.2])
+    start_steps: list[int] = field(default_factory=list)
+    # Also a continued-pretraining branch (100% data) from start_steps[0].
+    cpt: bool = False
+    # Free text added to the substitutes column (e.g. "alpaca stands in for FLAN").
+    note: str = ""
+
+
+@dataclass
+class AblationSpec:
+    # Name of a mixture entry; its branches at every start step x weight below are added
+    # (ablation=True in results for those not already in the main grid).
+    mixture: str | None = None
+    start_steps: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    # SFT targets of the ablation branches (empty: all targets).
+    targets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SFTSpec:
+    targets: list[str] = field(default_factory=lambda: ["gsm8k", "pycode", "lima", "sciq"])
+    # Peak LRs swept per (branch, target); the best by target validation loss is `selected`.
+    lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
+    epochs: int = 4
+    batch_size: int = 16
+    seq_len: int = 256
+    # Examples read per target (None = all).
+    n_docs: int | None = None
+    # Cosine end as a fraction of the peak LR.
+    min_lr_ratio: float = 0.1
+    warmup_fraction: float = 0.1
+
+
+@dataclass
+class EvalSpec:
+    # Forgetting sets evaluated in every node besides its own data (the paper: c4).
+    datasets: list[str] = field(default_factory=lambda: ["c4"])
+    batch_size: int = 16
+    max_batches: int | None = 8
+
+
+@dataclass
+class EstimateSpec:
+    # How --dry-run estimates time: "cpu" times a few steps here; a GPU name (h100, a100)
+    # uses its bf16 peak FLOP/s times `mfu`.
+    device: str = "cpu"
+    mfu: float = 0.4
+    gpus: int = 1
+
+
+@dataclass
+class SlurmSpec:
+    partition: str | None = None
+    # Per node: minutes, CPUs, GPUs (GPUs > 1 launches the node with torchrun).
+    time_min: int = 60
+    cpus: int = 1
+    gpus: int = 0
+    mem_gb: int | None = None
+
+
+@dataclass
+class GridSpec:
+    name: str = "grid"
+    # Model presets (training/presets.py); each gets its own tree.
+    models: list[str] = field(default_factory=lambda: ["micro-2l-128"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    mixtures: list[MixtureEntry] = field(default_factory=list)
+    # The C4 control: the pretraining run itself (same seed, continued on C4 = identical).
+    control: bool = True
+    ablation: AblationSpec = field(default_factory=AblationSpec)
+    sft: SFTSpec = field(default_factory=SFTSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    # Extra `proximity train` overrides for every training node, e.g. system.dtype=bf16.
+    train_set: list[str] = field(default_factory=list)
+    estimate: EstimateSpec = field(default_factory=EstimateSpec)
+    slurm: SlurmSpec = field(default_factory=SlurmSpec)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def check(ok: bool, name: str, message: str) -> None:
+            if not ok:
+                raise ProximityError(f"grid {name}: {message}")
+
+        for i, model in enumerate(self.models):
+            check(
+                model in PRESETS, f"models[{i}]", f"unknown preset {model!r} ({', '.join(PRESETS)})"
+            )
+        check(bool(self.models), "models", "needs at least one model preset")
+        check(bool(self.seeds), "seeds", "needs at least one seed")
+        check(len(set(self.seeds)) == len(self.seeds), "seeds", "repeats a seed")
+        p = self.pretrain
+        check(p.steps is not None or p.tokens is not None, "pretrain", "set steps or tokens")
+        final = self.final_step
+        names = [m.name for m in self.mixtures]
+        check(len(set(names)) == len(names), "mixtures", "two entries share a name")
+        for i, m in enumerate(self.mixtures):
+            where = f"mixtures[{i}] ({m.name})"
+            check(bool(m.start_steps), f"{where}.start_steps", "needs at least one start step")
+            for s in m.start_steps:
+                check(0 < s < final, f"{where}.start_steps", f"{s} not in (0, {final})")
+            for w in m.weights:
+                check(0 < w <= 1, f"{where}.weights", f"{w} not in (0, 1]")
+            try:
+                parse_mixture(m.data)
+            except ProximityError as error:
+                raise ProximityError(f"grid {where}.data: {error}") from None
+        a = self.ablation
+        if a.mixture is not None:
+            check(a.mixture in names, "ablation.mixture", f"{a.mixture!r} is not in mixtures")
+            for s in a.start_steps:
+                check(0 < s < final, "ablation.start_steps", f"{s} not in (0, {final})")
+            for w in a.weights:
+                check(0 < w <= 1, "ablation.weights", f"{w} not in (0, 1]")
+            for t in a.targets:
+                check(t in self.sft.targets, "ablation.targets", f"{t!r} is not in sft.targets")
+        check(bool(self.sft.targets), "sft.targets", "needs at least one target")
+        check(bool(self.sft.lrs), "sft.lrs", "needs at least one learning rate")
+        for lr in self.sft.lrs:
+            check(lr > 0, "sft.lrs", f"{lr} must be positive")
+
+    @property
+    def final_step(self) -> int:
+        p = self.pretrain
+        if p.steps is not None:
+            return p.steps
+        return -(-int(p.tokens or 0) // (p.batch_size * p.seq_len))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def load_grid(spec: str, overrides: list[str] | tuple[str, ...] = (), seeds: str | None = None):
+    """A preset name (smoke, micro, paper-70m, paper-160m) or a YAML file -> a GridSpec."""
+    from training.grid.presets import GRID_PRESETS
+
+    if spec in GRID_PRESETS:
+        data = GRID_PRESETS[spec]()
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise ProximityError(
+                f"grid spec {spec!r}: not a preset ({', '.join(GRID_PRESETS)}) nor a YAML file"
+            )
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ProximityError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ProximityError(f"{path}: expected a mapping of grid sections at the top level")
+    data = _merge_overrides(dict(data), list(overrides))
+    if seeds is not None:
+        try:
+            data["seeds"] = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ProximityError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
+    try:
+        return _build(GridSpec, data, prefix="")
+    except ProximityError as error:
+        raise ProximityError(f"grid {spec}: {error}") from None

@@ -1,0 +1,127 @@
+"""Run grid nodes in this process: `python -m training.grid.worker NODE_DIR... [--threads N]`.
+
+The local executor and Slurm jobs both launch this. It takes the node's lock (exit 75 if another
+process holds it), resumes from the node's own latest checkpoint when a killed attempt left one
+(the trainer resumes bitwise on CPU), and writes result.json atomically as the very last step.
+A failure writes error.txt (first line: the error) and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from proximity.errors import ProximityError
+from training.grid.nodes import ATTEMPTS, ERROR, NODE_FILE, RESULT, node_lock, write_json_atomic
+
+EXIT_BUSY = 75  # another process runs this node (EX_TEMPFAIL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("node_dirs", type=Path, nargs="+")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    codes = [run_one(folder.resolve(), args.threads) for folder in args.node_dirs]
+    return max(codes, key=lambda code: (code != 0, code))
+
+
+def run_one(folder: Path, threads: int | None) -> int:
+    """One node, under its lock. Several per process share the cost of importing torch."""
+    import json
+
+    with node_lock(folder) as held:
+        if not held:
+            print(f"{folder.name}: another process runs this node", file=sys.stderr)
+            return EXIT_BUSY
+        if (folder / RESULT).exists():
+            return 0
+        (folder / ERROR).unlink(missing_ok=True)
+        node = json.loads((folder / NODE_FILE).read_text())
+        print(f"== {node['id']}: {node['label']}", flush=True)
+        with (folder / ATTEMPTS).open("a") as attempts:  # one line per run of this node
+            attempts.write(f"{time.time():.3f} pid {os.getpid()} {os.uname().nodename}\n")
+        try:
+            result = run_node(node, folder, threads)
+        except (Exception, KeyboardInterrupt) as error:
+            message = str(error) if isinstance(error, ProximityError) else repr(error)
+            (folder / ERROR).write_text(f"{message}\n\n{traceback.format_exc()}")
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            return 2 if isinstance(error, ProximityError) else 1
+        if result is None:
+            return 3  # stopped early on purpose (train.max_steps_this_run); rerun resumes
+        write_json_atomic(folder / RESULT, result)
+    return 0
+
+
+def run_node(node: dict[str, Any], folder: Path, threads: int | None) -> dict[str, Any] | None:
+    started = time.perf_counter()
+    if node["kind"] == "tokenizer":
+        result = _tokenizer(node, folder)
+    else:
+        result = _training(node, folder, threads)
+        if result is None:
+            return None
+    return {
+        "id": node["id"],
+        "kind": node["kind"],
+        **result,
+        "wall_time_s": round(time.perf_counter() - started, 3),
+    }
+
+
+def _tokenizer(node: dict[str, Any], folder: Path) -> dict[str, Any]:
+    from proximity.data import load_texts
+    from training.tokenizer_training import save_tokenizer, train_tokenizer
+
+    s = node["settings"]
+    texts = list(
+        load_texts(
+            s["corpus"], n_docs=s["n_docs"], max_chars=s["max_chars"], data_dir=node.get("data_dir")
+        )
+    )
+    tokenizer = train_tokenizer(texts, s["vocab_size"])
+    save_tokenizer(tokenizer, folder, info={**s, "n_texts": len(texts)})
+    return {"vocab_size": tokenizer.get_vocab_size(with_added_tokens=True)}
+
+
+def _training(node: dict[str, Any], folder: Path, threads: int | None) -> dict[str, Any] | None:
+    from training.checkpoint import latest_checkpoint
+    from training.config import RunConfig
+    from training.evaluate import read_metrics
+    from training.loop import train
+
+    overrides = [f"system.threads={threads}"] if threads else []
+    cfg = RunConfig.from_dict(node["run_config"], overrides)
+    resume = latest_checkpoint(folder / "checkpoints") is not None
+    if not resume:
+        (folder / "metrics.jsonl").unlink(missing_ok=True)  # a killed attempt's partial lines
+    run = train(cfg, resume=resume)
+    if not run.finished:
+        return None
+    records = [r for r in read_metrics(folder / "metrics.jsonl") if r.get("phase") == cfg.phase]
+    val = [r for r in records if r.get("split") == "val"]
+    first, last = min(r["step"] for r in val), max(r["step"] for r in val)
+    tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
+    if node["kind"] == "sft" and not node.get("keep_checkpoints", False):
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # nothing branches from SFT
+    return {
+        "start_step": first,
+        "end_step": last,
+        "tokens": (last - first) * tokens_per_step,
+        "val_start": {r["dataset"]: r["loss"] for r in val if r["step"] == first},
+        "val_end": {r["dataset"]: r["loss"] for r in val if r["step"] == last},
+        "train_loss_end": run.train_loss,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
