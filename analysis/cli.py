@@ -1,0 +1,105 @@
+"""`proximity correlate | report | recommend | cka`: top-level commands from analysis/.
+
+Each is a typer app whose callback is the command, so that the entry point registered in
+pyproject.toml (`proximity.commands`) gives exactly `proximity correlate RUNS_DIR ...`
+(interspersed arguments allowed, as a plain command would).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from analysis.advantage import METRIC_NAMES
+from analysis.correlation import Settings
+from proximity.data import resolve_data_dir
+from proximity.stats import StatsOptions
+
+console = Console()
+
+
+def _command_app(help_text: str) -> typer.Typer:
+    return typer.Typer(
+        help=help_text,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"allow_interspersed_args": True},
+    )
+
+
+RunsDir = Annotated[Path, typer.Argument(help="A grid's output folder (holds results.csv).")]
+MetricOpt = Annotated[
+    str,
+    typer.Option(
+        help=f"Similarity metric for PA: {', '.join(METRIC_NAMES)}, or all (side by side)."
+    ),
+]
+TokenizerOpt = Annotated[
+    str,
+    typer.Option(help="Tokenizer for PA: pythia (the paper), grid (the grid's own), or a path."),
+]
+NDocsOpt = Annotated[int, typer.Option(help="Documents per dataset for PA (the paper: 1,000).")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Data folder (default: grid.yaml's data_dir, else $PROXIMITY_DATA_DIR)."),
+]
+BranchesOpt = Annotated[
+    str, typer.Option(help="Branch kinds in the correlation: midtrain (the paper) or midtrain,cpt.")
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed of permutations and bootstrap resamples.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute token statistics.")]
+
+CORRELATE_HELP = (
+    "Does proximity advantage predict the gain of midtraining? Joins a grid's results.csv "
+    "with PA of each (mixture, target) and writes outcomes.csv, correlation.csv and "
+    "statistics.json (Pearson r with p and CI, Spearman, permutation p, bootstrap CIs over "
+    "pairs and seeds, within-target r, leave-one-target/mixture-out error), per model size "
+    "and metric."
+)
+correlate_app = _command_app(CORRELATE_HELP)
+
+
+@correlate_app.callback(invoke_without_command=True)
+def correlate_command(
+    runs_dir: RunsDir,
+    metric: MetricOpt = "paper",
+    tokenizer: TokenizerOpt = "pythia",
+    n_docs: NDocsOpt = 1000,
+    data_dir: DataDirOpt = None,
+    branches: BranchesOpt = "midtrain",
+    seed: SeedOpt = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default RUNS_DIR/analysis).")
+    ] = None,
+    no_cache: NoCacheOpt = False,
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="Write no figures.")] = False,
+) -> None:
+    """`proximity correlate`: see CORRELATE_HELP."""
+    from analysis.correlate import correlate, headline, write_correlation
+    from analysis.results import load_grid
+
+    grid = load_grid(runs_dir)
+    folder = resolve_data_dir(data_dir) if data_dir else None
+    out = out or grid.root / "analysis"
+    with console.status("computing proximity advantage") as status:
+        result = correlate(
+            grid, metric=metric, tokenizer=tokenizer, options=StatsOptions(n_docs=n_docs),
+            data_dir=folder or grid.config.get("data_dir") or resolve_data_dir(None),
+            branches=[b.strip() for b in branches.split(",") if b.strip()],
+            settings=Settings(seed=seed), use_cache=not no_cache,
+            on_target=lambda m, t: status.update(f"proximity advantage for {t} ({m})"),
+        )  # fmt: skip
+    for note in grid.substitutes:
+        console.print(f"[yellow]substitute[/]: {note}", highlight=False)
+    for relation in result.statistics["relations"]:
+        console.print(headline(relation), highlight=False)
+    paths = write_correlation(result, out)
+    if not no_plot:
+        from analysis.plots import draw_correlation_figures
+
+        paths += draw_correlation_figures(result, grid, out)
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
