@@ -110,3 +110,25 @@ def similarity_matrix(
     )  # fmt: skip
     labels = list(pd.unique(table["a"]))
     return table.pivot(index="a", columns="b", values="value").loc[labels, labels]
+
+
+def heatmap_datasets(pairs: pd.DataFrame) -> list[str]:
+    """Figure 1's rows: the pretraining data, every specialised dataset, every target.
+
+    Specialised datasets are the parts of the trained mixtures other than the pretraining
+    data, labelled by the grid's short names where a branch is a single dataset (CPT).
+    """
+    pretrain = [parse_mixture(s).canonical() for s in pd.unique(pairs["pretrain_spec"])]
+    specialised: dict[str, str] = {}
+    for row in pairs.drop_duplicates("mixture_spec").itertuples():
+        for spec in parse_mixture(row.mixture_spec).datasets:
+            text = spec.canonical()
+            if text not in pretrain and text not in specialised:
+                specialised[text] = row.mixture if text == row.mixture_spec else text
+    targets = {}
+    for row in pairs.drop_duplicates("target_spec").itertuples():
+        targets[row.target_spec] = row.target
+    named = [*pretrain]
+    named += [text if label == text else f"{label}={text}" for text, label in specialised.items()]
+    named += [text if label == text else f"{label}={text}" for text, label in targets.items()]
+    return list(dict.fromkeys(named))

@@ -10,12 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 
-from analysis.advantage import METRIC_NAMES
+from analysis.advantage import METRIC_NAMES, heatmap_datasets, similarity_matrix
+from analysis.correlate import correlate, headline, write_correlation
 from analysis.correlation import Settings
+from analysis.results import load_grid
 from proximity.data import resolve_data_dir
+from proximity.outputs import write_csv
 from proximity.stats import StatsOptions
 
 console = Console()
@@ -78,28 +82,53 @@ def correlate_command(
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Write no figures.")] = False,
 ) -> None:
     """`proximity correlate`: see CORRELATE_HELP."""
-    from analysis.correlate import correlate, headline, write_correlation
-    from analysis.results import load_grid
 
     grid = load_grid(runs_dir)
-    folder = resolve_data_dir(data_dir) if data_dir else None
+    folder = _data_dir(data_dir, grid.config)
     out = out or grid.root / "analysis"
+    options = StatsOptions(n_docs=n_docs)
     with console.status("computing proximity advantage") as status:
         result = correlate(
-            grid, metric=metric, tokenizer=tokenizer, options=StatsOptions(n_docs=n_docs),
-            data_dir=folder or grid.config.get("data_dir") or resolve_data_dir(None),
+            grid, metric=metric, tokenizer=tokenizer, options=options, data_dir=folder,
             branches=[b.strip() for b in branches.split(",") if b.strip()],
             settings=Settings(seed=seed), use_cache=not no_cache,
             on_target=lambda m, t: status.update(f"proximity advantage for {t} ({m})"),
+        )  # fmt: skip
+        status.update("similarity matrix for figure 1")
+        tok = result.statistics["inputs"]["tokenizer"]
+        similarity = similarity_matrix(
+            heatmap_datasets(result.pairs), metric=result.statistics["inputs"]["metrics"][0],
+            tokenizer=tok, options=options, data_dir=folder, use_cache=not no_cache,
         )  # fmt: skip
     for note in grid.substitutes:
         console.print(f"[yellow]substitute[/]: {note}", highlight=False)
     for relation in result.statistics["relations"]:
         console.print(headline(relation), highlight=False)
     paths = write_correlation(result, out)
+    paths.append(write_csv(similarity.reset_index(names="dataset"), out / "similarity.csv"))
     if not no_plot:
-        from analysis.plots import draw_correlation_figures
-
-        paths += draw_correlation_figures(result, grid, out)
+        with console.status("drawing figures"):
+            drawn = _draw(result, grid, out, similarity)
+        paths += drawn.written
+        for name, why in drawn.missing.items():
+            console.print(f"[dim]no {name}: {why}[/]", highlight=False)
     for path in paths:
         console.print(f"wrote {path}", highlight=False)
+
+
+def _data_dir(given: Path | None, config: dict) -> Path | None:
+    """--data-dir, else the grid's own data_dir when it exists here, else $PROXIMITY_DATA_DIR."""
+    if given is not None:
+        return resolve_data_dir(given)
+    recorded = config.get("data_dir")
+    if recorded and Path(recorded).expanduser().is_dir():
+        return Path(recorded).expanduser()
+    return resolve_data_dir(None)
+
+
+def _draw(result, grid, out: Path, similarity):
+    from analysis.figure_set import draw_correlation_figures  # matplotlib/seaborn: ~1.5 s
+
+    cka_path = out / "cka.csv"
+    cka = pd.read_csv(cka_path) if cka_path.exists() else None
+    return draw_correlation_figures(result, grid, out, similarity=similarity, cka=cka)
