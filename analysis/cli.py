@@ -132,3 +132,31 @@ def _draw(result, grid, out: Path, similarity):
     cka_path = out / "cka.csv"
     cka = pd.read_csv(cka_path) if cka_path.exists() else None
     return draw_correlation_figures(result, grid, out, similarity=similarity, cka=cka)
+
+
+REPORT_HELP = (
+    "One self-contained HTML report of a grid (figures embedded, tables, the grid's "
+    "configuration, data provenance with every substitute named, the commands that reproduce "
+    "it) and the same as Markdown beside it. Reads what `proximity correlate` wrote."
+)
+report_app = _command_app(REPORT_HELP)
+
+
+@report_app.callback(invoke_without_command=True)
+def report_command(
+    runs_dir: RunsDir,
+    out: Annotated[
+        Path, typer.Option(help="The HTML file; report.md is written beside it.")
+    ] = Path("report.html"),
+    analysis: Annotated[
+        Path | None,
+        typer.Option(help="Where `proximity correlate` wrote (default RUNS_DIR/analysis)."),
+    ] = None,
+) -> None:
+    """`proximity report`: see REPORT_HELP."""
+    from analysis.report import build_report, write_report
+
+    grid = load_grid(runs_dir)
+    report = build_report(grid, analysis or grid.root / "analysis")
+    for path in write_report(report, out):
+        console.print(f"wrote {path}", highlight=False)
