@@ -19,7 +19,7 @@ from analysis.correlate import correlate, headline, write_correlation
 from analysis.correlation import Settings
 from analysis.results import load_grid
 from proximity.data import resolve_data_dir
-from proximity.outputs import write_csv
+from proximity.outputs import write_csv, write_json
 from proximity.stats import StatsOptions
 
 console = Console()
@@ -89,29 +89,41 @@ def correlate_command(
     options = StatsOptions(n_docs=n_docs)
     with console.status("computing proximity advantage") as status:
         result = correlate(
-            grid, metric=metric, tokenizer=tokenizer, options=options, data_dir=folder,
+            grid,
+            metric=metric,
+            tokenizer=tokenizer,
+            options=options,
+            data_dir=folder,
             branches=[b.strip() for b in branches.split(",") if b.strip()],
-            settings=Settings(seed=seed), use_cache=not no_cache,
+            settings=Settings(seed=seed),
+            use_cache=not no_cache,
             on_target=lambda m, t: status.update(f"proximity advantage for {t} ({m})"),
-        )  # fmt: skip
+        )
         status.update("similarity matrix for figure 1")
         tok = result.statistics["inputs"]["tokenizer"]
         similarity = similarity_matrix(
-            heatmap_datasets(result.pairs), metric=result.statistics["inputs"]["metrics"][0],
-            tokenizer=tok, options=options, data_dir=folder, use_cache=not no_cache,
-        )  # fmt: skip
+            heatmap_datasets(result.pairs),
+            metric=result.statistics["inputs"]["metrics"][0],
+            tokenizer=tok,
+            options=options,
+            data_dir=folder,
+            use_cache=not no_cache,
+        )
     for note in grid.substitutes:
         console.print(f"[yellow]substitute[/]: {note}", highlight=False)
     for relation in result.statistics["relations"]:
         console.print(headline(relation), highlight=False)
     paths = write_correlation(result, out)
     paths.append(write_csv(similarity.reset_index(names="dataset"), out / "similarity.csv"))
+    written, missing = [], {"all": "--no-plot"}
     if not no_plot:
         with console.status("drawing figures"):
             drawn = _draw(result, grid, out, similarity)
-        paths += drawn.written
-        for name, why in drawn.missing.items():
+        written, missing = drawn.written, drawn.missing
+        for name, why in missing.items():
             console.print(f"[dim]no {name}: {why}[/]", highlight=False)
+    manifest = {"written": [p.name for p in written], "missing": missing}
+    paths += [*written, write_json(manifest, out / "figures.json")]
     for path in paths:
         console.print(f"wrote {path}", highlight=False)
 
@@ -159,4 +171,50 @@ def report_command(
     grid = load_grid(runs_dir)
     report = build_report(grid, analysis or grid.root / "analysis")
     for path in write_report(report, out):
+        console.print(f"wrote {path}", highlight=False)
+
+
+CKA_HELP = (
+    "Per-layer linear CKA between a base model and each other model on held-out text (the "
+    "trainer's validation split of --data): how far midtraining moved each layer. Writes "
+    "cka.csv and fig7_cka.png/.pdf to --out (give correlate's folder to put it in the report)."
+)
+cka_app = _command_app(CKA_HELP)
+
+
+@cka_app.callback(invoke_without_command=True)
+def cka_command(
+    base: Annotated[Path, typer.Argument(help="Base model: checkpoint, run folder or HF folder.")],
+    others: Annotated[list[Path], typer.Argument(help="Models to compare with the base.")],
+    data: Annotated[str, typer.Option(help="Text whose held-out split is fed to both.")] = "c4",
+    n_windows: Annotated[int, typer.Option(help="Held-out windows (sequences) fed.")] = 32,
+    seq_len: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
+    n_docs: Annotated[
+        int | None, typer.Option(help="Documents of --data to split (as the grid's data.n_docs).")
+    ] = None,
+    max_chars: Annotated[
+        int | None, typer.Option(help="Cut documents (as data.max_chars).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/cka"),
+) -> None:
+    """`proximity cka`: see CKA_HELP."""
+    from analysis.cka import compare_models  # torch + transformers: only for this command
+    from analysis.plots import cka_layers
+
+    table = compare_models(
+        base,
+        list(others),
+        data=data,
+        n_windows=n_windows,
+        seq_len=seq_len,
+        data_dir=resolve_data_dir(data_dir),
+        n_docs=n_docs,
+        max_chars=max_chars,
+    )
+    for model, group in table.groupby("model", sort=False):
+        values = ", ".join(f"{v:.3f}" for v in group["cka"])
+        console.print(f"{model}: CKA by layer (0 = embeddings) {values}", highlight=False)
+    paths = [write_csv(table, out / "cka.csv"), *cka_layers(table, out / "fig7_cka")]
+    for path in paths:
         console.print(f"wrote {path}", highlight=False)

@@ -135,18 +135,28 @@ def pa_scatter(
             ax.set_xlabel(f"proximity advantage ({metric})")
             _percent(ax)
         axes[0].set_ylabel("relative improvement of SFT val loss\n(L_control − L_mix) / L_control")
-        colours = [
-            mpl.lines.Line2D([], [], marker="o", linestyle="", color=palette[t],
-                             markeredgecolor="black", label=t)
-            for t in targets
-        ]  # fmt: skip
-        shapes = [
-            mpl.lines.Line2D([], [], marker=markers[m], linestyle="", color="0.6",
-                             markeredgecolor="black", label=m)
-            for m in mixtures
-        ]  # fmt: skip
-        fig.legend(handles=colours, loc="outside right upper", title="SFT target (colour)")
-        fig.legend(handles=shapes, loc="outside right lower", title="mixture (marker)")
+        blank = mpl.lines.Line2D([], [], linestyle="", marker="")
+        handles, names = [blank], ["SFT target (colour)"]
+        for t in targets:
+            handles.append(
+                mpl.lines.Line2D(
+                    [], [], marker="o", linestyle="", color=palette[t], markeredgecolor="black"
+                )
+            )
+            names.append(t)
+        handles.append(blank)
+        names.append("mixture (marker)")
+        for m in mixtures:
+            handles.append(
+                mpl.lines.Line2D(
+                    [], [], marker=markers[m], linestyle="", color="0.6", markeredgecolor="black"
+                )
+            )
+            names.append(m)
+        legend = fig.legend(handles, names, loc="outside right center")
+        for text, name in zip(legend.get_texts(), names, strict=True):
+            if name.endswith("(colour)") or name.endswith("(marker)"):
+                text.set_fontweight("bold")
         fig.suptitle("Does proximity advantage predict the gain of midtraining?")
         return save(fig, path)
 

@@ -42,6 +42,7 @@ class Table:
     title: str
     frame: pd.DataFrame
     note: str = ""
+    after_figures: bool = False
 
 
 @dataclass
@@ -211,26 +212,41 @@ def pairs_table(pairs: pd.DataFrame, metric: str) -> pd.DataFrame:
     )
 
 
+def figures_in(analysis: Path) -> tuple[list[tuple[str, str, Path]], dict[str, str]]:
+    """The figures correlate drew this time (figures.json), plus figure 7 when `proximity cka`
+    wrote it there; stale PNGs of an earlier run are not picked up."""
+    manifest_path = analysis / "figures.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    names = [n for n in manifest.get("written", []) if n.endswith(".png")]
+    missing = dict(manifest.get("missing", {}))
+    if not manifest:
+        missing = {
+            n: "no figures.json: run `proximity correlate` (without --no-plot)" for n in FIGURES
+        }
+    if (analysis / "fig7_cka.png").exists():
+        names.append("fig7_cka.png")
+        missing.pop("fig7_cka", None)
+    elif "fig7_cka" in missing:
+        missing["fig7_cka"] = f"run `proximity cka BASE OTHER --data c4 --out {analysis}`"
+    figures = []
+    for name in dict.fromkeys(names):
+        png = analysis / name
+        if not png.exists():
+            continue
+        base = next(
+            (k for k in sorted(FIGURES, key=len, reverse=True) if png.stem.startswith(k)), png.stem
+        )
+        suffix = png.stem[len(base) :].lstrip("_")
+        caption = FIGURES.get(base, png.stem) + (f" ({suffix})" if suffix else "")
+        figures.append((png.stem, caption, png))
+    return figures, missing
+
+
 def build_report(grid: Grid, analysis: Path) -> Report:
     statistics, pairs, outcomes = read_analysis(analysis)
     findings = paper_findings(outcomes, statistics)
     metric = statistics["inputs"]["metrics"][0]
-    figures = []
-    for name, caption in FIGURES.items():
-        for png in sorted(analysis.glob(f"{name}*.png")):
-            if name == "fig2_pa_vs_improvement" and png.stem.startswith("fig2b"):
-                continue
-            suffix = png.stem[len(name) :].lstrip("_")
-            figures.append((png.stem, caption + (f" ({suffix})" if suffix else ""), png))
-    drawn = {stem.split("_pa")[0] for stem, _, _ in figures}
-    missing = {
-        n: "not drawn (run `proximity correlate` without --no-plot; see its output)"
-        for n in FIGURES
-        if not any(s.startswith(n) for s, _, _ in figures)
-    }
-    if "fig7_cka" in missing:
-        missing["fig7_cka"] = "run `proximity cka BASE OTHER --data c4 --out ANALYSIS_DIR`"
-    del drawn
+    figures, missing = figures_in(analysis)
     inputs = statistics["inputs"]
     n_pairs = max((r["n_pairs"] for r in statistics["relations"]), default=0)
     branches = ", ".join(inputs["branches_in_correlation"])
@@ -297,10 +313,12 @@ def build_report(grid: Grid, analysis: Path) -> Report:
             "CI: 95%. LOTO/LOMO: leave-one-target-out / leave-one-mixture-out prediction "
             "error of the fitted line, with the error of predicting the training mean in "
             "brackets (PA helps only where the first is smaller).",
+            after_figures=True,
         ),
         Table(
             f"Pairs ({metric}): PA and relative improvement, mean ± seed std",
             pairs_table(pairs, metric),
+            after_figures=True,
         ),
     ]
     return Report(
@@ -322,11 +340,25 @@ margin:2em auto;padding:0 1.5em;color:#222;line-height:1.45}
 h1{font-size:1.7em}h2{font-size:1.3em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.88em;margin:.6em 0;display:block;overflow-x:auto}
 th,td{border:1px solid #ddd;padding:.3em .55em;text-align:left;white-space:nowrap}
+table.wrap td:last-child{white-space:normal;min-width:30em}
 th{background:#f4f4f4}tr:nth-child(even) td{background:#fafafa}
 figure{margin:1.2em 0}img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.9em;color:#555}pre{background:#f6f6f6;padding:.8em;overflow-x:auto;
 font-size:.85em}.note{color:#555;font-size:.9em}
 """
+
+
+def _html_table(table: Table) -> str:
+    note = f"<p class='note'>{html.escape(table.note)}</p>" if table.note else ""
+    wrap = ["wrap"] if table.frame.columns[-1] == "evidence" else []
+    body = table.frame.to_html(index=False, escape=True, border=0, classes=wrap)
+    return f"<h2>{html.escape(table.title)}</h2>{note}{body}"
+
+
+def _css_width(png: bytes) -> int:
+    """Display width in CSS pixels: the PNG is drawn at DPI 200 and shown at 100 dpi (sharp on
+    high-density screens, fonts at the size they were laid out for)."""
+    return int.from_bytes(png[16:20], "big") // 2
 
 
 def render_html(report: Report) -> str:
@@ -338,29 +370,22 @@ def render_html(report: Report) -> str:
         f"<p class='note'>Generated {esc(time.strftime('%Y-%m-%d %H:%M %Z'))}</p>",
         "<ul>" + "".join(f"<li>{esc(s)}</li>" for s in report.summary) + "</ul>",
     ]
-    for table in report.tables:
-        parts.append(f"<h2>{esc(table.title)}</h2>")
-        if table.note:
-            parts.append(f"<p class='note'>{esc(table.note)}</p>")
-        parts.append(table.frame.to_html(index=False, escape=True, border=0))
+    parts += [_html_table(t) for t in report.tables if not t.after_figures]
     parts.append("<h2>Figures</h2>")
     for _, caption, png in report.figures:
-        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        raw = png.read_bytes()
+        data = base64.b64encode(raw).decode("ascii")
         parts.append(
-            f"<figure><img alt='{esc(caption)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{esc(caption)} ({esc(png.name)}; PDF beside it)</figcaption></figure>"
+            f"<figure><img alt='{esc(caption)}' style='width:{_css_width(raw)}px' "
+            f"src='data:image/png;base64,{data}'><figcaption>{esc(caption)} "
+            f"({esc(png.name)}; PDF beside it)</figcaption></figure>"
         )
     if report.missing_figures:
-        parts.append(
-            "<p class='note'>Not drawn: "
-            + "; ".join(f"{esc(n)}: {esc(w)}" for n, w in report.missing_figures.items())
-            + "</p>"
-        )
-    parts.append(
-        "<h2>Data provenance</h2><ul>"
-        + "".join(f"<li>{esc(p)}</li>" for p in report.provenance)
-        + "</ul>"
-    )
+        missing = "; ".join(f"{esc(n)}: {esc(w)}" for n, w in report.missing_figures.items())
+        parts.append(f"<p class='note'>Not drawn: {missing}</p>")
+    parts += [_html_table(t) for t in report.tables if t.after_figures]
+    provenance = "".join(f"<li>{esc(p)}</li>" for p in report.provenance)
+    parts.append(f"<h2>Data provenance</h2><ul>{provenance}</ul>")
     parts.append(f"<h2>Grid configuration (grid.yaml)</h2><pre>{esc(report.config_yaml)}</pre>")
     parts.append("<h2>Reproduce</h2><pre>" + esc("\n".join(report.commands)) + "</pre>")
     parts.append("</body></html>")
@@ -377,35 +402,33 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def _markdown_section(table: Table) -> list[str]:
+    lines = [f"## {table.title}", ""]
+    if table.note:
+        lines += [table.note, ""]
+    return [*lines, _markdown_table(table.frame), ""]
+
+
 def render_markdown(report: Report, where: Path) -> str:
     """The same report; figures are linked relative to the Markdown file's folder."""
     lines = [f"# {report.title}", "", *[f"- {s}" for s in report.summary], ""]
     for table in report.tables:
-        lines += [f"## {table.title}", ""]
-        if table.note:
-            lines += [table.note, ""]
-        lines += [_markdown_table(table.frame), ""]
+        if not table.after_figures:
+            lines += _markdown_section(table)
     lines += ["## Figures", ""]
     for _, caption, png in report.figures:
         link = Path(os.path.relpath(png.resolve(), where.resolve())).as_posix()
-        lines += [
-            f"![{caption}]({link})",
-            "",
-            f"*{caption}* (PDF: `{png.with_suffix('.pdf').name}`)",
-            "",
-        ]
+        pdf = png.with_suffix(".pdf").name
+        lines += [f"![{caption}]({link})", "", f"*{caption}* (PDF: `{pdf}`)", ""]
     for name, why in report.missing_figures.items():
         lines.append(f"- not drawn: {name}: {why}")
-    lines += ["", "## Data provenance", "", *[f"- {p}" for p in report.provenance], ""]
-    lines += [
-        "## Grid configuration (grid.yaml)",
-        "",
-        "```yaml",
-        report.config_yaml.rstrip(),
-        "```",
-        "",
-    ]
-    lines += ["## Reproduce", "", "```bash", *report.commands, "```", ""]
+    lines.append("")
+    for table in report.tables:
+        if table.after_figures:
+            lines += _markdown_section(table)
+    lines += ["## Data provenance", "", *[f"- {p}" for p in report.provenance], ""]
+    lines += ["## Grid configuration (grid.yaml)", "", "```yaml", report.config_yaml.rstrip()]
+    lines += ["```", "", "## Reproduce", "", "```bash", *report.commands, "```", ""]
     return "\n".join(lines)
 
 
@@ -413,9 +436,7 @@ def write_report(report: Report, out: Path) -> list[Path]:
     """report.html (self-contained) and report.md beside it, both atomically."""
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
-        raise ProximityError(
-            f"--out {out}: give an .html file name (report.md is written beside it)"
-        )
+        raise ProximityError(f"--out {out}: give an .html file name (the .md goes beside it)")
     md = out.with_suffix(".md")
     return [
         write_text_atomic(out, render_html(report)),
