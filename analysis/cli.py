@@ -19,10 +19,11 @@ from analysis.correlate import correlate, headline, write_correlation
 from analysis.correlation import Settings
 from analysis.results import load_grid
 from proximity.data import resolve_data_dir
+from proximity.errors import ProximityError
 from proximity.outputs import write_csv, write_json
 from proximity.stats import StatsOptions
 
-console = Console()
+console = Console(soft_wrap=True)  # long lines stay whole, so they can be copied and grepped
 
 
 def _command_app(help_text: str) -> typer.Typer:
@@ -218,3 +219,106 @@ def cka_command(
     paths = [write_csv(table, out / "cka.csv"), *cka_layers(table, out / "fig7_cka")]
     for path in paths:
         console.print(f"wrote {path}", highlight=False)
+
+
+RECOMMEND_HELP = (
+    "Rank candidate midtraining mixtures for a target by proximity advantage; with --runs "
+    "(a correlated grid), by the relative improvement its fitted line predicts, with a 95% "
+    "prediction interval and the line's leave-one-target-out error."
+)
+recommend_app = _command_app(RECOMMEND_HELP)
+
+
+@recommend_app.callback(invoke_without_command=True)
+def recommend_command(
+    target: Annotated[str, typer.Option(help="The new SFT target (a spec).")],
+    candidates: Annotated[
+        list[str],
+        typer.Option(help="Candidate mixes: --candidates starcoder:0.2 math:0.12 starcoder ..."),
+    ],
+    more: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    runs: Annotated[
+        Path | None, typer.Option(help="A grid folder already run through `proximity correlate`.")
+    ] = None,
+    analysis: Annotated[
+        Path | None, typer.Option(help="Where correlate wrote (default RUNS/analysis).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Which model size's line to use (default: the last).")
+    ] = None,
+    pretrain: Annotated[
+        str | None, typer.Option(help="Pretraining data (default: the grid's, else c4).")
+    ] = None,
+    metric: MetricOpt = "paper",
+    tokenizer: TokenizerOpt = "pythia",
+    n_docs: NDocsOpt = 1000,
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/recommend"),
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """`proximity recommend`: see RECOMMEND_HELP."""
+    import json
+
+    from analysis.recommend import FittedRelation, recommend
+
+    names = [*candidates, *(more or [])]  # `--candidates A B C`: B and C arrive as arguments
+    relation, config = None, {}
+    if runs is not None:
+        grid = load_grid(runs)
+        config = grid.config
+        stats_path = (analysis or grid.root / "analysis") / "statistics.json"
+        if not stats_path.exists():
+            raise ProximityError(f"{stats_path} not found: run `proximity correlate {runs}` first")
+        statistics = json.loads(stats_path.read_text())
+        relation = FittedRelation.from_statistics(statistics, model)
+        tokenizer = statistics["inputs"]["tokenizer"]
+        n_docs = statistics["inputs"]["stats_options"]["n_docs"]
+        pretrain = pretrain or str(grid.results["pretrain_spec"].iloc[0])
+        if target in relation.targets:
+            console.print(
+                f"[yellow]note[/]: {target} is one of the grid's own targets; its pairs "
+                "helped fit the line, so the prediction is not out of sample",
+                highlight=False,
+            )
+    table = recommend(
+        target,
+        names,
+        pretrain=pretrain or "c4",
+        metric=metric,
+        tokenizer=tokenizer,
+        options=StatsOptions(n_docs=n_docs),
+        data_dir=_data_dir(data_dir, config),
+        relation=relation,
+        use_cache=not no_cache,
+    )
+    from rich.table import Table
+
+    shown = Table(title=f"candidates for {target}, best first")
+    for column in ("rank", "candidate", "mix", "PA"):
+        shown.add_column(column, justify="right" if column in ("rank", "PA") else "left")
+    if relation is not None:
+        shown.add_column("predicted improvement [95% PI]", justify="right")
+    for row in table.itertuples():
+        cells = [str(row.rank), row.candidate, row.mixture_spec, f"{row.advantage:+.4f}"]
+        if relation is not None:
+            flag = " (PA outside the grid's range)" if row.pa_outside_grid else ""
+            cells.append(
+                f"{row.predicted_improvement:+.2%} [{row.prediction_low:+.2%}, "
+                f"{row.prediction_high:+.2%}]{flag}"
+            )
+        shown.add_row(*cells)
+    console.print(shown)
+    if relation is not None:
+        console.print(
+            f"line fitted on {relation.model}, {len(relation.x)} pairs ({relation.metric}, r = "
+            f"{relation.r:.2f}); leave-one-target-out RMSE {relation.loto_rmse:.4f} (predicting "
+            f"the mean: {relation.loto_baseline_rmse:.4f})",
+            highlight=False,
+        )
+        if relation.loto_rmse is None or relation.loto_rmse >= relation.loto_baseline_rmse:
+            console.print(
+                "[yellow]note[/]: on held-out targets the line did no better than predicting "
+                "the mean improvement; treat the predicted ranking with caution",
+                highlight=False,
+            )
+    console.print(f"wrote {write_csv(table, out / 'recommend.csv')}", highlight=False)
