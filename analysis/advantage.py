@@ -33,16 +33,35 @@ def metrics_for(choice: str) -> list[str]:
     return [choice]
 
 
-def grid_tokenizer(config: dict[str, Any]) -> str:
-    """The tokenizer the grid trained with, from grid.yaml (for `--tokenizer grid`)."""
-    for holder in (config, config.get("data") or {}, config.get("defaults") or {}):
-        value = holder.get("tokenizer") if isinstance(holder, dict) else None
-        if isinstance(value, str) and value:
-            return value
+def grid_tokenizer(config: dict[str, Any], root: Path | None = None) -> str:
+    """The tokenizer the grid trained with (for `--tokenizer grid`), from grid.yaml.
+
+    `tokenizer` is a name or path, or a table whose `name` is one; `train` means the grid
+    learned its own as its first node, read back from that node's folder.
+    """
+    value = config.get("tokenizer")
+    name = value.get("name") if isinstance(value, dict) else value
+    if isinstance(name, str) and name and name != "train":
+        return name
+    if name == "train" and root is not None:
+        found = sorted((root / "nodes").glob("*/tokenizer.json"))
+        found = found or sorted((root / "nodes").glob("*/tokenizer/tokenizer.json"))
+        if found:
+            return str(found[0])
+        raise ProximityError(
+            f"--tokenizer grid: {root}/nodes holds no tokenizer.json yet (the grid trains its "
+            "own tokenizer as its first node); run the grid or pass --tokenizer pythia"
+        )
     raise ProximityError(
         "--tokenizer grid: grid.yaml names no tokenizer (key `tokenizer`); pass "
         "--tokenizer pythia or a tokenizer.json path"
     )
+
+
+def grid_data_dir(config: dict[str, Any]) -> str | None:
+    """The data folder grid.yaml recorded (`data.data_dir`, or a top-level `data_dir`)."""
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    return data.get("data_dir") or config.get("data_dir")
 
 
 def pair_advantages(

@@ -23,6 +23,7 @@ from proximity.cache import cache_dir
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
 from training.checkpoint import resolve_checkpoint
+from training.phases import SPLIT_SEED
 from training.tokenized import tokenize_dataset
 
 
@@ -75,7 +76,7 @@ def held_out_windows(
     n_docs: int | None,
     max_chars: int | None,
     val_fraction: float = 0.05,
-    seed: int = 0,
+    seed: int = SPLIT_SEED,
 ) -> torch.Tensor:
     """n_windows × seq_len token ids from the held-out split training never saw."""
     data = tokenize_dataset(
@@ -132,6 +133,7 @@ def compare_models(
     data_dir: Path | None = None,
     n_docs: int | None = None,
     max_chars: int | None = None,
+    val_fraction: float = 0.05,
     labels: list[str] | None = None,
 ) -> pd.DataFrame:
     """Rows (model, layer, cka) for each model in `others` against `base`."""
@@ -145,6 +147,7 @@ def compare_models(
         data_dir=data_dir,
         n_docs=n_docs,
         max_chars=max_chars,
+        val_fraction=val_fraction,
     )
     reference = layer_activations(load_model(base_folder), windows)
     rows = []
@@ -164,3 +167,29 @@ def compare_models(
             for i, v in enumerate(values)
         ]
     return pd.DataFrame(rows)
+
+
+def grid_models(
+    root: str | Path, model: str | None = None
+) -> tuple[Path, list[tuple[str, Path]], dict]:
+    """The base (the pretraining node, which is the control's end) and every main midtraining
+    and CPT branch of one model and the first seed of a grid, labelled for the figure, and
+    the grid's `data` settings (so the held-out split is the one training held out)."""
+    from analysis.results import load_grid  # pandas only; kept beside its one use
+
+    grid = load_grid(root)
+    rows = grid.results[~grid.results["ablation"]]
+    model = model or str(rows["model"].iloc[0])
+    rows = rows[(rows["model"] == model) & (rows["seed"] == rows["seed"].min())]
+    control = rows[rows["branch_kind"] == "control"]
+    if control.empty:
+        raise ProximityError(f"{grid.root}: no control run for model {model}; give BASE OTHER")
+    nodes = grid.root / "nodes"
+    base = nodes / str(control["branch_node_id"].iloc[0])
+    others = []
+    branches = rows[rows["branch_kind"] != "control"].drop_duplicates("branch_node_id")
+    for row in branches.sort_values(["branch_kind", "mixture_spec"]).itertuples():
+        kind = "CPT" if row.branch_kind == "cpt" else "midtrain"
+        others.append((f"{kind} {row.mixture_spec}", nodes / str(row.branch_node_id)))
+    data = grid.config.get("data") if isinstance(grid.config.get("data"), dict) else {}
+    return base, others, data

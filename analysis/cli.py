@@ -14,7 +14,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 
-from analysis.advantage import METRIC_NAMES, heatmap_datasets, similarity_matrix
+from analysis.advantage import METRIC_NAMES, grid_data_dir, heatmap_datasets, similarity_matrix
 from analysis.correlate import correlate, headline, write_correlation
 from analysis.correlation import Settings
 from analysis.results import load_grid
@@ -133,7 +133,7 @@ def _data_dir(given: Path | None, config: dict) -> Path | None:
     """--data-dir, else the grid's own data_dir when it exists here, else $PROXIMITY_DATA_DIR."""
     if given is not None:
         return resolve_data_dir(given)
-    recorded = config.get("data_dir")
+    recorded = grid_data_dir(config)
     if recorded and Path(recorded).expanduser().is_dir():
         return Path(recorded).expanduser()
     return resolve_data_dir(None)
@@ -142,8 +142,8 @@ def _data_dir(given: Path | None, config: dict) -> Path | None:
 def _draw(result, grid, out: Path, similarity):
     from analysis.figure_set import draw_correlation_figures  # matplotlib/seaborn: ~1.5 s
 
-    cka_path = out / "cka.csv"
-    cka = pd.read_csv(cka_path) if cka_path.exists() else None
+    found = [p for p in (out / "cka.csv", grid.root / "cka.csv") if p.exists()]
+    cka = pd.read_csv(found[0]) if found else None  # from `proximity cka --out` either place
     return draw_correlation_figures(result, grid, out, similarity=similarity, cka=cka)
 
 
@@ -185,8 +185,17 @@ cka_app = _command_app(CKA_HELP)
 
 @cka_app.callback(invoke_without_command=True)
 def cka_command(
-    base: Annotated[Path, typer.Argument(help="Base model: checkpoint, run folder or HF folder.")],
-    others: Annotated[list[Path], typer.Argument(help="Models to compare with the base.")],
+    base: Annotated[
+        Path | None, typer.Argument(help="Base model: checkpoint, run folder or HF folder.")
+    ] = None,
+    others: Annotated[
+        list[Path] | None, typer.Argument(help="Models to compare with the base.")
+    ] = None,
+    grid: Annotated[
+        Path | None,
+        typer.Option(help="A grid folder: base = its pretraining node, others = its branches."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="With --grid: which model preset.")] = None,
     data: Annotated[str, typer.Option(help="Text whose held-out split is fed to both.")] = "c4",
     n_windows: Annotated[int, typer.Option(help="Held-out windows (sequences) fed.")] = 32,
     seq_len: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
@@ -200,12 +209,24 @@ def cka_command(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/cka"),
 ) -> None:
     """`proximity cka`: see CKA_HELP."""
-    from analysis.cka import compare_models  # torch + transformers: only for this command
+    from analysis.cka import compare_models, grid_models  # torch: only for this command
     from analysis.plots import cka_layers
 
+    labels, val_fraction = None, 0.05
+    if grid is not None:
+        base, named, settings = grid_models(grid, model)
+        labels, others = [n for n, _ in named], [p for _, p in named]
+        n_docs = n_docs if n_docs is not None else settings.get("n_docs")
+        max_chars = max_chars if max_chars is not None else settings.get("max_chars")
+        data_dir = data_dir or _data_dir(None, {"data": settings})
+        val_fraction = settings.get("val_fraction", val_fraction)
+    if base is None or not others:
+        raise ProximityError("give BASE and at least one OTHER model, or --grid RUNS_DIR")
     table = compare_models(
         base,
         list(others),
+        labels=labels,
+        val_fraction=val_fraction,
         data=data,
         n_windows=n_windows,
         seq_len=seq_len,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.advantage import grid_tokenizer, metrics_for, pair_advantages
+from analysis.advantage import grid_data_dir, grid_tokenizer, metrics_for, pair_advantages
 from analysis.correlation import DEFAULT_SETTINGS, Settings, relation_statistics
 from analysis.results import BRANCH_KEYS, Grid, average_seeds, relative_improvements, seed_matrix
 from proximity import __version__
@@ -62,8 +62,8 @@ def correlate(
     unknown = sorted(set(branches) - {"midtrain", "cpt"})
     if unknown:
         raise ProximityError(f"--branches: {unknown[0]!r} is not midtrain or cpt")
-    tok = grid_tokenizer(grid.config) if tokenizer == "grid" else tokenizer
-    folder = data_dir or grid.config.get("data_dir")
+    tok = grid_tokenizer(grid.config, grid.root) if tokenizer == "grid" else tokenizer
+    folder = data_dir or grid_data_dir(grid.config)
     outcomes = relative_improvements(grid.results)
     if outcomes.empty:
         raise ProximityError(

@@ -294,7 +294,10 @@ def build_report(grid: Grid, analysis: Path) -> Report:
     if config.get("command"):
         commands.append(str(config["command"]))
     else:
-        commands.append(f"proximity train-grid {config.get('name', '<preset>')} --out {grid.root}")
+        seeds = config.get("seeds")
+        seeds = f" --seeds {','.join(str(x) for x in seeds)}" if seeds else ""
+        name = config.get("name", "<preset or grid.yaml>")
+        commands.append(f"proximity train-grid {name}{seeds} --out {grid.root}")
     argv = statistics.get("argv") or []
     if argv:
         commands.append(shlex.join(["proximity", *argv[1:]]))

@@ -86,9 +86,8 @@ def generated_results(
 def write_grid(results: pd.DataFrame, root: Path, data_dir: Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     results.to_csv(root / "results.csv", index=False)
-    config = {"name": "generated", "tokenizer": "pythia", "pretrain": "c4",
-              "seeds": sorted(results["seed"].unique().tolist())}  # fmt: skip
-    if data_dir is not None:
-        config["data_dir"] = str(data_dir)
+    config = {"name": "generated", "tokenizer": {"name": "pythia"}, "pretrain": {"data": "c4"},
+              "seeds": sorted(results["seed"].unique().tolist()),
+              "data": {"data_dir": str(data_dir) if data_dir else None}}  # fmt: skip
     (root / "grid.yaml").write_text(yaml.safe_dump(config))
     return root
