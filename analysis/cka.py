@@ -55,7 +55,9 @@ def model_folder(path: str | Path) -> Path:
 
 def load_model(folder: Path) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM  # ~2 s; only when a model is compared
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar per load would bury the per-layer lines
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     return model.eval()
 

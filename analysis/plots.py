@@ -395,7 +395,16 @@ def phase_curves(curves: pd.DataFrame, title: str, path: Path) -> list[Path]:
         fig = _figure(11.0, 4.2)
         left, right = fig.subplots(1, 2)
         if not before.empty:
-            sns.lineplot(data=before, x="step", y="loss", hue="series", style="phase", ax=left)
+            sns.lineplot(
+                data=before,
+                x="step",
+                y="loss",
+                hue="series",
+                style="phase",
+                ax=left,
+                marker="o",
+                markersize=4,
+            )  # a sparse log still shows its points
             switch = before[before["phase"] == "midtrain"]["step"].min()
             if np.isfinite(switch):
                 left.axvline(switch, color="0.3", linestyle=":", label="midtraining starts")
@@ -404,7 +413,9 @@ def phase_curves(curves: pd.DataFrame, title: str, path: Path) -> list[Path]:
             left.set_ylabel("loss (nats/token)")
             sns.move_legend(left, "upper right", fontsize=8)
         if not sft.empty:
-            sns.lineplot(data=sft, x="step", y="loss", hue="series", ax=right)
+            sns.lineplot(
+                data=sft, x="step", y="loss", hue="series", ax=right, marker="o", markersize=4
+            )
             right.set_title("SFT")
             right.set_xlabel("SFT step")
             right.set_ylabel("")
