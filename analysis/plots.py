@@ -254,7 +254,7 @@ def start_step_curves(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     targets = sorted(mid["target"].unique())
     control = outcomes[outcomes["branch_kind"] == "control"]
     with mpl.rc_context(STYLE):
-        fig = _figure(3.8 * len(targets) + 2.0, 6.4)
+        fig = _figure(max(8.0, 3.8 * len(targets) + 2.0), 6.4)
         axes = fig.subplots(2, len(targets), squeeze=False, sharex=True)
         for j, target in enumerate(targets):
             for i, (column, name) in enumerate(
@@ -285,9 +285,7 @@ def start_step_curves(outcomes: pd.DataFrame, path: Path) -> list[Path]:
         if legend is not None:
             legend.set_title("mixture")
             sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1))
-        fig.suptitle(
-            "Earlier midtraining: loss after SFT vs start step (mean ± seed std; dashed: control)"
-        )
+        fig.suptitle("Loss after SFT vs midtraining start step (mean ± seed std; dashed: control)")
         return save(fig, path)
 
 
