@@ -14,7 +14,13 @@ import pandas as pd
 import typer
 from rich.console import Console
 
-from analysis.advantage import METRIC_NAMES, grid_data_dir, heatmap_datasets, similarity_matrix
+from analysis.advantage import (
+    METRIC_NAMES,
+    grid_data_dir,
+    grid_tokenizer,
+    heatmap_datasets,
+    similarity_matrix,
+)
 from analysis.correlate import correlate, headline, write_correlation
 from analysis.correlation import Settings
 from analysis.results import load_grid
@@ -99,6 +105,7 @@ def correlate_command(
             settings=Settings(seed=seed),
             use_cache=not no_cache,
             on_target=lambda m, t: status.update(f"proximity advantage for {t} ({m})"),
+            compare_tokenizer=_other_tokenizer(tokenizer, grid),
         )
         status.update("similarity matrix for figure 1")
         tok = result.statistics["inputs"]["tokenizer"]
@@ -114,6 +121,11 @@ def correlate_command(
         console.print(f"[yellow]substitute[/]: {note}", highlight=False)
     for relation in result.statistics["relations"]:
         console.print(headline(relation), highlight=False)
+    comparison = result.statistics.get("tokenizer_comparison")
+    for relation in (comparison or {}).get("relations", []):
+        console.print(
+            f"with the {comparison['tokenizer']} tokenizer: {headline(relation)}", highlight=False
+        )
     paths = write_correlation(result, out)
     paths.append(write_csv(similarity.reset_index(names="dataset"), out / "similarity.csv"))
     written, missing = [], {"all": "--no-plot"}
@@ -127,6 +139,18 @@ def correlate_command(
     paths += [*written, write_json(manifest, out / "figures.json")]
     for path in paths:
         console.print(f"wrote {path}", highlight=False)
+
+
+def _other_tokenizer(tokenizer: str, grid) -> str | None:
+    """The tokenizer the report compares with: the grid's own when PA uses Pythia (and the
+    grid trained another one), Pythia when PA uses the grid's."""
+    if tokenizer == "grid":
+        return "pythia"
+    try:
+        own = grid_tokenizer(grid.config, grid.root)
+    except ProximityError:
+        return None  # no tokenizer recorded (or not yet trained): nothing to compare
+    return own if own != tokenizer else None
 
 
 def _data_dir(given: Path | None, config: dict) -> Path | None:

@@ -50,11 +50,14 @@ def correlate(
     settings: Settings = DEFAULT_SETTINGS,
     use_cache: bool = True,
     on_target: Callable[[str, str], None] | None = None,
+    compare_tokenizer: str | None = None,
 ) -> Correlation:
     """Relative improvement vs PA for every metric asked and every model size in the grid.
 
     `branches`: which branch kinds enter the correlation (the paper: midtraining mixes,
-    control excluded; add `cpt` to put continued pretraining on the same line). Ablation
+    control excluded; add `cpt` to put continued pretraining on the same line).
+    `compare_tokenizer`: a second tokenizer (`grid`, `pythia`, a path) whose PA gives the
+    first metric's statistics again, so the report shows how much the choice matters. Ablation
     branches (start step × weight) never enter it; they are in the tables for the figures.
     """
     metrics = metrics_for(metric)
@@ -75,9 +78,15 @@ def correlate(
     summary = summary.merge(specs, on=BRANCH_KEYS, how="left")
     wanted = summary[summary["branch_kind"] != "control"]
     pa = pair_advantages(
-        wanted, metrics, tokenizer=tok, options=options, mixture=mixture, data_dir=folder,
-        use_cache=use_cache, on_target=on_target,
-    )  # fmt: skip
+        wanted,
+        metrics,
+        tokenizer=tok,
+        options=options,
+        mixture=mixture,
+        data_dir=folder,
+        use_cache=use_cache,
+        on_target=on_target,
+    )
     tables = []
     for name in metrics:
         part = summary.copy()
@@ -97,6 +106,25 @@ def correlate(
         stats = relation_statistics(group, by_seed, settings)
         stats.update(metric=name, model=model, points=_points(group))
         relations.append(stats)
+    comparison = None
+    if compare_tokenizer:
+        other = (
+            grid_tokenizer(grid.config, grid.root)
+            if compare_tokenizer == "grid"
+            else compare_tokenizer
+        )
+        if other != tok:
+            comparison = _tokenizer_comparison(
+                pairs[(pairs["metric"] == metrics[0]) & pairs["in_correlation"]],
+                outcomes,
+                other,
+                metrics[0],
+                options,
+                mixture,
+                folder,
+                settings,
+                use_cache,
+            )
     statistics = {
         "command": "correlate",
         "argv": sys.argv,
@@ -118,13 +146,54 @@ def correlate(
         },
         "paper": PAPER_R,
         "relations": relations,
+        "tokenizer_comparison": comparison,
     }
     return Correlation(outcomes=outcomes, pairs=pairs, statistics=statistics)
 
 
+def _tokenizer_comparison(
+    used: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    tokenizer: str,
+    metric: str,
+    options: StatsOptions,
+    mixture: str,
+    data_dir: Any,
+    settings: Settings,
+    use_cache: bool,
+) -> dict[str, Any]:
+    """The first metric's statistics with PA from another tokenizer, same pairs and outcomes."""
+    pa = pair_advantages(
+        used,
+        [metric],
+        tokenizer=tokenizer,
+        options=options,
+        mixture=mixture,
+        data_dir=data_dir,
+        use_cache=use_cache,
+    )[["pretrain_spec", "mixture_spec", "target_spec", "advantage"]]
+    swapped = used.drop(columns="advantage").merge(
+        pa, on=["pretrain_spec", "mixture_spec", "target_spec"], how="left"
+    )
+    relations = []
+    for model, group in swapped.groupby("model"):
+        group = group.reset_index(drop=True)
+        stats = relation_statistics(group, seed_matrix(outcomes, group), settings)
+        stats.update(metric=metric, model=model, points=_points(group))
+        relations.append(stats)
+    return {"tokenizer": tokenizer, "metric": metric, "relations": relations}
+
+
 def _points(group: pd.DataFrame) -> list[dict[str, Any]]:
-    columns = ["mixture", "mixture_spec", "target", "advantage", "improvement",
-               "improvement_std", "n_seeds"]  # fmt: skip
+    columns = [
+        "mixture",
+        "mixture_spec",
+        "target",
+        "advantage",
+        "improvement",
+        "improvement_std",
+        "n_seeds",
+    ]
     return group[columns].to_dict(orient="records")
 
 

@@ -149,6 +149,37 @@ def paper_table(statistics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def tokenizer_table(statistics: dict[str, Any]) -> pd.DataFrame | None:
+    """r with PA from the tokenizer used and from the other one (the grid's own or Pythia)."""
+    comparison = statistics.get("tokenizer_comparison")
+    if not comparison:
+        return None
+    metric = comparison["metric"]
+    rows = []
+    sources = [
+        (
+            statistics["inputs"]["tokenizer"],
+            [r for r in statistics["relations"] if r["metric"] == metric],
+        ),
+        (comparison["tokenizer"], comparison["relations"]),
+    ]
+    for name, relations in sources:
+        for rel in relations:
+            p = rel["pearson"]
+            rows.append(
+                {
+                    "PA tokenizer": name if "/" not in name else f"grid's own ({name})",
+                    "model": rel["model"],
+                    "pairs": rel["n_pairs"],
+                    "Pearson r": _fmt(p["r"]),
+                    "95% CI": _interval(p["ci_low"], p["ci_high"]),
+                    "p": _fmt(p["p"]),
+                    "Spearman ρ": _fmt(rel["spearman"]["rho"]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def findings_table(findings: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for key, title in FINDING_TITLES.items():
@@ -317,6 +348,19 @@ def build_report(grid: Grid, analysis: Path) -> Report:
             "error of the fitted line, with the error of predicting the training mean in "
             "brackets (PA helps only where the first is smaller).",
             after_figures=True,
+        ),
+        *(
+            [
+                Table(
+                    f"Does the tokenizer matter? r with PA from each ({metric})",
+                    tok_table,
+                    "The paper measures PA with the Pythia tokenizer; a micro grid trains its "
+                    "own. Same pairs, same outcomes, only PA differs.",
+                    after_figures=True,
+                )
+            ]
+            if (tok_table := tokenizer_table(statistics)) is not None
+            else []
         ),
         Table(
             f"Pairs ({metric}): PA and relative improvement, mean ± seed std",

@@ -83,10 +83,12 @@ def generated_results(
     return pd.DataFrame(rows)
 
 
-def write_grid(results: pd.DataFrame, root: Path, data_dir: Path | None = None) -> Path:
+def write_grid(
+    results: pd.DataFrame, root: Path, data_dir: Path | None = None, tokenizer: str = "pythia"
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     results.to_csv(root / "results.csv", index=False)
-    config = {"name": "generated", "tokenizer": {"name": "pythia"}, "pretrain": {"data": "c4"},
+    config = {"name": "generated", "tokenizer": {"name": tokenizer}, "pretrain": {"data": "c4"},
               "seeds": sorted(results["seed"].unique().tolist()),
               "data": {"data_dir": str(data_dir) if data_dir else None}}  # fmt: skip
     (root / "grid.yaml").write_text(yaml.safe_dump(config))

@@ -24,8 +24,9 @@ PROXIMITY = str(Path(sys.executable).parent / "proximity")
 
 
 def test_relative_improvement_recovers_the_generated_gain_at_the_selected_lr():
-    gain = {(m, t): 0.01 * i - 0.02 * j for i, m in enumerate(MIXTURES) for j, t in
-            enumerate(TARGETS)}  # fmt: skip
+    gain = {
+        (m, t): 0.01 * i - 0.02 * j for i, m in enumerate(MIXTURES) for j, t in enumerate(TARGETS)
+    }
     outcomes = relative_improvements(generated_results(gain=gain, cpt=False))
     midtrain = outcomes[outcomes["branch_kind"] == "midtrain"]
     assert len(midtrain) == 3 * len(MIXTURES) * len(TARGETS)  # seeds × mixtures × targets
@@ -38,10 +39,16 @@ def test_relative_improvement_recovers_the_generated_gain_at_the_selected_lr():
 def test_seed_average_keeps_the_spread():
     outcomes = relative_improvements(generated_results(noise=0.05, rng_seed=3))
     summary = average_seeds(outcomes)
-    row = summary[(summary["branch_kind"] == "midtrain") & (summary["mixture"] == "math")
-                  & (summary["target"] == "gsm8k")].iloc[0]  # fmt: skip
-    seeds = outcomes[(outcomes["branch_kind"] == "midtrain") & (outcomes["mixture"] == "math")
-                     & (outcomes["target"] == "gsm8k")]["improvement"]  # fmt: skip
+    row = summary[
+        (summary["branch_kind"] == "midtrain")
+        & (summary["mixture"] == "math")
+        & (summary["target"] == "gsm8k")
+    ].iloc[0]
+    seeds = outcomes[
+        (outcomes["branch_kind"] == "midtrain")
+        & (outcomes["mixture"] == "math")
+        & (outcomes["target"] == "gsm8k")
+    ]["improvement"]
     assert row["improvement"] == pytest.approx(np.mean(seeds))
     assert row["improvement_std"] == pytest.approx(np.std(seeds, ddof=1))
     assert row["n_seeds"] == 3 and row["seeds"] == "0,1,2"
@@ -92,12 +99,19 @@ def test_pa_in_the_join_is_proximitys_advantage_of_the_trained_specs(correlated,
     _, result = correlated
     pairs = result.pairs
     direct = advantage_table(
-        "c4", "pycode", ["c4:0.8+starcoder:0.2", "starcoder"], metric="paper",
-        options=StatsOptions(n_docs=N_DOCS), data_dir=shared_data,
-    ).set_index("mix_spec")["advantage"]  # fmt: skip
+        "c4",
+        "pycode",
+        ["c4:0.8+starcoder:0.2", "starcoder"],
+        metric="paper",
+        options=StatsOptions(n_docs=N_DOCS),
+        data_dir=shared_data,
+    ).set_index("mix_spec")["advantage"]
     paper = pairs[(pairs["metric"] == "paper") & (pairs["target"] == "pycode")]
-    mid = paper[(paper["branch_kind"] == "midtrain") & ~paper["ablation"]
-                & (paper["mixture"] == "starcoder")]  # fmt: skip
+    mid = paper[
+        (paper["branch_kind"] == "midtrain")
+        & ~paper["ablation"]
+        & (paper["mixture"] == "starcoder")
+    ]
     cpt = paper[(paper["branch_kind"] == "cpt") & (paper["mixture"] == "starcoder")]
     assert mid["advantage"].item() == pytest.approx(direct["c4:0.8+starcoder:0.2"], abs=1e-12)
     assert cpt["advantage"].item() == pytest.approx(direct["starcoder"], abs=1e-12)
@@ -110,8 +124,9 @@ def test_statistics_are_those_of_the_joined_table_per_metric(correlated):
     relations = result.statistics["relations"]
     assert {r["metric"] for r in relations} == {"paper", "cosine", "jaccard", "js", "ngram_kl"}
     for relation in relations:
-        rows = result.pairs[(result.pairs["metric"] == relation["metric"])
-                            & result.pairs["in_correlation"]]  # fmt: skip
+        rows = result.pairs[
+            (result.pairs["metric"] == relation["metric"]) & result.pairs["in_correlation"]
+        ]
         assert len(rows) == len(MIXTURES) * len(TARGETS)  # midtrain, no ablation, no CPT
         assert set(rows["branch_kind"]) == {"midtrain"} and not rows["ablation"].any()
         expected = stats.pearsonr(rows["advantage"], rows["improvement"])
@@ -134,15 +149,52 @@ def test_outputs_are_written_and_read_back(correlated, tmp_path):
 def test_correlate_command_line(shared_data, tmp_path):
     root = write_grid(generated_results(), tmp_path / "grid", shared_data)
     done = subprocess.run(
-        [PROXIMITY, "correlate", str(root), "--n-docs", str(N_DOCS),
-         "--out", str(tmp_path / "out"), "--no-plot"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            PROXIMITY,
+            "correlate",
+            str(root),
+            "--n-docs",
+            str(N_DOCS),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-plot",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "paper / micro-2l-128: r = " in done.stdout
     assert (tmp_path / "out" / "statistics.json").exists()
     bad = subprocess.run(
         [PROXIMITY, "correlate", str(tmp_path), "--metric", "bleu"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 2 and "results.csv" in bad.stderr
+
+
+def test_the_grids_own_tokenizer_gives_a_second_set_of_statistics(shared_data, tmp_path):
+    gpt2 = shared_data / "tokenizers" / "gpt2" / "tokenizer.json"
+    grid = load_grid(write_grid(generated_results(noise=0.01), tmp_path, shared_data, str(gpt2)))
+    options = StatsOptions(n_docs=N_DOCS)
+    result = correlate(grid, options=options, compare_tokenizer="grid")
+    comparison = result.statistics["tokenizer_comparison"]
+    assert comparison["tokenizer"] == str(gpt2)
+    points = pd.DataFrame(comparison["relations"][0]["points"])
+    direct = advantage_table(
+        "c4",
+        "pycode",
+        ["c4:0.8+starcoder:0.2"],
+        options=options,
+        tokenizer=str(gpt2),
+        data_dir=shared_data,
+    )
+    row = points[(points["mixture"] == "starcoder") & (points["target"] == "pycode")]
+    assert row["advantage"].item() == pytest.approx(direct["advantage"].item(), abs=1e-12)
+    pythia = pd.DataFrame(result.statistics["relations"][0]["points"])
+    assert not np.allclose(pythia["advantage"], points["advantage"])  # another tokenizer
+    assert np.allclose(pythia["improvement"], points["improvement"])  # the same outcomes
+    same = correlate(grid, options=options, tokenizer="grid", compare_tokenizer="grid")
+    assert same.statistics["tokenizer_comparison"] is None
