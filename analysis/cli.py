@@ -8,7 +8,7 @@ pyproject.toml (`proximity.commands`) gives exactly `proximity correlate RUNS_DI
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
@@ -21,13 +21,16 @@ from analysis.advantage import (
     heatmap_datasets,
     similarity_matrix,
 )
-from analysis.correlate import correlate, headline, write_correlation
+from analysis.correlate import Correlation, correlate, headline, write_correlation
 from analysis.correlation import Settings
-from analysis.results import load_grid
+from analysis.results import Grid, load_grid
 from proximity.data import resolve_data_dir
 from proximity.errors import ProximityError
 from proximity.outputs import write_csv, write_json
 from proximity.stats import StatsOptions
+
+if TYPE_CHECKING:
+    from analysis.figure_set import FigureSet
 
 console = Console(soft_wrap=True)  # long lines stay whole, so they can be copied and grepped
 
@@ -89,7 +92,6 @@ def correlate_command(
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Write no figures.")] = False,
 ) -> None:
     """`proximity correlate`: see CORRELATE_HELP."""
-
     grid = load_grid(runs_dir)
     folder = _data_dir(data_dir, grid.config)
     out = out or grid.root / "analysis"
@@ -141,7 +143,11 @@ def correlate_command(
         console.print(f"wrote {path}", highlight=False)
 
 
-def _other_tokenizer(tokenizer: str, grid) -> str | None:
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _other_tokenizer(tokenizer: str, grid: Grid) -> str | None:
     """The tokenizer the report compares with: the grid's own when PA uses Pythia (and the
     grid trained another one), Pythia when PA uses the grid's."""
     if tokenizer == "grid":
@@ -163,7 +169,7 @@ def _data_dir(given: Path | None, config: dict) -> Path | None:
     return resolve_data_dir(None)
 
 
-def _draw(result, grid, out: Path, similarity):
+def _draw(result: Correlation, grid: Grid, out: Path, similarity: pd.DataFrame) -> FigureSet:
     from analysis.figure_set import draw_correlation_figures  # matplotlib/seaborn: ~1.5 s
 
     found = [p for p in (out / "cka.csv", grid.root / "cka.csv") if p.exists()]
@@ -356,11 +362,13 @@ def recommend_command(
     if relation is not None:
         console.print(
             f"line fitted on {relation.model}, {len(relation.x)} pairs ({relation.metric}, r = "
-            f"{relation.r:.2f}); leave-one-target-out RMSE {relation.loto_rmse:.4f} (predicting "
-            f"the mean: {relation.loto_baseline_rmse:.4f})",
+            f"{_number(relation.r, '.2f')}); leave-one-target-out RMSE "
+            f"{_number(relation.loto_rmse, '.4f')} (predicting the mean: "
+            f"{_number(relation.loto_baseline_rmse, '.4f')})",
             highlight=False,
         )
-        if relation.loto_rmse is None or relation.loto_rmse >= relation.loto_baseline_rmse:
+        loto, baseline = relation.loto_rmse, relation.loto_baseline_rmse
+        if loto is None or baseline is None or loto >= baseline:
             console.print(
                 "[yellow]note[/]: on held-out targets the line did no better than predicting "
                 "the mean improvement; treat the predicted ranking with caution",

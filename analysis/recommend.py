@@ -128,7 +128,7 @@ def recommend(
         table["prediction_low"] = low
         table["prediction_high"] = high
         table["loto_rmse"] = relation.loto_rmse
-        table["fitted_on"] = f"{relation.model} ({len(relation.x)} pairs, r = {relation.r:.2f})"
+        table["fitted_on"] = f"{relation.model} ({len(relation.x)} pairs, {relation.metric})"
         table["pa_outside_grid"] = (table["advantage"] < relation.x.min()) | (
             table["advantage"] > relation.x.max()
         )

@@ -198,3 +198,20 @@ def test_the_grids_own_tokenizer_gives_a_second_set_of_statistics(shared_data, t
     assert np.allclose(pythia["improvement"], points["improvement"])  # the same outcomes
     same = correlate(grid, options=options, tokenizer="grid", compare_tokenizer="grid")
     assert same.statistics["tokenizer_comparison"] is None
+
+
+def test_grid_tokenizer_and_data_dir_are_read_as_train_grid_writes_them(tmp_path):
+    from analysis.advantage import grid_data_dir, grid_tokenizer
+
+    config = {"tokenizer": {"name": "train", "corpus": "c4"}, "data": {"data_dir": "/d"}}
+    with pytest.raises(ProximityError, match="no tokenizer.json yet"):
+        grid_tokenizer(config, tmp_path)
+    node = tmp_path / "nodes" / "tokenizer-abc"
+    node.mkdir(parents=True)
+    (node / "tokenizer.json").write_text("{}")
+    assert grid_tokenizer(config, tmp_path) == str(node / "tokenizer.json")
+    assert grid_tokenizer({"tokenizer": {"name": "pythia"}}) == "pythia"
+    assert grid_tokenizer({"tokenizer": "some/tokenizer.json"}) == "some/tokenizer.json"
+    assert grid_data_dir(config) == "/d" and grid_data_dir({"data_dir": "/e"}) == "/e"
+    with pytest.raises(ProximityError, match="names no tokenizer"):
+        grid_tokenizer({})
