@@ -204,7 +204,7 @@ def test_grid_tokenizer_and_data_dir_are_read_as_train_grid_writes_them(tmp_path
     from analysis.advantage import grid_data_dir, grid_tokenizer
 
     config = {"tokenizer": {"name": "train", "corpus": "c4"}, "data": {"data_dir": "/d"}}
-    with pytest.raises(ProximityError, match="no tokenizer.json yet"):
+    with pytest.raises(ProximityError, match=r"no tokenizer\.json yet"):
         grid_tokenizer(config, tmp_path)
     node = tmp_path / "nodes" / "tokenizer-abc"
     node.mkdir(parents=True)
