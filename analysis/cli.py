@@ -10,27 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.console import Console
 
-from analysis.advantage import (
-    METRIC_NAMES,
-    grid_data_dir,
-    grid_tokenizer,
-    heatmap_datasets,
-    similarity_matrix,
-)
-from analysis.correlate import Correlation, correlate, headline, write_correlation
-from analysis.correlation import Settings
-from analysis.results import Grid, load_grid
-from proximity.data import resolve_data_dir
 from proximity.errors import ProximityError
-from proximity.outputs import write_csv, write_json
-from proximity.stats import StatsOptions
+from proximity.metrics import METRICS
 
+# Everything else is imported inside the commands: this module is loaded for every
+# `proximity ...` call that is not a core command (`proximity train` included), and
+# pandas + scipy.stats would add about 1.4 s to each.
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from analysis.correlate import Correlation
     from analysis.figure_set import FigureSet
+    from analysis.results import Grid
+
+METRIC_NAMES = tuple(METRICS)
 
 console = Console(soft_wrap=True)  # long lines stay whole, so they can be copied and grepped
 
@@ -92,6 +88,13 @@ def correlate_command(
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Write no figures.")] = False,
 ) -> None:
     """`proximity correlate`: see CORRELATE_HELP."""
+    from analysis.advantage import heatmap_datasets, similarity_matrix
+    from analysis.correlate import correlate, headline, write_correlation
+    from analysis.correlation import Settings
+    from analysis.results import load_grid
+    from proximity.outputs import write_csv, write_json
+    from proximity.stats import StatsOptions
+
     grid = load_grid(runs_dir)
     folder = _data_dir(data_dir, grid.config)
     out = out or grid.root / "analysis"
@@ -150,6 +153,8 @@ def _number(value: float | None, spec: str) -> str:
 def _other_tokenizer(tokenizer: str, grid: Grid) -> str | None:
     """The tokenizer the report compares with: the grid's own when PA uses Pythia (and the
     grid trained another one), Pythia when PA uses the grid's."""
+    from analysis.advantage import grid_tokenizer
+
     if tokenizer == "grid":
         return "pythia"
     try:
@@ -161,6 +166,9 @@ def _other_tokenizer(tokenizer: str, grid: Grid) -> str | None:
 
 def _data_dir(given: Path | None, config: dict) -> Path | None:
     """--data-dir, else the grid's own data_dir when it exists here, else $PROXIMITY_DATA_DIR."""
+    from analysis.advantage import grid_data_dir
+    from proximity.data import resolve_data_dir
+
     if given is not None:
         return resolve_data_dir(given)
     recorded = grid_data_dir(config)
@@ -170,6 +178,8 @@ def _data_dir(given: Path | None, config: dict) -> Path | None:
 
 
 def _draw(result: Correlation, grid: Grid, out: Path, similarity: pd.DataFrame) -> FigureSet:
+    import pandas as pd
+
     from analysis.figure_set import draw_correlation_figures  # matplotlib/seaborn: ~1.5 s
 
     found = [p for p in (out / "cka.csv", grid.root / "cka.csv") if p.exists()]
@@ -198,6 +208,7 @@ def report_command(
 ) -> None:
     """`proximity report`: see REPORT_HELP."""
     from analysis.report import build_report, write_report
+    from analysis.results import load_grid
 
     grid = load_grid(runs_dir)
     report = build_report(grid, analysis or grid.root / "analysis")
@@ -241,6 +252,8 @@ def cka_command(
     """`proximity cka`: see CKA_HELP."""
     from analysis.cka import compare_models, grid_models  # torch: only for this command
     from analysis.plots import cka_layers
+    from proximity.data import resolve_data_dir
+    from proximity.outputs import write_csv
 
     labels, val_fraction = None, 0.05
     if grid is not None:
@@ -311,6 +324,9 @@ def recommend_command(
     import json
 
     from analysis.recommend import FittedRelation, recommend
+    from analysis.results import load_grid
+    from proximity.outputs import write_csv
+    from proximity.stats import StatsOptions
 
     names = [*candidates, *(more or [])]  # `--candidates A B C`: B and C arrive as arguments
     relation, config = None, {}
