@@ -215,3 +215,12 @@ def test_grid_tokenizer_and_data_dir_are_read_as_train_grid_writes_them(tmp_path
     assert grid_data_dir(config) == "/d" and grid_data_dir({"data_dir": "/e"}) == "/e"
     with pytest.raises(ProximityError, match="names no tokenizer"):
         grid_tokenizer({})
+
+
+def test_cpt_joins_the_line_only_when_asked(correlated):
+    grid, _ = correlated
+    both = correlate(grid, options=StatsOptions(n_docs=N_DOCS), branches=("midtrain", "cpt"))
+    relation = both.statistics["relations"][0]
+    assert relation["n_pairs"] == 2 * len(MIXTURES) * len(TARGETS)
+    with pytest.raises(ProximityError, match="--branches"):
+        correlate(grid, options=StatsOptions(n_docs=N_DOCS), branches=("control",))
