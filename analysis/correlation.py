@@ -106,7 +106,18 @@ def bootstrap_pairs(x: np.ndarray, y: np.ndarray, settings: Settings = DEFAULT_S
     """Percentile interval of r over (mixture, target) pairs drawn with replacement."""
     if len(x) < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"ci_low": None, "ci_high": None, "n_resamples": 0}
-    result = stats.bootstrap(
+    with warnings.catch_warnings():
+        # Few pairs: some resamples repeat one x and have no r; scipy warns and the interval
+        # comes back NaN, which is reported as None (no interval), not as a number.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = _bootstrap_r(x, y, settings)
+    interval = result.confidence_interval
+    return {"ci_low": _finite(interval.low), "ci_high": _finite(interval.high),
+            "n_resamples": settings.n_bootstrap}  # fmt: skip
+
+
+def _bootstrap_r(x: np.ndarray, y: np.ndarray, settings: Settings):
+    return stats.bootstrap(
         (x, y),
         _r,
         paired=True,
@@ -116,9 +127,6 @@ def bootstrap_pairs(x: np.ndarray, y: np.ndarray, settings: Settings = DEFAULT_S
         method="percentile",
         random_state=settings.seed,
     )
-    interval = result.confidence_interval
-    return {"ci_low": _finite(interval.low), "ci_high": _finite(interval.high),
-            "n_resamples": settings.n_bootstrap}  # fmt: skip
 
 
 def bootstrap_seeds(
