@@ -224,3 +224,25 @@ def test_cpt_joins_the_line_only_when_asked(correlated):
     assert relation["n_pairs"] == 2 * len(MIXTURES) * len(TARGETS)
     with pytest.raises(ProximityError, match="--branches"):
         correlate(grid, options=StatsOptions(n_docs=N_DOCS), branches=("control",))
+
+
+def test_each_model_size_gets_its_own_relation(shared_data, tmp_path):
+    results = generated_results(models=("160m", "70m"), noise=0.01)
+    grid = load_grid(write_grid(results, tmp_path, shared_data))
+    result = correlate(grid, options=StatsOptions(n_docs=N_DOCS))
+    by_model = {r["model"]: r for r in result.statistics["relations"]}
+    assert set(by_model) == {"70m", "160m"}
+    for model, relation in by_model.items():
+        rows = result.pairs[(result.pairs["model"] == model) & result.pairs["in_correlation"]]
+        r = stats.pearsonr(rows["advantage"], rows["improvement"]).statistic
+        assert relation["pearson"]["r"] == pytest.approx(r, abs=1e-12)
+
+    from analysis.plots import _model_order
+
+    assert _model_order(["1b", "160m", "micro-2l-128", "70m", "410m"]) == [
+        "70m",
+        "160m",
+        "410m",
+        "1b",
+        "micro-2l-128",
+    ]
