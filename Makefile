@@ -8,7 +8,7 @@ OUT ?= outputs
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo micro-grid test lint bench clean
+.PHONY: install demo micro-grid reproduce test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,12 +28,19 @@ demo: install
 			--mix starcoder --mix math \
 			--n-docs 1000 --out $(OUT)/advantage-$$target || exit 1; \
 	done
+	@# The correlation on the committed micro results (figures/micro, written by `make reproduce`).
+	if [ -f $(MICRO_FIGURES)/results.csv ]; then \
+		PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/proximity correlate $(MICRO_FIGURES) --metric all \
+			--out $(OUT)/micro && \
+		$(BIN)/proximity report $(MICRO_FIGURES) --analysis $(OUT)/micro --out $(OUT)/micro/report.html; \
+	else echo "no $(MICRO_FIGURES)/results.csv yet: run make reproduce"; fi
 
 # The paper's protocol at micro scale on CPU (~8 min on 2 cores): an 8k tokenizer, pretraining on
 # C4, three branches from step 200 (20% code midtraining, CPT on code, the C4 control) to the same
 # final step, then SFT on pycode from each. Results: RUNS/*/metrics.jsonl. (`proximity
 # train-grid` will run such grids with shared work and resumption.)
 RUNS ?= runs
+MICRO_FIGURES ?= figures/micro
 micro-grid: install
 	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; P=$(BIN)/proximity; \
 	T=$(RUNS)/tokenizer-8k/tokenizer.json; C="--set data.tokenizer=$$T --set system.progress=false"; \
@@ -47,6 +54,18 @@ micro-grid: install
 			--set data.train=pycode --set train.epochs=2 --set 'eval.datasets=[c4]' \
 			--out $(RUNS)/sft-pycode-$${b%%:*}; \
 	done
+
+# The whole micro reproduction: the grid (3 seeds), per-layer CKA of its branches, then the
+# correlation, figures and report into figures/micro (results.csv and grid.yaml copied beside
+# them, so `make demo` can redraw everything from the committed files).
+reproduce: install
+	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; P=$(BIN)/proximity; \
+	$$P train-grid micro --seeds 0,1,2 --out $(RUNS)/micro; \
+	mkdir -p $(MICRO_FIGURES); \
+	$$P cka --grid $(RUNS)/micro --data c4 --out $(MICRO_FIGURES); \
+	cp $(RUNS)/micro/results.csv $(RUNS)/micro/grid.yaml $(MICRO_FIGURES)/; \
+	$$P correlate $(RUNS)/micro --metric all --out $(MICRO_FIGURES); \
+	$$P report $(RUNS)/micro --analysis $(MICRO_FIGURES) --out $(MICRO_FIGURES)/report.html
 
 test: install
 	$(BIN)/pytest -q

@@ -1,0 +1,393 @@
+"""`proximity correlate | report | recommend | cka`: top-level commands from analysis/.
+
+Each is a typer app whose callback is the command, so that the entry point registered in
+pyproject.toml (`proximity.commands`) gives exactly `proximity correlate RUNS_DIR ...`
+(interspersed arguments allowed, as a plain command would).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from proximity.errors import ProximityError
+from proximity.metrics import METRICS
+
+# Everything else is imported inside the commands: this module is loaded for every
+# `proximity ...` call that is not a core command (`proximity train` included), and
+# pandas + scipy.stats would add about 1.4 s to each.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from analysis.correlate import Correlation
+    from analysis.figure_set import FigureSet
+    from analysis.results import Grid
+
+METRIC_NAMES = tuple(METRICS)
+
+console = Console(soft_wrap=True)  # long lines stay whole, so they can be copied and grepped
+
+
+def _command_app(help_text: str) -> typer.Typer:
+    return typer.Typer(
+        help=help_text,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"allow_interspersed_args": True},
+    )
+
+
+RunsDir = Annotated[Path, typer.Argument(help="A grid's output folder (holds results.csv).")]
+MetricOpt = Annotated[
+    str,
+    typer.Option(
+        help=f"Similarity metric for PA: {', '.join(METRIC_NAMES)}, or all (side by side)."
+    ),
+]
+TokenizerOpt = Annotated[
+    str,
+    typer.Option(help="Tokenizer for PA: pythia (the paper), grid (the grid's own), or a path."),
+]
+NDocsOpt = Annotated[int, typer.Option(help="Documents per dataset for PA (the paper: 1,000).")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Data folder (default: grid.yaml's data_dir, else $PROXIMITY_DATA_DIR)."),
+]
+BranchesOpt = Annotated[
+    str, typer.Option(help="Branch kinds in the correlation: midtrain (the paper) or midtrain,cpt.")
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed of permutations and bootstrap resamples.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute token statistics.")]
+
+CORRELATE_HELP = (
+    "Does proximity advantage predict the gain of midtraining? Joins a grid's results.csv "
+    "with PA of each (mixture, target) and writes outcomes.csv, correlation.csv and "
+    "statistics.json (Pearson r with p and CI, Spearman, permutation p, bootstrap CIs over "
+    "pairs and seeds, within-target r, leave-one-target/mixture-out error), per model size "
+    "and metric."
+)
+correlate_app = _command_app(CORRELATE_HELP)
+
+
+@correlate_app.callback(invoke_without_command=True)
+def correlate_command(
+    runs_dir: RunsDir,
+    metric: MetricOpt = "paper",
+    tokenizer: TokenizerOpt = "pythia",
+    n_docs: NDocsOpt = 1000,
+    data_dir: DataDirOpt = None,
+    branches: BranchesOpt = "midtrain",
+    seed: SeedOpt = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default RUNS_DIR/analysis).")
+    ] = None,
+    no_cache: NoCacheOpt = False,
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="Write no figures.")] = False,
+) -> None:
+    """`proximity correlate`: see CORRELATE_HELP."""
+    from analysis.advantage import heatmap_datasets, similarity_matrix
+    from analysis.correlate import correlate, headline, write_correlation
+    from analysis.correlation import Settings
+    from analysis.results import load_grid
+    from proximity.outputs import write_csv, write_json
+    from proximity.stats import StatsOptions
+
+    grid = load_grid(runs_dir)
+    folder = _data_dir(data_dir, grid.config)
+    out = out or grid.root / "analysis"
+    options = StatsOptions(n_docs=n_docs)
+    with console.status("computing proximity advantage") as status:
+        result = correlate(
+            grid,
+            metric=metric,
+            tokenizer=tokenizer,
+            options=options,
+            data_dir=folder,
+            branches=[b.strip() for b in branches.split(",") if b.strip()],
+            settings=Settings(seed=seed),
+            use_cache=not no_cache,
+            on_target=lambda m, t: status.update(f"proximity advantage for {t} ({m})"),
+            compare_tokenizer=_other_tokenizer(tokenizer, grid),
+        )
+        status.update("similarity matrix for figure 1")
+        tok = result.statistics["inputs"]["tokenizer"]
+        similarity = similarity_matrix(
+            heatmap_datasets(result.pairs),
+            metric=result.statistics["inputs"]["metrics"][0],
+            tokenizer=tok,
+            options=options,
+            data_dir=folder,
+            use_cache=not no_cache,
+        )
+    for note in grid.substitutes:
+        console.print(f"[yellow]substitute[/]: {note}", highlight=False)
+    for relation in result.statistics["relations"]:
+        console.print(headline(relation), highlight=False)
+    comparison = result.statistics.get("tokenizer_comparison")
+    for relation in (comparison or {}).get("relations", []):
+        console.print(
+            f"with the {comparison['tokenizer']} tokenizer: {headline(relation)}", highlight=False
+        )
+    paths = write_correlation(result, out)
+    paths.append(write_csv(similarity.reset_index(names="dataset"), out / "similarity.csv"))
+    written, missing = [], {"all": "--no-plot"}
+    if not no_plot:
+        with console.status("drawing figures"):
+            drawn = _draw(result, grid, out, similarity)
+        written, missing = drawn.written, drawn.missing
+        for name, why in missing.items():
+            console.print(f"[dim]no {name}: {why}[/]", highlight=False)
+    manifest = {"written": [p.name for p in written], "missing": missing}
+    paths += [*written, write_json(manifest, out / "figures.json")]
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _other_tokenizer(tokenizer: str, grid: Grid) -> str | None:
+    """The tokenizer the report compares with: the grid's own when PA uses Pythia (and the
+    grid trained another one), Pythia when PA uses the grid's."""
+    from analysis.advantage import grid_tokenizer
+
+    if tokenizer == "grid":
+        return "pythia"
+    try:
+        own = grid_tokenizer(grid.config, grid.root)
+    except ProximityError:
+        return None  # no tokenizer recorded (or not yet trained): nothing to compare
+    return own if own != tokenizer else None
+
+
+def _data_dir(given: Path | None, config: dict) -> Path | None:
+    """--data-dir, else the grid's own data_dir when it exists here, else $PROXIMITY_DATA_DIR."""
+    from analysis.advantage import grid_data_dir
+    from proximity.data import resolve_data_dir
+
+    if given is not None:
+        return resolve_data_dir(given)
+    recorded = grid_data_dir(config)
+    if recorded and Path(recorded).expanduser().is_dir():
+        return Path(recorded).expanduser()
+    return resolve_data_dir(None)
+
+
+def _draw(result: Correlation, grid: Grid, out: Path, similarity: pd.DataFrame) -> FigureSet:
+    import pandas as pd
+
+    from analysis.figure_set import draw_correlation_figures  # matplotlib/seaborn: ~1.5 s
+
+    found = [p for p in (out / "cka.csv", grid.root / "cka.csv") if p.exists()]
+    cka = pd.read_csv(found[0]) if found else None  # from `proximity cka --out` either place
+    return draw_correlation_figures(result, grid, out, similarity=similarity, cka=cka)
+
+
+REPORT_HELP = (
+    "One self-contained HTML report of a grid (figures embedded, tables, the grid's "
+    "configuration, data provenance with every substitute named, the commands that reproduce "
+    "it) and the same as Markdown beside it. Reads what `proximity correlate` wrote."
+)
+report_app = _command_app(REPORT_HELP)
+
+
+@report_app.callback(invoke_without_command=True)
+def report_command(
+    runs_dir: RunsDir,
+    out: Annotated[
+        Path, typer.Option(help="The HTML file; report.md is written beside it.")
+    ] = Path("report.html"),
+    analysis: Annotated[
+        Path | None,
+        typer.Option(help="Where `proximity correlate` wrote (default RUNS_DIR/analysis)."),
+    ] = None,
+) -> None:
+    """`proximity report`: see REPORT_HELP."""
+    from analysis.report import build_report, write_report
+    from analysis.results import load_grid
+
+    grid = load_grid(runs_dir)
+    report = build_report(grid, analysis or grid.root / "analysis")
+    for path in write_report(report, out):
+        console.print(f"wrote {path}", highlight=False)
+
+
+CKA_HELP = (
+    "Per-layer linear CKA between a base model and each other model on held-out text (the "
+    "trainer's validation split of --data): how far midtraining moved each layer. Writes "
+    "cka.csv and fig7_cka.png/.pdf to --out (give correlate's folder to put it in the report)."
+)
+cka_app = _command_app(CKA_HELP)
+
+
+@cka_app.callback(invoke_without_command=True)
+def cka_command(
+    base: Annotated[
+        Path | None, typer.Argument(help="Base model: checkpoint, run folder or HF folder.")
+    ] = None,
+    others: Annotated[
+        list[Path] | None, typer.Argument(help="Models to compare with the base.")
+    ] = None,
+    grid: Annotated[
+        Path | None,
+        typer.Option(help="A grid folder: base = its pretraining node, others = its branches."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="With --grid: which model preset.")] = None,
+    data: Annotated[str, typer.Option(help="Text whose held-out split is fed to both.")] = "c4",
+    n_windows: Annotated[int, typer.Option(help="Held-out windows (sequences) fed.")] = 32,
+    seq_len: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
+    n_docs: Annotated[
+        int | None, typer.Option(help="Documents of --data to split (as the grid's data.n_docs).")
+    ] = None,
+    max_chars: Annotated[
+        int | None, typer.Option(help="Cut documents (as data.max_chars).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/cka"),
+) -> None:
+    """`proximity cka`: see CKA_HELP."""
+    from analysis.cka import compare_models, grid_models  # torch: only for this command
+    from analysis.plots import cka_layers
+    from proximity.data import resolve_data_dir
+    from proximity.outputs import write_csv
+
+    labels, val_fraction = None, 0.05
+    if grid is not None:
+        base, named, settings = grid_models(grid, model)
+        labels, others = [n for n, _ in named], [p for _, p in named]
+        n_docs = n_docs if n_docs is not None else settings.get("n_docs")
+        max_chars = max_chars if max_chars is not None else settings.get("max_chars")
+        data_dir = data_dir or _data_dir(None, {"data": settings})
+        val_fraction = settings.get("val_fraction", val_fraction)
+    if base is None or not others:
+        raise ProximityError("give BASE and at least one OTHER model, or --grid RUNS_DIR")
+    table = compare_models(
+        base,
+        list(others),
+        labels=labels,
+        val_fraction=val_fraction,
+        data=data,
+        n_windows=n_windows,
+        seq_len=seq_len,
+        data_dir=resolve_data_dir(data_dir),
+        n_docs=n_docs,
+        max_chars=max_chars,
+    )
+    for model, group in table.groupby("model", sort=False):
+        values = ", ".join(f"{v:.3f}" for v in group["cka"])
+        console.print(f"{model}: CKA by layer (0 = embeddings) {values}", highlight=False)
+    paths = [write_csv(table, out / "cka.csv"), *cka_layers(table, out / "fig7_cka")]
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+
+
+RECOMMEND_HELP = (
+    "Rank candidate midtraining mixtures for a target by proximity advantage; with --runs "
+    "(a correlated grid), by the relative improvement its fitted line predicts, with a 95% "
+    "prediction interval and the line's leave-one-target-out error."
+)
+recommend_app = _command_app(RECOMMEND_HELP)
+
+
+@recommend_app.callback(invoke_without_command=True)
+def recommend_command(
+    target: Annotated[str, typer.Option(help="The new SFT target (a spec).")],
+    candidates: Annotated[
+        list[str],
+        typer.Option(help="Candidate mixes: --candidates starcoder:0.2 math:0.12 starcoder ..."),
+    ],
+    more: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    runs: Annotated[
+        Path | None, typer.Option(help="A grid folder already run through `proximity correlate`.")
+    ] = None,
+    analysis: Annotated[
+        Path | None, typer.Option(help="Where correlate wrote (default RUNS/analysis).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Which model size's line to use (default: the last).")
+    ] = None,
+    pretrain: Annotated[
+        str | None, typer.Option(help="Pretraining data (default: the grid's, else c4).")
+    ] = None,
+    metric: MetricOpt = "paper",
+    tokenizer: TokenizerOpt = "pythia",
+    n_docs: NDocsOpt = 1000,
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/recommend"),
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """`proximity recommend`: see RECOMMEND_HELP."""
+    import json
+
+    from analysis.recommend import FittedRelation, recommend
+    from analysis.results import load_grid
+    from proximity.outputs import write_csv
+    from proximity.stats import StatsOptions
+
+    names = [*candidates, *(more or [])]  # `--candidates A B C`: B and C arrive as arguments
+    relation, config = None, {}
+    if runs is not None:
+        grid = load_grid(runs)
+        config = grid.config
+        stats_path = (analysis or grid.root / "analysis") / "statistics.json"
+        if not stats_path.exists():
+            raise ProximityError(f"{stats_path} not found: run `proximity correlate {runs}` first")
+        statistics = json.loads(stats_path.read_text())
+        relation = FittedRelation.from_statistics(statistics, model)
+        tokenizer = statistics["inputs"]["tokenizer"]
+        n_docs = statistics["inputs"]["stats_options"]["n_docs"]
+        pretrain = pretrain or str(grid.results["pretrain_spec"].iloc[0])
+        if target in relation.targets:
+            console.print(
+                f"[yellow]note[/]: {target} is one of the grid's own targets; its pairs "
+                "helped fit the line, so the prediction is not out of sample",
+                highlight=False,
+            )
+    table = recommend(
+        target,
+        names,
+        pretrain=pretrain or "c4",
+        metric=metric,
+        tokenizer=tokenizer,
+        options=StatsOptions(n_docs=n_docs),
+        data_dir=_data_dir(data_dir, config),
+        relation=relation,
+        use_cache=not no_cache,
+    )
+    from rich.table import Table
+
+    shown = Table(title=f"candidates for {target}, best first")
+    for column in ("rank", "candidate", "mix", "PA"):
+        shown.add_column(column, justify="right" if column in ("rank", "PA") else "left")
+    if relation is not None:
+        shown.add_column("predicted improvement [95% PI]", justify="right")
+    for row in table.itertuples():
+        cells = [str(row.rank), row.candidate, row.mixture_spec, f"{row.advantage:+.4f}"]
+        if relation is not None:
+            flag = " (PA outside the grid's range)" if row.pa_outside_grid else ""
+            cells.append(
+                f"{row.predicted_improvement:+.2%} [{row.prediction_low:+.2%}, "
+                f"{row.prediction_high:+.2%}]{flag}"
+            )
+        shown.add_row(*cells)
+    console.print(shown)
+    if relation is not None:
+        console.print(
+            f"line fitted on {relation.model}, {len(relation.x)} pairs ({relation.metric}, r = "
+            f"{_number(relation.r, '.2f')}); leave-one-target-out RMSE "
+            f"{_number(relation.loto_rmse, '.4f')} (predicting the mean: "
+            f"{_number(relation.loto_baseline_rmse, '.4f')})",
+            highlight=False,
+        )
+        loto, baseline = relation.loto_rmse, relation.loto_baseline_rmse
+        if loto is None or baseline is None or loto >= baseline:
+            console.print(
+                "[yellow]note[/]: on held-out targets the line did no better than predicting "
+                "the mean improvement; treat the predicted ranking with caution",
+                highlight=False,
+            )
+    console.print(f"wrote {write_csv(table, out / 'recommend.csv')}", highlight=False)

@@ -1,0 +1,106 @@
+"""Which figures a grid can show, drawn into one folder, with a note for each it cannot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots
+from analysis.correlate import Correlation
+from analysis.curves import branch_curves, example_branch
+from analysis.results import Grid
+
+FIGURES = {
+    "fig1_similarity": "Similarity of pretraining data, specialised data and targets",
+    "fig2_pa_vs_improvement": "Proximity advantage vs relative improvement after SFT",
+    "fig2b_metrics": "Pearson r of every similarity metric, side by side",
+    "fig3_start_step": "Loss after SFT vs the midtraining start step",
+    "fig4_ablation": "Start step × weight grid (code ablation)",
+    "fig5_forgetting": "Forgetting: C4 loss after SFT, midtraining vs CPT vs control",
+    "fig6_phase_curves": "Loss curves of every phase of one branch",
+    "fig7_cka": "Per-layer CKA between the base and midtrained models",
+}
+
+
+@dataclass
+class FigureSet:
+    """Paths written (PNG and PDF) and, per figure not drawn, why."""
+
+    written: list[Path] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, paths: list[Path], why_not: str) -> None:
+        if paths:
+            self.written.extend(paths)
+        else:
+            self.missing[name] = why_not
+
+
+def draw_correlation_figures(
+    result: Correlation,
+    grid: Grid,
+    out: Path,
+    *,
+    similarity: pd.DataFrame | None = None,
+    cka: pd.DataFrame | None = None,
+) -> FigureSet:
+    """Figures 1-7 from correlate's tables, those the grid has data for."""
+    out = Path(out)
+    drawn = FigureSet()
+    metrics = result.statistics["inputs"]["metrics"]
+    if similarity is not None and len(similarity):
+        drawn.add(
+            "fig1_similarity",
+            plots.similarity_heatmap(similarity, metrics[0], out / "fig1_similarity"),
+            "",
+        )
+    else:
+        drawn.missing["fig1_similarity"] = "no similarity matrix computed (--no-heatmap)"
+    for metric in metrics:
+        name = "fig2_pa_vs_improvement" + ("" if len(metrics) == 1 else f"_{metric}")
+        drawn.add(
+            name,
+            plots.pa_scatter(result.pairs, result.statistics, metric, out / name),
+            "no (mixture, target) pair has both an outcome and a PA",
+        )
+    if len(metrics) > 1:
+        drawn.add(
+            "fig2b_metrics",
+            plots.metric_comparison(result.statistics, out / "fig2b_metrics"),
+            "fewer than two metrics with a defined r",
+        )
+    drawn.add(
+        "fig3_start_step",
+        plots.start_step_curves(result.outcomes, out / "fig3_start_step"),
+        "no mixture was started from two or more steps",
+    )
+    drawn.add(
+        "fig4_ablation",
+        plots.ablation_grid(result.outcomes, out / "fig4_ablation"),
+        "no mixture has three or more (start step, weight) cells",
+    )
+    drawn.add(
+        "fig5_forgetting",
+        plots.forgetting(result.outcomes, out / "fig5_forgetting"),
+        "no control or no midtraining/CPT branch",
+    )
+    run = example_branch(result.outcomes)
+    curves = branch_curves(grid.root, run) if run is not None else pd.DataFrame()
+    title = ""
+    if run is not None:
+        title = (
+            f"{run['model']}, seed {run['seed']}: {run['mixture_spec']} from step "
+            f"{run['start_step']}, SFT on {run['target']}"
+        )
+    drawn.add(
+        "fig6_phase_curves",
+        plots.phase_curves(curves, title, out / "fig6_phase_curves"),
+        "the grid's nodes/<id>/metrics.jsonl files are not there",
+    )
+    if cka is not None:
+        drawn.add("fig7_cka", plots.cka_layers(cka, out / "fig7_cka"), "empty CKA table")
+    else:
+        drawn.missing["fig7_cka"] = "run `proximity cka BASE OTHER --data c4` (needs checkpoints)"
+    return drawn

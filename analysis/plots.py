@@ -1,0 +1,448 @@
+"""Figures 1-7 of the paper, drawn from correlate's tables (seaborn, PNG and PDF).
+
+Imported only to draw (matplotlib and seaborn cost about 1.5 s to import). Every figure is a
+function of tables, so `proximity report` and tests can redraw them; each returns the paths it
+wrote, or none when the grid lacks what the figure needs (a grid without an ablation has no
+figure 4), and `missing_figures` says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy import stats
+
+from proximity.atomic import atomic_path
+from proximity.labels import shorten_unique
+
+DPI = 200
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+STYLE = {
+    **sns.axes_style("whitegrid"),
+    **sns.plotting_context("paper", font_scale=1.25),
+    "axes.titleweight": "bold",
+    "legend.frameon": False,
+    "pdf.fonttype": 42,  # editable text in the PDF, as journals ask
+}
+BRANCH_ORDER = ("control", "midtrain", "cpt")
+BRANCH_NAMES = {"control": "control (C4)", "midtrain": "midtraining", "cpt": "CPT (100%)"}
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, path: Path) -> list[Path]:
+    """The figure as PNG (for screens and the report) and PDF (for a paper), atomically."""
+    written = []
+    for suffix in (".png", ".pdf"):
+        target = path.with_suffix(suffix)
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=DPI)
+        written.append(target)
+    return written
+
+
+def _model_order(models: Sequence[str]) -> list[str]:
+    """Model presets by size where the name says it (70m < 160m < 1b), else as given."""
+
+    def size(name: str) -> float:
+        digits = "".join(c for c in name.split("-")[0] if c.isdigit() or c == ".")
+        unit = name.split("-")[0].lower().rstrip("0123456789.")
+        scale = {"m": 1e6, "b": 1e9, "k": 1e3}.get(unit[-1:] if unit else "", 1.0)
+        return float(digits) * scale if digits else float("inf")
+
+    return sorted(pd.unique(pd.Series(models)), key=lambda m: (size(m), m))
+
+
+def _percent(ax) -> None:
+    ax.yaxis.set_major_formatter(mpl.ticker.PercentFormatter(1.0, decimals=1))
+
+
+def _fit_band(x: np.ndarray, y: np.ndarray, grid: np.ndarray, level: float = 0.95):
+    """Least-squares line and the confidence band of its mean (t-based, as regplot's)."""
+    line = stats.linregress(x, y)
+    fitted = line.intercept + line.slope * x
+    dof = len(x) - 2
+    s = np.sqrt(np.sum((y - fitted) ** 2) / dof)
+    sxx = np.sum((x - x.mean()) ** 2)
+    half = (
+        stats.t.ppf(0.5 + level / 2, dof) * s * np.sqrt(1 / len(x) + (grid - x.mean()) ** 2 / sxx)
+    )
+    centre = line.intercept + line.slope * grid
+    return centre, centre - half, centre + half
+
+
+def pa_scatter(
+    pairs: pd.DataFrame, statistics: dict[str, Any], metric: str, path: Path
+) -> list[Path]:
+    """Figure 2: PA (x) vs relative improvement (y), colour = target, marker = mixture.
+
+    One panel per model size; error bars are the seed std; dashed line = least squares with its
+    95% confidence band; the legend gives Pearson r and p as the paper does.
+    """
+    points = pairs[(pairs["metric"] == metric) & pairs["in_correlation"]]
+    if points.empty:
+        return []
+    models = _model_order(points["model"])
+    targets = sorted(points["target"].unique())
+    mixtures = sorted(points["mixture"].unique())
+    palette = dict(zip(targets, sns.color_palette("colorblind", len(targets)), strict=True))
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(mixtures)}
+    relations = {(r["metric"], r["model"]): r for r in statistics["relations"]}
+    with mpl.rc_context(STYLE):
+        fig = _figure(4.6 * len(models) + 2.2, 4.4)
+        axes = np.atleast_1d(fig.subplots(1, len(models), sharey=True, squeeze=False)[0])
+        for ax, model in zip(axes, models, strict=True):
+            group = points[points["model"] == model]
+            x = group["advantage"].to_numpy(float)
+            y = group["improvement"].to_numpy(float)
+            for row in group.itertuples():
+                std = row.improvement_std if np.isfinite(row.improvement_std) else 0.0
+                ax.errorbar(
+                    row.advantage,
+                    row.improvement,
+                    yerr=std,
+                    fmt=markers[row.mixture],
+                    color=palette[row.target],
+                    markersize=8,
+                    capsize=3,
+                    markeredgecolor="black",
+                    markeredgewidth=0.6,
+                    elinewidth=1,
+                )
+            relation = relations.get((metric, model), {})
+            pearson = relation.get("pearson", {})
+            if pearson.get("r") is not None and len(group) > 2 and np.ptp(x) > 0:
+                grid = np.linspace(x.min(), x.max(), 100)
+                centre, low, high = _fit_band(x, y, grid)
+                label = f"fit: r = {pearson['r']:.2f}, p = {pearson['p']:.2g} (n = {len(x)})"
+                ax.plot(grid, centre, "--", color="0.25", label=label)
+                ax.fill_between(grid, low, high, color="0.5", alpha=0.18, linewidth=0)
+                ax.legend(loc="upper left", fontsize=9)
+            ax.axhline(0, color="0.4", linewidth=0.8)
+            ax.set_title(model)
+            ax.set_xlabel(f"proximity advantage ({metric})")
+            _percent(ax)
+        axes[0].set_ylabel("relative improvement of SFT val loss\n(L_control − L_mix) / L_control")
+        blank = mpl.lines.Line2D([], [], linestyle="", marker="")
+        handles, names = [blank], ["SFT target (colour)"]
+        for t in targets:
+            handles.append(
+                mpl.lines.Line2D(
+                    [], [], marker="o", linestyle="", color=palette[t], markeredgecolor="black"
+                )
+            )
+            names.append(t)
+        handles.append(blank)
+        names.append("mixture (marker)")
+        for m in mixtures:
+            handles.append(
+                mpl.lines.Line2D(
+                    [], [], marker=markers[m], linestyle="", color="0.6", markeredgecolor="black"
+                )
+            )
+            names.append(m)
+        legend = fig.legend(handles, names, loc="outside right center")
+        for text, name in zip(legend.get_texts(), names, strict=True):
+            if name.endswith("(colour)") or name.endswith("(marker)"):
+                text.set_fontweight("bold")
+        fig.suptitle("Does proximity advantage predict the gain of midtraining?")
+        return save(fig, path)
+
+
+def metric_comparison(statistics: dict[str, Any], path: Path) -> list[Path]:
+    """Pearson r with its CI per metric and model: which similarity predicts gains best."""
+    rows = [
+        {
+            "metric": r["metric"],
+            "model": r["model"],
+            "r": r["pearson"]["r"],
+            "low": r["pearson"]["ci_low"],
+            "high": r["pearson"]["ci_high"],
+            "within": r["within_target"]["r"],
+        }
+        for r in statistics["relations"]
+        if r["pearson"]["r"] is not None
+    ]
+    if len({row["metric"] for row in rows}) < 2:
+        return []
+    table = pd.DataFrame(rows)
+    models = _model_order(table["model"])
+    metrics = sorted(table["metric"].unique())
+    with mpl.rc_context(STYLE):
+        fig = _figure(7.0, 0.5 * len(metrics) * len(models) + 1.8)
+        ax = fig.subplots()
+        colours = sns.color_palette("colorblind", len(models))
+        step = 0.8 / max(1, len(models))
+        for k, model in enumerate(models):
+            part = table[table["model"] == model].set_index("metric").reindex(metrics)
+            pos = np.arange(len(metrics)) + k * step
+            err = np.vstack([part["r"] - part["low"], part["high"] - part["r"]]).astype(float)
+            ax.errorbar(
+                part["r"],
+                pos,
+                xerr=np.nan_to_num(err),
+                fmt="o",
+                color=colours[k],
+                capsize=3,
+                label=f"{model}: r (95% CI)",
+            )
+            ax.plot(part["within"], pos, "x", color=colours[k], label=f"{model}: within-target r")
+        ax.set_yticks(np.arange(len(metrics)) + step * (len(models) - 1) / 2, metrics)
+        ax.axvline(0, color="0.4", linewidth=0.8)
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_xlabel("Pearson r of PA with relative improvement")
+        fig.legend(loc="outside lower center", ncols=2, fontsize=9)
+        ax.set_title("Which similarity predicts the gains?")
+        return save(fig, path)
+
+
+def similarity_heatmap(matrix: pd.DataFrame, metric: str, path: Path) -> list[Path]:
+    """Figure 1: similarity of the pretraining data, specialised data and targets."""
+    labels = shorten_unique([str(x) for x in matrix.index], 24)
+    values = matrix.to_numpy(float)
+    off = values[~np.eye(len(values), dtype=bool)]
+    with mpl.rc_context(STYLE):
+        size = max(4.5, 0.85 * len(labels) + 2.5)
+        fig = _figure(size + 1.2, size)
+        ax = fig.subplots()
+        sns.heatmap(
+            pd.DataFrame(values, index=labels, columns=labels),
+            ax=ax,
+            annot=True,
+            fmt=".2f",
+            cmap="magma_r",
+            vmin=float(off.min()),
+            vmax=float(off.max()),
+            square=True,
+            linewidths=1,
+            linecolor="white",
+            cbar_kws={"label": f"similarity ({metric})"},
+        )
+        ax.grid(False)
+        ax.set_xticks(ax.get_xticks(), labels, rotation=35, ha="right", rotation_mode="anchor")
+        ax.set_title("Token-statistics similarity (diagonal = 1)")
+        return save(fig, path)
+
+
+def start_step_curves(outcomes: pd.DataFrame, path: Path) -> list[Path]:
+    """Figure 3: SFT loss and C4 loss after SFT vs the midtraining start step, per mixture.
+
+    Lines are seed means, bands ± one seed std; the control is the dashed line. Needs a
+    mixture (at one weight) started from at least two steps.
+    """
+    mid = outcomes[outcomes["branch_kind"] == "midtrain"].copy()
+    mid["line"] = (
+        mid["mixture"] + " " + (mid["weight"] * 100).round(0).astype(int).astype(str) + "%"
+    )
+    steps = mid.groupby("line")["start_step"].nunique()
+    lines = steps[steps >= 2].index
+    if len(lines) == 0:
+        return []
+    mid = mid[mid["line"].isin(lines)]
+    targets = sorted(mid["target"].unique())
+    control = outcomes[outcomes["branch_kind"] == "control"]
+    with mpl.rc_context(STYLE):
+        fig = _figure(max(8.0, 3.8 * len(targets) + 2.0), 6.4)
+        axes = fig.subplots(2, len(targets), squeeze=False, sharex=True)
+        for j, target in enumerate(targets):
+            for i, (column, name) in enumerate(
+                [("sft_val_loss", "SFT val loss"), ("c4_val_loss", "C4 loss after SFT")]
+            ):
+                ax = axes[i, j]
+                data = mid[mid["target"] == target]
+                sns.lineplot(
+                    data=data,
+                    x="start_step",
+                    y=column,
+                    hue="line",
+                    style="line",
+                    markers=True,
+                    dashes=False,
+                    errorbar="sd",
+                    ax=ax,
+                    legend=(i == 0 and j == len(targets) - 1),
+                )
+                base = control[control["target"] == target][column]
+                if len(base):
+                    ax.axhline(base.mean(), linestyle="--", color="0.3", label="control")
+                ax.set_ylabel(name if j == 0 else "")
+                ax.set_xlabel("midtraining start step" if i == 1 else "")
+                if i == 0:
+                    ax.set_title(target)
+        legend = axes[0, -1].get_legend()
+        if legend is not None:
+            legend.set_title("mixture")
+            sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1))
+        fig.suptitle("Loss after SFT vs midtraining start step (mean ± seed std; dashed: control)")
+        return save(fig, path)
+
+
+def ablation_grid(outcomes: pd.DataFrame, path: Path) -> list[Path]:
+    """Figure 4: relative improvement on a start step × weight grid (the code ablation).
+
+    Drawn for the mixture with the most (start step, weight) cells, preferring code
+    (starcoder), one panel per target; cells are seed means.
+    """
+    mid = outcomes[outcomes["branch_kind"] == "midtrain"]
+    cells = mid.groupby("mixture")[["start_step", "weight"]].apply(
+        lambda g: len(g.drop_duplicates())
+    )
+    cells = cells[cells >= 3]
+    if cells.empty:
+        return []
+    code = [m for m in cells.index if "code" in m or "starcoder" in m]
+    mixture = max(code or list(cells.index), key=lambda m: cells[m])
+    data = mid[mid["mixture"] == mixture]
+    targets = sorted(data["target"].unique())
+    limit = float(
+        data.groupby(["target", "start_step", "weight"])["improvement"].mean().abs().max()
+    )
+    limit = 100 * (limit or 1.0)  # one colour scale for every panel, centred on no change
+    with mpl.rc_context(STYLE):
+        fig = _figure(3.6 * len(targets) + 1.5, 3.8)
+        axes = fig.subplots(1, len(targets), squeeze=False)[0]
+        for ax, target in zip(axes, targets, strict=True):
+            table = data[data["target"] == target].pivot_table(
+                index="start_step", columns="weight", values="improvement", aggfunc="mean"
+            )
+            table.columns = [f"{w:.0%}" for w in table.columns]
+            sns.heatmap(
+                table * 100,
+                ax=ax,
+                annot=True,
+                fmt=".1f",
+                cmap="vlag_r",
+                center=0,
+                vmin=-limit,
+                vmax=limit,
+                cbar=ax is axes[-1],
+                cbar_kws={"label": "relative improvement (%)"},
+            )
+            ax.grid(False)
+            ax.set_title(target)
+            ax.set_xlabel(f"{mixture} weight")
+            ax.set_ylabel("start step")
+        fig.suptitle(f"When and how much {mixture}: relative improvement (seed mean, %)")
+        return save(fig, path)
+
+
+def forgetting(outcomes: pd.DataFrame, path: Path) -> list[Path]:
+    """Figure 5: C4 loss after SFT for midtraining vs CPT vs control, per target and mixture."""
+    main = outcomes[~outcomes["ablation"]]
+    mixtures = sorted(main[main["branch_kind"] != "control"]["mixture"].unique())
+    if not mixtures or "control" not in set(main["branch_kind"]):
+        return []
+    rows = []
+    for mixture in mixtures:
+        part = main[(main["mixture"] == mixture) | (main["branch_kind"] == "control")]
+        rows.append(part.assign(panel=mixture))
+    data = pd.concat(rows)
+    data["branch"] = data["branch_kind"].map(BRANCH_NAMES)
+    order = [BRANCH_NAMES[k] for k in BRANCH_ORDER if k in set(data["branch_kind"])]
+    with mpl.rc_context(STYLE):
+        fig = _figure(4.0 * len(mixtures) + 2.0, 4.0)
+        axes = fig.subplots(1, len(mixtures), squeeze=False, sharey=True)[0]
+        for ax, mixture in zip(axes, mixtures, strict=True):
+            sns.barplot(
+                data=data[data["panel"] == mixture],
+                x="target",
+                y="c4_val_loss",
+                hue="branch",
+                hue_order=order,
+                errorbar="sd",
+                capsize=0.15,
+                ax=ax,
+                palette="colorblind",
+                legend=ax is axes[-1],
+            )
+            low = data["c4_val_loss"].min()
+            ax.set_ylim(low - 0.1 * abs(low), None)
+            ax.set_title(f"mixture: {mixture}")
+            ax.set_ylabel("C4 val loss after SFT (lower: less forgetting)")
+            ax.set_xlabel("SFT target")
+        if axes[-1].get_legend() is not None:
+            sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title="")
+        fig.suptitle("Forgetting: C4 loss after SFT (mean ± seed std)")
+        return save(fig, path)
+
+
+def phase_curves(curves: pd.DataFrame, title: str, path: Path) -> list[Path]:
+    """Figure 6: loss curves of every phase of one branch (pretrain → midtrain → SFT).
+
+    `curves` has phase, step, split, dataset, loss (the trainer's metrics.jsonl lines).
+    """
+    if curves.empty:
+        return []
+    curves = curves.copy()
+    curves["series"] = curves["split"] + ": " + curves["dataset"].astype(str)
+    before = curves[curves["phase"] != "sft"]
+    sft = curves[curves["phase"] == "sft"]
+    with mpl.rc_context(STYLE):
+        fig = _figure(11.0, 4.2)
+        left, right = fig.subplots(1, 2)
+        if not before.empty:
+            sns.lineplot(
+                data=before,
+                x="step",
+                y="loss",
+                hue="series",
+                style="phase",
+                ax=left,
+                marker="o",
+                markersize=4,
+            )  # a sparse log still shows its points
+            switch = before[before["phase"] == "midtrain"]["step"].min()
+            if np.isfinite(switch):
+                left.axvline(switch, color="0.3", linestyle=":", label="midtraining starts")
+            left.set_title("pretraining → midtraining")
+            left.set_xlabel("global step")
+            left.set_ylabel("loss (nats/token)")
+            sns.move_legend(left, "upper right", fontsize=8)
+        if not sft.empty:
+            sns.lineplot(
+                data=sft, x="step", y="loss", hue="series", ax=right, marker="o", markersize=4
+            )
+            right.set_title("SFT")
+            right.set_xlabel("SFT step")
+            right.set_ylabel("")
+            sns.move_legend(right, "upper right", fontsize=8)
+        fig.suptitle(title)
+        return save(fig, path)
+
+
+def cka_layers(cka: pd.DataFrame, path: Path) -> list[Path]:
+    """Figure 7: per-layer linear CKA between the base and each other model."""
+    if cka.empty:
+        return []
+    with mpl.rc_context(STYLE):
+        fig = _figure(6.5, 4.0)
+        ax = fig.subplots()
+        sns.lineplot(
+            data=cka,
+            x="layer",
+            y="cka",
+            hue="model",
+            style="model",
+            markers=True,
+            dashes=False,
+            ax=ax,
+        )
+        ax.set_ylim(min(0.0, cka["cka"].min() - 0.05), 1.02)
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylabel("linear CKA with the base model")
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        ax.set_title("How far midtraining moves each layer")
+        sns.move_legend(ax, "lower left", title="")
+        return save(fig, path)

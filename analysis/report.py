@@ -1,0 +1,491 @@
+"""`proximity report`: one self-contained HTML file (and the same as Markdown) of a grid.
+
+Everything in it comes from files already written: the grid's results.csv and grid.yaml,
+and what `proximity correlate` wrote (statistics.json, correlation.csv, outcomes.csv, the
+figures). The HTML embeds the figures as data URIs, so it can be mailed or attached as is;
+the Markdown links the PNG files beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from analysis.correlate import PAPER_R
+from analysis.figure_set import FIGURES
+from analysis.findings import paper_findings
+from analysis.results import Grid
+from proximity import __version__
+from proximity.atomic import write_text_atomic
+from proximity.errors import ProximityError
+
+FINDING_TITLES = {
+    "midtrain_beats_cpt_in_domain": "Midtraining beats CPT in-domain (SFT val loss)",
+    "less_forgetting_than_cpt": "Midtraining forgets less than CPT (C4 loss after SFT)",
+    "earlier_start_helps_more": "An earlier start helps more",
+    "pa_predicts_gains": "Proximity advantage predicts the gain",
+}
+
+
+@dataclass
+class Table:
+    title: str
+    frame: pd.DataFrame
+    note: str = ""
+    after_figures: bool = False
+
+
+@dataclass
+class Report:
+    """What the HTML and the Markdown both show, in order."""
+
+    title: str
+    summary: list[str]
+    tables: list[Table]
+    figures: list[tuple[str, str, Path]]
+    """(name, caption, PNG path) of each figure drawn."""
+    missing_figures: dict[str, str]
+    config_yaml: str
+    provenance: list[str]
+    commands: list[str]
+    findings: dict[str, Any] = field(default_factory=dict)
+
+
+def read_analysis(folder: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """statistics.json, correlation.csv and outcomes.csv from `proximity correlate`."""
+    needed = [folder / n for n in ("statistics.json", "correlation.csv", "outcomes.csv")]
+    absent = [p for p in needed if not p.exists()]
+    if absent:
+        raise ProximityError(
+            f"{absent[0]} not found: run `proximity correlate RUNS_DIR --out {folder}` first"
+        )
+    statistics = json.loads(needed[0].read_text())
+    return statistics, pd.read_csv(needed[1]), pd.read_csv(needed[2])
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) >= 10**-digits or value == 0 else f"{value:.2g}"
+    return str(value)
+
+
+def _interval(low: Any, high: Any) -> str:
+    if low is None or high is None:
+        return "–"
+    return f"[{low:.2f}, {high:.2f}]"
+
+
+def _errors(held_out: dict[str, Any]) -> str:
+    return f"{_fmt(held_out['rmse'], 4)} ({_fmt(held_out['baseline_rmse'], 4)})"
+
+
+def statistics_table(statistics: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for rel in statistics["relations"]:
+        p = rel["pearson"]
+        loto, lomo = rel["leave_one_target_out"], rel["leave_one_mixture_out"]
+        rows.append(
+            {
+                "metric": rel["metric"],
+                "model": rel["model"],
+                "pairs": rel["n_pairs"],
+                "Pearson r": _fmt(p["r"]),
+                "95% CI (Fisher)": _interval(p["ci_low"], p["ci_high"]),
+                "p": _fmt(p["p"]),
+                "permutation p": _fmt(rel["permutation_p"]),
+                "bootstrap CI, pairs": _interval(
+                    rel["bootstrap_pairs"]["ci_low"], rel["bootstrap_pairs"]["ci_high"]
+                ),
+                "bootstrap CI, seeds": _interval(
+                    (rel.get("bootstrap_seeds") or {}).get("ci_low"),
+                    (rel.get("bootstrap_seeds") or {}).get("ci_high"),
+                ),
+                "Spearman ρ": _fmt(rel["spearman"]["rho"]),
+                "within-target r": _fmt(rel["within_target"]["r"]),
+                "LOTO RMSE (mean-only)": _errors(loto),
+                "LOMO RMSE (mean-only)": _errors(lomo),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def paper_table(statistics: dict[str, Any]) -> pd.DataFrame:
+    metric = statistics["inputs"]["metrics"][0]
+    ours = {r["model"]: r for r in statistics["relations"] if r["metric"] == metric}
+    rows = [
+        {
+            "source": f"paper {version}",
+            "model": model,
+            "Pearson r": f"{r:.3f}",
+            "95% CI": "–",
+            "p": "< 0.001" if version == "v1" else "–",
+        }
+        for version, sizes in PAPER_R.items()
+        for model, r in sizes.items()
+    ]
+    for model, rel in ours.items():
+        p = rel["pearson"]
+        rows.append(
+            {
+                "source": f"this grid ({metric})",
+                "model": model,
+                "Pearson r": _fmt(p["r"]),
+                "95% CI": _interval(p["ci_low"], p["ci_high"]),
+                "p": _fmt(p["p"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def tokenizer_table(statistics: dict[str, Any]) -> pd.DataFrame | None:
+    """r with PA from the tokenizer used and from the other one (the grid's own or Pythia)."""
+    comparison = statistics.get("tokenizer_comparison")
+    if not comparison:
+        return None
+    metric = comparison["metric"]
+    rows = []
+    sources = [
+        (
+            statistics["inputs"]["tokenizer"],
+            [r for r in statistics["relations"] if r["metric"] == metric],
+        ),
+        (comparison["tokenizer"], comparison["relations"]),
+    ]
+    for name, relations in sources:
+        for rel in relations:
+            p = rel["pearson"]
+            rows.append(
+                {
+                    "PA tokenizer": name if "/" not in name else f"grid's own ({name})",
+                    "model": rel["model"],
+                    "pairs": rel["n_pairs"],
+                    "Pearson r": _fmt(p["r"]),
+                    "95% CI": _interval(p["ci_low"], p["ci_high"]),
+                    "p": _fmt(p["p"]),
+                    "Spearman ρ": _fmt(rel["spearman"]["rho"]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def findings_table(findings: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for key, title in FINDING_TITLES.items():
+        item = findings[key]
+        if key == "pa_predicts_gains":
+            for model, m in item["models"].items():
+                evidence = (
+                    f"r = {_fmt(m.get('r'))} {_interval(m.get('ci_low'), m.get('ci_high'))}, "
+                    f"p = {_fmt(m.get('p'))}, n = {m.get('n')} ({item['metric']})"
+                )
+                rows.append(
+                    {
+                        "finding": f"{title} — {model}",
+                        "at this scale": m["verdict"],
+                        "evidence": evidence,
+                    }
+                )
+            continue
+        if item["verdict"] == "not tested":
+            evidence = item["why"]
+        elif key == "earlier_start_helps_more":
+            evidence = (
+                f"earliest start better in {item['wins']}/{item['pairs']} (mixture, "
+                f"weight, target) cells; mean improvement "
+                f"{item['mean_improvement_earliest']:.2%} vs "
+                f"{item['mean_improvement_latest']:.2%}"
+            )
+        elif key == "less_forgetting_than_cpt":
+            evidence = (
+                f"midtraining lower in {item['wins']}/{item['pairs']} pairs; mean C4 loss "
+                f"{item['mean_c4_loss_midtrain']:.3f} vs CPT {item['mean_c4_loss_cpt']:.3f}"
+            )
+        else:
+            evidence = (
+                f"midtraining lower in {item['wins']}/{item['pairs']} {item['scope']}; "
+                f"mean SFT loss {item['mean_sft_loss_midtrain']:.3f} vs CPT "
+                f"{item['mean_sft_loss_cpt']:.3f}"
+            )
+        rows.append({"finding": title, "at this scale": item["verdict"], "evidence": evidence})
+    return pd.DataFrame(rows)
+
+
+def pairs_table(pairs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    shown = pairs[(pairs["metric"] == metric) & (pairs["branch_kind"] != "control")].copy()
+    shown = shown.sort_values(["model", "target", "advantage"], ascending=[True, True, False])
+    return pd.DataFrame(
+        {
+            "model": shown["model"],
+            "branch": shown["branch_kind"],
+            "mixture": shown["mixture_spec"],
+            "start": shown["start_step"],
+            "target": shown["target"],
+            "PA": shown["advantage"].map(lambda v: f"{v:+.4f}"),
+            "relative improvement": [
+                f"{m:+.2%} ± {s:.2%}" if pd.notna(s) else f"{m:+.2%}"
+                for m, s in zip(shown["improvement"], shown["improvement_std"], strict=True)
+            ],
+            "seeds": shown["n_seeds"],
+            "in r": shown["in_correlation"].map({True: "yes", False: ""}),
+        }
+    )
+
+
+def figures_in(analysis: Path) -> tuple[list[tuple[str, str, Path]], dict[str, str]]:
+    """The figures correlate drew this time (figures.json), plus figure 7 when `proximity cka`
+    wrote it there; stale PNGs of an earlier run are not picked up."""
+    manifest_path = analysis / "figures.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    names = [n for n in manifest.get("written", []) if n.endswith(".png")]
+    missing = dict(manifest.get("missing", {}))
+    if not manifest:
+        missing = {
+            n: "no figures.json: run `proximity correlate` (without --no-plot)" for n in FIGURES
+        }
+    if (analysis / "fig7_cka.png").exists():
+        names.append("fig7_cka.png")
+        missing.pop("fig7_cka", None)
+    elif "fig7_cka" in missing:
+        missing["fig7_cka"] = f"run `proximity cka BASE OTHER --data c4 --out {analysis}`"
+    figures = []
+    for name in dict.fromkeys(names):
+        png = analysis / name
+        if not png.exists():
+            continue
+        base = next(
+            (k for k in sorted(FIGURES, key=len, reverse=True) if png.stem.startswith(k)), png.stem
+        )
+        suffix = png.stem[len(base) :].lstrip("_")
+        caption = FIGURES.get(base, png.stem) + (f" ({suffix})" if suffix else "")
+        figures.append((png.stem, caption, png))
+    return figures, missing
+
+
+def build_report(grid: Grid, analysis: Path) -> Report:
+    statistics, pairs, outcomes = read_analysis(analysis)
+    findings = paper_findings(outcomes, statistics)
+    metric = statistics["inputs"]["metrics"][0]
+    figures, missing = figures_in(analysis)
+    inputs = statistics["inputs"]
+    n_pairs = max((r["n_pairs"] for r in statistics["relations"]), default=0)
+    branches = ", ".join(inputs["branches_in_correlation"])
+    summary = [
+        f"{len(grid.results)} SFT runs in {grid.root}; {len(outcomes)} (model, seed, branch, "
+        f"target) outcomes at the selected LR; up to {n_pairs} (mixture, target) pairs per "
+        "model in the correlation.",
+        f"Outcome: {inputs['outcome']}. Branches in r: {branches} (control and ablation "
+        "branches excluded).",
+    ]
+    for model, m in findings["pa_predicts_gains"]["models"].items():
+        if m.get("r") is not None:
+            summary.append(
+                f"{model}: Pearson r = {m['r']:.3f} {_interval(m['ci_low'], m['ci_high'])}, "
+                f"p = {m['p']:.2g} ({metric}); the paper reports 0.869 (v1, 70M) and "
+                "0.47–0.62 (v2)."
+            )
+    substitutes = grid.substitutes
+    pa_notes = sorted(
+        {
+            n.strip()
+            for text in pairs.get("pa_notes", pd.Series(dtype=str)).dropna()
+            for n in str(text).split(";")
+            if n.strip()
+        }
+    )
+    provenance = [
+        f"proximity {statistics.get('proximity_version')} (report by {__version__}), "
+        f"correlate run {statistics.get('created')}",
+        f"data folder: {inputs.get('data_dir') or 'none (hub)'}; "
+        f"PA tokenizer: {inputs['tokenizer']}; mixture similarity: {inputs['mixture']}",
+        "statistics protocol: "
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in inputs["stats_options"].items()
+            if k not in ("batch_size", "batch_chars")
+        ),
+        *[f"substitute (grid): {s}" for s in substitutes],
+        *[f"note (PA): {n}" for n in pa_notes],
+    ]
+    if not substitutes:
+        provenance.append("substitutes (grid): none recorded in results.csv")
+    config = grid.config or {}
+    commands = []
+    if config.get("command"):
+        commands.append(str(config["command"]))
+    else:
+        seeds = config.get("seeds")
+        seeds = f" --seeds {','.join(str(x) for x in seeds)}" if seeds else ""
+        name = config.get("name", "<preset or grid.yaml>")
+        commands.append(f"proximity train-grid {name}{seeds} --out {grid.root}")
+    argv = statistics.get("argv") or []
+    if argv:
+        commands.append(shlex.join(["proximity", *argv[1:]]))
+    commands.append(f"proximity report {grid.root} --out <report.html>")
+    tables = [
+        Table("The correlation beside the paper's", paper_table(statistics)),
+        Table(
+            "The paper's findings at this scale",
+            findings_table(findings),
+            "A finding holds when it is true in more than half of the comparisons (PA: r > 0 "
+            "and p < 0.05). Nothing was tuned on these values.",
+        ),
+        Table(
+            "Every statistic, per metric and model size",
+            statistics_table(statistics),
+            "CI: 95%. LOTO/LOMO: leave-one-target-out / leave-one-mixture-out prediction "
+            "error of the fitted line, with the error of predicting the training mean in "
+            "brackets (PA helps only where the first is smaller).",
+            after_figures=True,
+        ),
+        *(
+            [
+                Table(
+                    f"Does the tokenizer matter? r with PA from each ({metric})",
+                    tok_table,
+                    "The paper measures PA with the Pythia tokenizer; a micro grid trains its "
+                    "own. Same pairs, same outcomes, only PA differs.",
+                    after_figures=True,
+                )
+            ]
+            if (tok_table := tokenizer_table(statistics)) is not None
+            else []
+        ),
+        Table(
+            f"Pairs ({metric}): PA and relative improvement, mean ± seed std",
+            pairs_table(pairs, metric),
+            after_figures=True,
+        ),
+    ]
+    return Report(
+        title=f"Proximity report: {grid.root.name}",
+        summary=summary,
+        tables=tables,
+        figures=figures,
+        missing_figures=missing,
+        config_yaml=yaml.safe_dump(config, sort_keys=False) if config else "(no grid.yaml)",
+        provenance=provenance,
+        commands=commands,
+        findings=findings,
+    )
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1200px;
+margin:2em auto;padding:0 1.5em;color:#222;line-height:1.45}
+h1{font-size:1.7em}h2{font-size:1.3em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.88em;margin:.6em 0;display:block;overflow-x:auto}
+th,td{border:1px solid #ddd;padding:.3em .55em;text-align:left;white-space:nowrap}
+table.wrap td:last-child{white-space:normal;min-width:30em}
+th{background:#f4f4f4}tr:nth-child(even) td{background:#fafafa}
+figure{margin:1.2em 0}img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.9em;color:#555}pre{background:#f6f6f6;padding:.8em;overflow-x:auto;
+font-size:.85em}.note{color:#555;font-size:.9em}
+"""
+
+
+def _html_table(table: Table) -> str:
+    note = f"<p class='note'>{html.escape(table.note)}</p>" if table.note else ""
+    wrap = ["wrap"] if table.frame.columns[-1] == "evidence" else []
+    body = table.frame.to_html(index=False, escape=True, border=0, classes=wrap)
+    return f"<h2>{html.escape(table.title)}</h2>{note}{body}"
+
+
+def _css_width(png: bytes) -> int:
+    """Display width in CSS pixels: the PNG is drawn at DPI 200 and shown at 100 dpi (sharp on
+    high-density screens, fonts at the size they were laid out for)."""
+    return int.from_bytes(png[16:20], "big") // 2
+
+
+def render_html(report: Report) -> str:
+    esc = html.escape
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{esc(report.title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{esc(report.title)}</h1>",
+        f"<p class='note'>Generated {esc(time.strftime('%Y-%m-%d %H:%M %Z'))}</p>",
+        "<ul>" + "".join(f"<li>{esc(s)}</li>" for s in report.summary) + "</ul>",
+    ]
+    parts += [_html_table(t) for t in report.tables if not t.after_figures]
+    parts.append("<h2>Figures</h2>")
+    for _, caption, png in report.figures:
+        raw = png.read_bytes()
+        data = base64.b64encode(raw).decode("ascii")
+        parts.append(
+            f"<figure><img alt='{esc(caption)}' style='width:{_css_width(raw)}px' "
+            f"src='data:image/png;base64,{data}'><figcaption>{esc(caption)} "
+            f"({esc(png.name)}; PDF beside it)</figcaption></figure>"
+        )
+    if report.missing_figures:
+        missing = "; ".join(f"{esc(n)}: {esc(w)}" for n, w in report.missing_figures.items())
+        parts.append(f"<p class='note'>Not drawn: {missing}</p>")
+    parts += [_html_table(t) for t in report.tables if t.after_figures]
+    provenance = "".join(f"<li>{esc(p)}</li>" for p in report.provenance)
+    parts.append(f"<h2>Data provenance</h2><ul>{provenance}</ul>")
+    parts.append(f"<h2>Grid configuration (grid.yaml)</h2><pre>{esc(report.config_yaml)}</pre>")
+    parts.append("<h2>Reproduce</h2><pre>" + esc("\n".join(report.commands)) + "</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _markdown_section(table: Table) -> list[str]:
+    lines = [f"## {table.title}", ""]
+    if table.note:
+        lines += [table.note, ""]
+    return [*lines, _markdown_table(table.frame), ""]
+
+
+def render_markdown(report: Report, where: Path) -> str:
+    """The same report; figures are linked relative to the Markdown file's folder."""
+    lines = [f"# {report.title}", "", *[f"- {s}" for s in report.summary], ""]
+    for table in report.tables:
+        if not table.after_figures:
+            lines += _markdown_section(table)
+    lines += ["## Figures", ""]
+    for _, caption, png in report.figures:
+        link = Path(os.path.relpath(png.resolve(), where.resolve())).as_posix()
+        pdf = png.with_suffix(".pdf").name
+        lines += [f"![{caption}]({link})", "", f"*{caption}* (PDF: `{pdf}`)", ""]
+    for name, why in report.missing_figures.items():
+        lines.append(f"- not drawn: {name}: {why}")
+    lines.append("")
+    for table in report.tables:
+        if table.after_figures:
+            lines += _markdown_section(table)
+    lines += ["## Data provenance", "", *[f"- {p}" for p in report.provenance], ""]
+    lines += ["## Grid configuration (grid.yaml)", "", "```yaml", report.config_yaml.rstrip()]
+    lines += ["```", "", "## Reproduce", "", "```bash", *report.commands, "```", ""]
+    return "\n".join(lines)
+
+
+def write_report(report: Report, out: Path) -> list[Path]:
+    """report.html (self-contained) and report.md beside it, both atomically."""
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ProximityError(f"--out {out}: give an .html file name (the .md goes beside it)")
+    md = out.with_suffix(".md")
+    return [
+        write_text_atomic(out, render_html(report)),
+        write_text_atomic(md, render_markdown(report, md.parent)),
+    ]
