@@ -8,7 +8,7 @@ OUT ?= outputs
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo micro-grid reproduce test lint bench clean
+.PHONY: install demo grid-smoke reproduce test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,25 +35,11 @@ demo: install
 		$(BIN)/proximity report $(MICRO_FIGURES) --analysis $(OUT)/micro --out $(OUT)/micro/report.html; \
 	else echo "no $(MICRO_FIGURES)/results.csv yet: run make reproduce"; fi
 
-# The paper's protocol at micro scale on CPU (~8 min on 2 cores): an 8k tokenizer, pretraining on
-# C4, three branches from step 200 (20% code midtraining, CPT on code, the C4 control) to the same
-# final step, then SFT on pycode from each. Results: RUNS/*/metrics.jsonl. (`proximity
-# train-grid` will run such grids with shared work and resumption.)
+# The paper's grid at smoke scale (every node kind, about a minute): the quick look at train-grid.
 RUNS ?= runs
 MICRO_FIGURES ?= figures/micro
-micro-grid: install
-	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; P=$(BIN)/proximity; \
-	T=$(RUNS)/tokenizer-8k/tokenizer.json; C="--set data.tokenizer=$$T --set system.progress=false"; \
-	E='eval.datasets=[c4, starcoder, pycode]'; \
-	$$P tokenizer train --corpus c4 --vocab-size 8192 --n-docs 2500 --out $(RUNS)/tokenizer-8k; \
-	$$P train pretrain --config configs/micro-pretrain.yaml $$C --set "$$E" --out $(RUNS)/micro-pretrain; \
-	for b in code20:c4:0.8+starcoder:0.2 cpt:starcoder control:c4; do \
-		$$P train midtrain --config configs/micro-midtrain.yaml $$C --set "$$E" --out $(RUNS)/mid-$${b%%:*} \
-			--set model.init_from=$(RUNS)/micro-pretrain/checkpoints/step-000200 --set data.train=$${b#*:}; \
-		$$P train sft --config configs/micro-sft.yaml $$C --set model.init_from=$(RUNS)/mid-$${b%%:*} \
-			--set data.train=pycode --set train.epochs=2 --set 'eval.datasets=[c4]' \
-			--out $(RUNS)/sft-pycode-$${b%%:*}; \
-	done
+grid-smoke: install
+	PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/proximity train-grid smoke --out $(RUNS)/smoke
 
 # The whole micro reproduction: the grid (3 seeds), per-layer CKA of its branches, then the
 # correlation, figures and report into figures/micro (results.csv and grid.yaml copied beside

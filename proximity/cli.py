@@ -36,7 +36,25 @@ def _register_plugins() -> None:
             # `proximity similarity`; say what is missing instead.
             err_console.print(f"[yellow]warning:[/] `proximity {entry.name}` unavailable: {error}")
             continue
-        app.add_typer(sub_app, name=entry.name)
+        command = _single_command(sub_app)
+        if command is not None:
+            # A one-command app (its callback is the command): register the function itself, so
+            # `--help` reads `proximity correlate RUNS_DIR [OPTIONS]`, not `... COMMAND [ARGS]`.
+            app.command(
+                name=entry.name,
+                help=command.help or sub_app.info.help,
+                context_settings=command.context_settings or sub_app.info.context_settings,
+            )(command.callback)
+        else:
+            app.add_typer(sub_app, name=entry.name)
+
+
+def _single_command(sub_app: typer.Typer) -> typer.models.TyperInfo | None:
+    """The callback of an app that has no sub-commands, else None."""
+    callback = sub_app.registered_callback
+    if callback is None or sub_app.registered_commands or sub_app.registered_groups:
+        return None
+    return callback
 
 
 def _register_core_commands() -> None:
