@@ -113,7 +113,7 @@ def micro() -> dict[str, Any]:
         },
         "sft": {
             "targets": ["gsm8k", "pycode", "lima", "sciq"],
-            "lrs": [3e-4, 1e-3, 3e-3],
+            "lrs": [3e-4, 1e-3, 3e-3, 1e-2],
             "epochs": 2,
             "batch_size": 16,
             "seq_len": 128,
