@@ -146,16 +146,54 @@ def test_batches_are_deterministic_per_seed_and_epoch(pythia, shared_data):
         "gsm8k", pythia, seq_len=256, mask_prompt=True, data_dir=shared_data, n_docs=N_DOCS
     )
 
+    def full(x: torch.Tensor) -> torch.Tensor:  # batches are narrower than seq_len
+        return torch.nn.functional.pad(x, (0, train.seq_len - x.shape[1]), value=train.pad_id)
+
     def order(epoch: int, seed: int) -> list[int]:
-        rows = torch.cat([x for x, _ in train.batches(16, epoch=epoch, seed=seed)])
+        rows = torch.cat([full(x) for x, _ in train.batches(16, epoch=epoch, seed=seed)])
         keys = {tuple(r.tolist()): i for i, r in enumerate(train.input_ids)}
         return [keys[tuple(r.tolist())] for r in rows]
 
     assert order(0, 0) == order(0, 0)
     assert sorted(order(0, 0)) == list(range(len(train)))  # each example once per epoch
     assert order(0, 0) != order(1, 0) and order(0, 0) != order(0, 1)
-    unshuffled = torch.cat([x for x, _ in train.batches(16, epoch=3, seed=9, shuffle=False)])
+    batches = train.batches(16, epoch=3, seed=9, shuffle=False)
+    unshuffled = torch.cat([full(x) for x, _ in batches])
     assert torch.equal(unshuffled, torch.from_numpy(train.input_ids))
     assert not {tuple(r) for r in train.input_ids.tolist()} & {
         tuple(r) for r in val.input_ids.tolist()
     }
+
+
+def test_a_batch_padded_to_its_longest_example_has_the_loss_of_one_padded_to_seq_len(
+    pythia, shared_data
+):
+    """Reference: the same rows padded to seq_len. Right padding carries no loss and causal
+    attention keeps it out of every real position, so the loss agrees to float rounding,
+    while the batch is only as wide as its longest example (rounded up to PAD_MULTIPLE)."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from training.sft_data import PAD_MULTIPLE
+
+    train, _ = build_sft_data(
+        "gsm8k", pythia, seq_len=1024, mask_prompt=True, data_dir=shared_data, n_docs=40
+    )
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(
+        vocab_size=pythia.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=1024,
+    )  # fmt: skip
+    model = GPTNeoXForCausalLM(config).eval()
+    widths = []
+    for input_ids, labels in train.batches(8, epoch=0, seed=0):
+        width = input_ids.shape[1]
+        widths.append(width)
+        longest = int((labels != IGNORE_INDEX).nonzero()[:, 1].max()) + 1
+        assert longest <= width < longest + PAD_MULTIPLE and width % PAD_MULTIPLE == 0
+        full_ids = torch.nn.functional.pad(input_ids, (0, 1024 - width), value=train.pad_id)
+        full_labels = torch.nn.functional.pad(labels, (0, 1024 - width), value=IGNORE_INDEX)
+        with torch.no_grad():
+            narrow = model(input_ids=input_ids, labels=labels).loss
+            wide = model(input_ids=full_ids, labels=full_labels).loss
+        torch.testing.assert_close(narrow, wide, rtol=1e-5, atol=1e-6)
+    assert max(widths) < 1024  # GSM8K examples are far shorter than seq_len

@@ -57,7 +57,8 @@ def sft_eval_set(name: str, split, batch_size: int, max_batches: int | None) -> 
 
     def batches() -> Iterator[Batch]:
         for start in range(0, n, batch_size):
-            ids, labels = split.rows(np.arange(start, min(n, start + batch_size)))
+            indices = np.arange(start, min(n, start + batch_size))
+            ids, labels = split.rows(indices, split.batch_width(indices))
             yield sft_batch(torch.from_numpy(ids), torch.from_numpy(labels))
 
     return EvalSet(name, batches)

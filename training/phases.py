@@ -198,8 +198,12 @@ class _EpochBatches:
         )
 
 
-def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: bool) -> TrainData:
-    from training.sft_data import build_sft_data
+def sft_build(cfg: RunConfig, tokenizer: Tokenizer, build: bool):
+    """The SFT target's prepared examples: rank 0 builds them if missing, the others wait.
+
+    Shared through `data.cache_dir` by every rank, and by every SFT run of a grid on the target.
+    """
+    from training.sft_prepared import prepare_sft
 
     target = cfg.data.train
     if parse_mixture(target).is_mixture:
@@ -207,16 +211,25 @@ def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: boo
     mask_prompt = cfg.data.mask_prompt
     if mask_prompt is None:
         mask_prompt = _mask_prompt_default(target, cfg.data.data_dir)
-    train, val = build_sft_data(
+    return prepare_sft(
         target,
         tokenizer,
+        cache_dir=cache_dir(cfg),
         seq_len=cfg.model.seq_len,
         mask_prompt=mask_prompt,
         data_dir=Path(cfg.data.data_dir) if cfg.data.data_dir else None,
         n_docs=cfg.data.n_docs,
         val_fraction=cfg.data.sft_val_fraction,
         seed=SPLIT_SEED,
+        build=build,
     )
+
+
+def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: bool) -> TrainData:
+    target = cfg.data.train
+    prepared = sft_build(cfg, tokenizer, build=info.is_main)
+    train, val = prepared.train, prepared.val
+    mask_prompt = prepared.manifest["key"]["mask_prompt"]
     n_train = len(train)
     steps_per_epoch = n_train // cfg.train.batch_size
     if steps_per_epoch == 0:

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 
 from proximity.specs import parse_mixture
 from training.config import RunConfig
+from training.sft_prepared import PreparedSFT
 from training.tokenized import SPLIT_SEED, TokenizedDataset, tokenize_dataset
 
 
@@ -57,19 +58,24 @@ def prepare(
 
 
 def run_specs(cfg: RunConfig) -> list[str]:
-    """The packed datasets a run reads: its training mixture (not an SFT target: SFT examples
-    are built from the raw examples) and every `eval.datasets` entry."""
+    """The packed datasets a run reads: its training mixture (not an SFT target: that is an SFT
+    build, training/sft_prepared.py) and every `eval.datasets` entry."""
     specs = [] if cfg.phase == "sft" else [cfg.data.train]
     return list(dict.fromkeys([*specs, *cfg.eval.datasets]))
 
 
-def prepare_run(cfg: RunConfig, workers: int = 1, progress: bool = True) -> list[TokenizedDataset]:
-    """Prepare exactly the builds that `cfg` will read, where it will look for them."""
+def prepare_run(
+    cfg: RunConfig, workers: int = 1, progress: bool = True
+) -> list[TokenizedDataset | PreparedSFT]:
+    """Prepare exactly the builds that `cfg` will read, where it will look for them: for an SFT
+    config, the target's examples too (one process: `workers` split documents, not examples)."""
     from proximity.tokenizer import load_tokenizer
-    from training.phases import cache_dir
+    from training.phases import cache_dir, sft_build
 
     tokenizer = load_tokenizer(cfg.data.tokenizer, data_dir=cfg.data.data_dir)
-    builds = []
+    builds: list[TokenizedDataset | PreparedSFT] = []
+    if cfg.phase == "sft":
+        builds.append(sft_build(cfg, tokenizer, build=True))
     for spec in run_specs(cfg):
         builds += prepare(
             spec,

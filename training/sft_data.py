@@ -9,7 +9,9 @@ An example longer than `seq_len` loses the end of its response (counted); one wh
 alone fills `seq_len` is dropped (counted).
 
 Storage is O(tokens), not O(examples x seq_len): one flat token array per split plus offsets
-and per-example prompt lengths. Rows are padded to `seq_len` only when a batch is built.
+and per-example prompt lengths. Rows are padded only when a batch is built, to the batch's
+longest example rounded up to PAD_MULTIPLE (not to `seq_len`: short targets would waste most
+of each step on padding).
 
 Labels follow the Hugging Face convention: NOT shifted. `labels[i] == input_ids[i]` where the
 token is trained on and -100 elsewhere (padding, and the prompt when `mask_prompt`); the model
@@ -35,6 +37,7 @@ from training.losses import IGNORE_INDEX
 from training.tokenized import resolve_eos_id, validation_mask
 
 PAD_TOKEN = "<|padding|>"
+PAD_MULTIPLE = 64  # batches are padded to a multiple of this many tokens (see batch_width)
 log = logging.getLogger(__name__)
 
 
@@ -53,16 +56,34 @@ class SFTSplit:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def rows(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Padded (input_ids, labels) int64 [len(indices), seq_len] for these examples."""
-        input_ids = np.full((len(indices), self.seq_len), self.pad_id, dtype=np.int64)
-        labels = np.full((len(indices), self.seq_len), IGNORE_INDEX, dtype=np.int64)
+    def rows(
+        self, indices: np.ndarray | list[int], width: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Padded (input_ids, labels) int64 [len(indices), width] for these examples.
+
+        `width` defaults to `seq_len`; `batch_width(indices)` is the narrower one batches use.
+        """
+        width = self.seq_len if width is None else width
+        input_ids = np.full((len(indices), width), self.pad_id, dtype=np.int64)
+        labels = np.full((len(indices), width), IGNORE_INDEX, dtype=np.int64)
         for row, i in enumerate(indices):
             ids = self.tokens[self.offsets[i] : self.offsets[i + 1]]
             input_ids[row, : len(ids)] = ids
             first = int(self.n_masked[i])
             labels[row, first : len(ids)] = ids[first:]
         return input_ids, labels
+
+    def batch_width(self, indices: np.ndarray | list[int]) -> int:
+        """Pad a batch to its longest example rounded up to PAD_MULTIPLE, at most `seq_len`.
+
+        Right padding carries no loss and, under causal attention, changes no real position's
+        output, so this is the same loss as padding to `seq_len` (to float rounding) for a
+        fraction of the compute when examples are short (GSM8K: ~250 of 2,048 tokens). The
+        multiple keeps the number of distinct shapes small for torch.compile.
+        """
+        lengths = [int(self.offsets[i + 1] - self.offsets[i]) for i in indices]
+        longest = max(lengths, default=1)
+        return min(self.seq_len, -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE)
 
     @property
     def input_ids(self) -> np.ndarray:
@@ -92,7 +113,8 @@ class SFTSplit:
         )
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
         for start in range(0, stop, batch_size):
-            input_ids, labels = self.rows(order[start : start + batch_size])
+            indices = order[start : start + batch_size]
+            input_ids, labels = self.rows(indices, self.batch_width(indices))
             yield torch.from_numpy(input_ids), torch.from_numpy(labels)
 
 

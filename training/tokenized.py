@@ -27,9 +27,10 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -142,7 +143,7 @@ def tokenize_dataset(
         "eos_id": eos_id,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    directory = Path(cache_dir) / f"{_slug(source.name)}-{digest}"
+    directory = Path(cache_dir) / f"{slug(source.name)}-{digest}"
     if not build:
         return wait_for_build(directory, key, wait_timeout_s)
     if (directory / "manifest.json").exists():
@@ -191,12 +192,22 @@ def _open_if_current(directory: Path, key: dict) -> TokenizedDataset | None:
     return cached if cached.manifest.get("key") == key else None
 
 
-def wait_for_build(directory: Path, key: dict, timeout_s: float) -> TokenizedDataset:
-    """Poll for another process's finished build (its manifest) instead of a collective."""
+def wait_for_build(
+    directory: Path,
+    key: dict,
+    timeout_s: float,
+    opener: Callable[[Path, dict], Any] | None = None,
+) -> Any:
+    """Poll for another process's finished build (its manifest) instead of a collective.
+
+    `opener(directory, key)` returns the build when it is finished and current, else None
+    (default: a token build; training/sft_prepared.py passes its own).
+    """
+    opener = opener or _open_if_current
     deadline = time.monotonic() + timeout_s
     while True:
         if (directory / "manifest.json").exists():
-            found = _open_if_current(directory, key)
+            found = opener(directory, key)
             if found is not None:
                 return found
         if time.monotonic() > deadline:
@@ -466,5 +477,5 @@ def _resplit(
         (np.concatenate(parts) if parts else np.zeros(0, dtype)).astype(dtype).tofile(path)
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:40] or "dataset"
