@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,9 @@ def wall(jobs: int, data_dir: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--wall", action="store_true", help="also time smoke with --jobs 1 and 2")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="--wall runs per setting, interleaved 1, 2, 1, 2"
+    )
     args = parser.parse_args()
     data_dir = os.environ.get("PROXIMITY_DATA_DIR")
     for preset in ("smoke", "micro", "paper-70m", "paper-160m"):
@@ -55,8 +59,16 @@ def main() -> None:
     if args.wall:
         if not data_dir:
             sys.exit("set PROXIMITY_DATA_DIR for --wall")
-        one, two = wall(1, data_dir), wall(2, data_dir)
-        print(f"smoke wall time: --jobs 1 {one:.1f} s, --jobs 2 {two:.1f} s, ratio {one / two:.2f}")
+        times: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(args.repeats):  # interleaved, so a change in load hits both settings
+            for jobs in (1, 2):
+                times[jobs].append(wall(jobs, data_dir))
+        for jobs, runs in times.items():
+            print(f"smoke --jobs {jobs}: " + ", ".join(f"{t:.1f} s" for t in runs))
+        one, two = statistics.median(times[1]), statistics.median(times[2])
+        worst = min(a / b for a, b in zip(times[1], times[2], strict=True))
+        print(f"median --jobs 1 {one:.1f} s vs --jobs 2 {two:.1f} s: {one / two:.2f}x "
+              f"(least favourable pair {worst:.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -90,6 +90,38 @@ def test_a_killed_build_resumes_at_the_first_unfinished_shard(
         assert filecmp.cmp(resumed.directory / name, fresh.directory / name, shallow=False)
 
 
+def test_builders_of_the_same_dataset_at_once_all_get_the_one_build(
+    shared_data, tokenizer_file, tmp_path, monkeypatch
+):
+    """A grid on --jobs 2 makes nodes read one eval set side by side: no builder may join
+    shards another has deleted; every one returns the finished build, identical to a lone one."""
+    import threading
+
+    monkeypatch.setattr(training.tokenized, "SHARD_DOCS", 20)  # many shards: a wide window
+    tokenizer = load_tokenizer(str(tokenizer_file))
+    kwargs = dict(data_dir=shared_data, n_docs=300, progress=False)
+    start = threading.Barrier(3)
+    results, errors = [], []
+
+    def build() -> None:
+        start.wait(timeout=60)
+        try:
+            results.append(prepare("c4", tokenizer, tmp_path / "shared", **kwargs)[0])
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=build) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    alone = prepare("c4", tokenizer, tmp_path / "alone", **kwargs)[0]
+    assert len({result.directory for result in results}) == 1
+    for name in FILES:
+        assert filecmp.cmp(results[0].directory / name, alone.directory / name, shallow=False)
+
+
 def test_a_run_reads_the_builds_prepare_run_made(shared_data, tokenizer_file, tmp_path):
     cfg = tiny_config(
         tokenizer_file, shared_data, tmp_path / "run",

@@ -80,6 +80,41 @@ def test_a_folder_without_its_manifest_is_rebuilt(pythia, shared_data, tmp_path)
     np.testing.assert_array_equal(again.train.tokens, expected)
 
 
+def test_processes_building_the_same_target_at_once_all_get_the_one_build(
+    pythia, shared_data, tmp_path, monkeypatch
+):
+    """A grid on --jobs 2 runs SFT nodes of one target side by side: every builder must come
+    back with the complete build, and exactly one folder may be left, with nothing half-made."""
+    builders = 4
+    all_built = threading.Barrier(builders)
+    real_build = sft_prepared.build_sft_data
+
+    def build_then_wait_for_the_others(*args, **kwargs):
+        splits = real_build(*args, **kwargs)
+        all_built.wait(timeout=60)  # so that every builder writes at the same moment
+        return splits
+
+    monkeypatch.setattr(sft_prepared, "build_sft_data", build_then_wait_for_the_others)
+    results, errors = [], []
+
+    def build() -> None:
+        try:
+            results.append(prepare_sft("gsm8k", pythia, cache_dir=tmp_path, **_options(shared_data)))
+        except Exception as error:  # noqa: BLE001 - collected for the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=build) for _ in range(builders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == builders
+    expected = build_sft_data("gsm8k", pythia, **_options(shared_data))[0]
+    for result in results:
+        np.testing.assert_array_equal(result.train.tokens, expected.tokens)
+    assert [p.name for p in tmp_path.iterdir()] == [results[0].directory.name]
+
+
 def test_other_ranks_wait_for_the_manifest_and_give_up_with_one_line(
     pythia, shared_data, tmp_path, monkeypatch
 ):

@@ -6,8 +6,8 @@ tokenise the whole target, and every SFT run of a grid (each LR, each branch) to
 again. Here the arrays are written once into a folder named by a hash of everything that
 decides their bytes (the spec, the source's fingerprint, the tokenizer's fingerprint,
 `seq_len`, prompt masking, `n_docs`, the validation split and the EOS/padding ids), as `.npy`
-files with `manifest.json` written last, atomically: a folder without it is unfinished and is
-rebuilt. Readers open the arrays with `mmap_mode="r"`, so a rank's memory holds the pages it
+files and `manifest.json`, written in a private folder and renamed into place whole, so a build
+is complete or absent even when several processes make it at once. Readers open the arrays with `mmap_mode="r"`, so a rank's memory holds the pages it
 touches, O(tokens) on disk and nothing O(examples x seq_len) anywhere.
 
 Rank 0 (or `proximity train prepare --config SFT.yaml` before the job) builds; the other ranks
@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from proximity.atomic import atomic_path, write_text_atomic
+from proximity.atomic import fsync_path, fsync_tree
+from proximity.errors import ProximityError
 from training.sft_data import PAD_TOKEN, SFTSplit, build_sft_data
 from training.tokenized import resolve_eos_id, slug, wait_for_build
 
@@ -113,14 +117,42 @@ def prepare_sft(
         spec, tokenizer, seq_len=seq_len, mask_prompt=mask_prompt, data_dir=data_dir,
         n_docs=n_docs, val_fraction=val_fraction, seed=seed, eos_id=eos_id, pad_id=pad_id,
     )  # fmt: skip
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "manifest.json").unlink(missing_ok=True)  # a stale build is unfinished now
-    for split_name, split in zip(_SPLITS, (train, val), strict=True):
-        for name in _ARRAYS:
-            # A handle, not a path: np.save(path) would append ".npy" to the temporary name.
-            with atomic_path(directory / f"{split_name}_{name}.npy") as tmp, open(tmp, "wb") as f:
-                np.save(f, getattr(split, name))
-    manifest = {
+    # Built in a private folder and renamed into place whole: several processes may build the
+    # same target at once (a grid's SFT runs of one target, on --jobs 2), and none may ever
+    # see, or delete, another's half-written files.
+    staging = directory.parent / f".{directory.name}.{uuid.uuid4().hex}.tmp"
+    staging.mkdir(parents=True)
+    try:
+        for split_name, split in zip(_SPLITS, (train, val), strict=True):
+            for name in _ARRAYS:
+                np.save(staging / f"{split_name}_{name}.npy", getattr(split, name))
+        manifest = _manifest(key, spec, source, train, val)
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        fsync_tree(staging)
+        return _move_into_place(staging, directory, key)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, directory: Path, key: dict) -> PreparedSFT:
+    """Rename the finished build onto `directory`; if another process got there first with a
+    complete build, keep theirs (the same bytes); replace only a broken one."""
+    for _ in range(3):
+        try:
+            os.rename(staging, directory)
+        except OSError:  # the folder exists: another process's build, or a broken old one
+            found = _open_if_current(directory, key)
+            if found is not None:
+                return found
+            shutil.rmtree(directory, ignore_errors=True)
+            continue
+        fsync_path(directory.parent)
+        return PreparedSFT.open(directory)
+    raise ProximityError(f"could not move the SFT build into {directory}; remove it and rerun")
+
+
+def _manifest(key: dict, spec: str, source, train: SFTSplit, val: SFTSplit) -> dict:
+    return {
         "key": key,
         "spec": spec,
         "kind": "sft",
@@ -143,8 +175,6 @@ def prepare_sft(
         "n_train_tokens": len(train.tokens),
         "n_val_tokens": len(val.tokens),
     }
-    write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    return PreparedSFT.open(directory)
 
 
 def _open_if_current(directory: Path, key: dict) -> PreparedSFT | None:

@@ -20,6 +20,7 @@ manifest file (`wait_for_build`), not on a collective that would time out.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -118,7 +119,7 @@ def tokenize_dataset(
     builds a new folder. `val_fraction` of the documents (at least `min_val_docs`) are held out.
     Only single datasets: a mixture is several builds mixed by `training.sampler.MixtureSampler`.
     """
-    from proximity.data import describe_source
+    from proximity.data import describe_source, load_texts
     from proximity.tokenizer import tokenizer_fingerprint
 
     spec = _single_spec(spec)
@@ -146,49 +147,67 @@ def tokenize_dataset(
     directory = Path(cache_dir) / f"{slug(source.name)}-{digest}"
     if not build:
         return wait_for_build(directory, key, wait_timeout_s)
-    if (directory / "manifest.json").exists():
+    cached = _open_if_current(directory, key)
+    if cached is not None:
+        return cached
+    # Two processes may want the same build at once (a grid's nodes on --jobs 2 reading one
+    # eval set): the second waits on this lock, then finds the first one's finished build,
+    # instead of joining shards the first is about to delete.
+    with _build_lock(directory):
         cached = _open_if_current(directory, key)
         if cached is not None:
             return cached
         (directory / "manifest.json").unlink(missing_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        texts = load_texts(spec, n_docs=n_docs, max_chars=max_chars, data_dir=data_dir)
+        bar = tqdm(
+            texts, total=n_docs, unit="doc", desc=f"tokenising {source.name}", disable=not progress
+        )
+        counts = _write_splits(
+            bar, tokenizer, directory, dtype, eos_id, val_fraction, min_val_docs, seed, key, workers
+        )
+        manifest = {
+            "key": key,
+            "spec": spec,
+            "source": {
+                "name": source.name,
+                "kind": source.kind,
+                "location": str(source.location),
+                "substitute": source.substitute,
+                "fingerprint": source.fingerprint,
+            },
+            "tokenizer_fingerprint": key["tokenizer_fingerprint"],
+            "vocab_size": vocab_size,
+            "dtype": dtype.name,
+            "eos_id": eos_id,
+            "n_tokens": counts["n_train_tokens"] + counts["n_val_tokens"],
+            **counts,
+        }
+        write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        shutil.rmtree(directory / "parts", ignore_errors=True)  # joined: the shards are spent
+        return TokenizedDataset.open(directory)
 
-    from proximity.data import load_texts
 
-    directory.mkdir(parents=True, exist_ok=True)
-    texts = load_texts(spec, n_docs=n_docs, max_chars=max_chars, data_dir=data_dir)
-    bar = tqdm(
-        texts, total=n_docs, unit="doc", desc=f"tokenising {source.name}", disable=not progress
-    )
-    counts = _write_splits(
-        bar, tokenizer, directory, dtype, eos_id, val_fraction, min_val_docs, seed, key, workers
-    )
-    manifest = {
-        "key": key,
-        "spec": spec,
-        "source": {
-            "name": source.name,
-            "kind": source.kind,
-            "location": str(source.location),
-            "substitute": source.substitute,
-            "fingerprint": source.fingerprint,
-        },
-        "tokenizer_fingerprint": key["tokenizer_fingerprint"],
-        "vocab_size": vocab_size,
-        "dtype": dtype.name,
-        "eos_id": eos_id,
-        "n_tokens": counts["n_train_tokens"] + counts["n_val_tokens"],
-        **counts,
-    }
-    write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    shutil.rmtree(directory / "parts", ignore_errors=True)  # joined: the shards are spent
-    return TokenizedDataset.open(directory)
+@contextlib.contextmanager
+def _build_lock(directory: Path) -> Iterator[None]:
+    """An exclusive `flock` beside the build folder, held while building; the kernel drops it
+    if the process dies, so a killed builder never blocks the next one."""
+    import fcntl  # POSIX only, like the grid's node locks
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _open_if_current(directory: Path, key: dict) -> TokenizedDataset | None:
     try:
         cached = TokenizedDataset.open(directory)
-    except (ProximityError, json.JSONDecodeError, KeyError):
-        return None  # an unreadable or truncated build
+    except (ProximityError, OSError, json.JSONDecodeError, KeyError):
+        return None  # absent, unreadable or truncated
     return cached if cached.manifest.get("key") == key else None
 
 
