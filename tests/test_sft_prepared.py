@@ -99,8 +99,9 @@ def test_processes_building_the_same_target_at_once_all_get_the_one_build(
 
     def build() -> None:
         try:
-            results.append(prepare_sft("gsm8k", pythia, cache_dir=tmp_path, **_options(shared_data)))
-        except Exception as error:  # noqa: BLE001 - collected for the assertion below
+            built = prepare_sft("gsm8k", pythia, cache_dir=tmp_path, **_options(shared_data))
+            results.append(built)
+        except Exception as error:  # collected for the assertion below
             errors.append(error)
 
     threads = [threading.Thread(target=build) for _ in range(builders)]

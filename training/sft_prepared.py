@@ -7,8 +7,9 @@ again. Here the arrays are written once into a folder named by a hash of everyth
 decides their bytes (the spec, the source's fingerprint, the tokenizer's fingerprint,
 `seq_len`, prompt masking, `n_docs`, the validation split and the EOS/padding ids), as `.npy`
 files and `manifest.json`, written in a private folder and renamed into place whole, so a build
-is complete or absent even when several processes make it at once. Readers open the arrays with `mmap_mode="r"`, so a rank's memory holds the pages it
-touches, O(tokens) on disk and nothing O(examples x seq_len) anywhere.
+is complete or absent even when several processes make it at once. Readers open the arrays
+with `mmap_mode="r"`, so a rank's memory holds the pages it touches, O(tokens) on disk and
+nothing O(examples x seq_len) anywhere.
 
 Rank 0 (or `proximity train prepare --config SFT.yaml` before the job) builds; the other ranks
 poll for the manifest (`build=False`), never a collective that a process-group timeout would cut.
