@@ -160,7 +160,18 @@ def train_grid(
         bool, typer.Option("--dry-run", help="Print the plan, tokens, FLOPs and time; run nothing.")
     ] = False,
     jobs: Annotated[int, typer.Option(help="Nodes run at once (local); cores are split.")] = 1,
-    executor: Annotated[str, typer.Option(help="local or slurm.")] = "local",
+    executor: Annotated[
+        str, typer.Option(help="local, or slurm: one job per node (the spec's slurm: section).")
+    ] = "local",
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="slurm: wait for the jobs and write results (--no-wait: submit and return; "
+            "rerun the command later to watch and collect).",
+        ),
+    ] = True,
+    poll: Annotated[float, typer.Option(help="slurm: seconds between squeue polls.")] = 10.0,
     seeds: Annotated[
         str | None, typer.Option(help="Seeds, e.g. 0,1,2 (overrides the spec).")
     ] = None,
@@ -185,12 +196,7 @@ def train_grid(
 
     if jobs < 1:
         raise ProximityError("--jobs must be at least 1")
-    if executor == "slurm":
-        raise ProximityError(
-            "--executor slurm is not built yet (issue 8); run `python -m training.grid.worker "
-            "DIR/nodes/<id>` per node in your own jobs, or use --executor local"
-        )
-    if executor != "local":
+    if executor not in ("local", "slurm"):
         raise ProximityError(f"--executor must be local or slurm, got {executor!r}")
     grid = load_grid(spec, set_ or [], seeds)
     folder = resolve_data_dir(data_dir or grid.data.data_dir)
@@ -202,10 +208,21 @@ def train_grid(
     if out is None:
         raise ProximityError("--out DIR is required (the grid folder; rerun it to resume)")
     out = out.resolve()
-    run_grid(plan, out, data, jobs=jobs)
+    if poll <= 0:
+        raise ProximityError("--poll must be a positive number of seconds")
+    run_grid(plan, out, data, jobs=jobs, executor=executor, wait=wait, poll_s=poll)
 
 
-def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1):
+def run_grid(
+    plan,
+    out: Path,
+    data_dir: str | None,
+    *,
+    jobs: int = 1,
+    executor: str = "local",
+    wait: bool = True,
+    poll_s: float = 10.0,
+):
     from training.grid.local import run_local, write_node_files
     from training.grid.results import results_table, write_results
 
@@ -224,7 +241,12 @@ def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1):
         if event == "done" and node.kind == "sft":
             write_results(results_table(plan, out, data_dir), out)
 
-    outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
+    if executor == "slurm":
+        outcome = _run_on_slurm(plan, out, data_dir, on_change, wait=wait, poll_s=poll_s)
+        if outcome is None:
+            return None
+    else:
+        outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
     paths = write_results(results_table(plan, out, data_dir), out)
     console.print(
         f"{len(outcome.done)}/{total} nodes done ({len(outcome.ran)} now, "
@@ -238,3 +260,55 @@ def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1):
         # non-standalone mode that `proximity` runs in, which would lose the status.
         raise SystemExit(1)
     return outcome
+
+
+def _run_on_slurm(plan, out: Path, data_dir: str | None, on_change, *, wait: bool, poll_s: float):
+    """Submit, then (with `wait`) watch with a progress bar; None when not waiting."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from training.grid.slurm import run_slurm
+
+    def on_submit(jobs: dict[str, str], submitted: list[str]) -> None:
+        queued = len(jobs) - len(submitted)
+        console.print(
+            f"slurm: submitted {len(submitted)} jobs"
+            + (f", {queued} already queued from an earlier call" if queued else "")
+            + f"; {len(plan.nodes) - len(jobs)} nodes done before"
+        )
+        if not wait and jobs:
+            console.print(
+                f"not waiting (--no-wait): `proximity train-grid status {out}` shows progress; "
+                "rerun this command (without --no-wait) to wait and write results.csv"
+            )
+
+    columns = (
+        TextColumn("nodes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("grid", total=len(plan.nodes), state="submitting")
+
+        def on_poll(counts: dict[str, int]) -> None:
+            state = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "done" and v)
+            progress.update(bar, completed=counts["done"], state=state)
+
+        try:
+            return run_slurm(
+                plan,
+                out,
+                data_dir,
+                wait=wait,
+                poll_s=poll_s,
+                on_submit=on_submit,
+                on_change=on_change,
+                on_poll=on_poll,
+            )
+        except KeyboardInterrupt:
+            console.print(
+                "stopped waiting; the jobs keep running in Slurm. Rerun the same command to "
+                "wait for them (it submits nothing twice), or scancel them."
+            )
+            raise SystemExit(130) from None
