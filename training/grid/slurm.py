@@ -83,12 +83,18 @@ def job_parameters(resources: SlurmSpec, node: Node, dependencies: list[str]) ->
     optional = {
         "partition": resources.partition,
         "gpus_per_node": resources.gpus_per_node or None,
-        "mem": resources.mem_gb,
+        "mem": None if resources.mem_gb is None else sbatch_memory(resources.mem_gb),
         "account": resources.account,
         "qos": resources.qos,
     }
     params.update({k: v for k, v in optional.items() if v is not None})
     return params
+
+
+def sbatch_memory(gb: float) -> str:
+    """sbatch's --mem value: whole GB, else MB (sbatch takes no fractions; submitit's SlurmExecutor
+    passes `mem` through as written)."""
+    return f"{int(gb)}GB" if float(gb).is_integer() else f"{round(gb * 1024)}MB"
 
 
 @dataclass(frozen=True)
@@ -181,14 +187,21 @@ def run_node_job(launch: Launch) -> None:
 Submit = Callable[[Node, SlurmSpec, list[str]], str]  # (node, resources, deps) -> job id
 
 
+def make_executor(folder: Path, resources: SlurmSpec, node: Node, dependencies: list[str]):
+    """A submitit SlurmExecutor for `node`'s job, its files (script, logs) in `folder`."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+    executor.update_parameters(**job_parameters(resources, node, dependencies))
+    return executor
+
+
 def submitit_submitter(out: Path) -> Submit:
     """Submit through submitit's SlurmExecutor; its files go to nodes/<id>/slurm/."""
-    import submitit
 
     def submit(node: Node, resources: SlurmSpec, dependencies: list[str]) -> str:
         folder = node_dir(out, node.id)
-        executor = submitit.SlurmExecutor(folder=folder / "slurm", max_num_timeout=0)
-        executor.update_parameters(**job_parameters(resources, node, dependencies))
+        executor = make_executor(folder / "slurm", resources, node, dependencies)
         try:
             job = executor.submit(run_node_job, launch_for(resources, folder))
         except Exception as error:  # sbatch's refusal (bad partition, account, time...)
