@@ -135,7 +135,7 @@ def test_slurm_section_is_checked_and_never_changes_node_ids():
 
 
 def test_jobs_depend_on_unfinished_parents_and_done_or_queued_nodes_are_not_resubmitted(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
     plan = build_plan(load_grid("smoke"))
     out = tmp_path / "g"
@@ -148,14 +148,21 @@ def test_jobs_depend_on_unfinished_parents_and_done_or_queued_nodes_are_not_resu
     (node_dir(out, pre.id) / slurm.JOB_FILE).write_text("77\n")  # queued by an earlier call
     node_dir(out, mids[0].id).mkdir(parents=True)
     (node_dir(out, mids[0].id) / slurm.JOB_FILE).write_text("78\n")  # its job is gone
+    child = next(n for n in plan.nodes if n.parents == (mids[0].id,))
+    node_dir(out, child.id).mkdir(parents=True)
+    (node_dir(out, child.id) / slurm.JOB_FILE).write_text("79\n")  # waits on job 78 forever
+    cancelled: list[str] = []
+    monkeypatch.setattr(slurm, "cancel", lambda ids: cancelled.extend(ids))
     calls: list[tuple[str, list[str]]] = []
 
     def fake_submit(node, resources, dependencies):
         calls.append((node.id, list(dependencies)))
         return str(100 + len(calls))
 
-    jobs, submitted = slurm.submit_plan(plan, out, fake_submit, {"77": ("RUNNING", "None")})
+    queue = {"77": ("RUNNING", "None"), "79": ("PENDING", "Dependency")}
+    jobs, submitted = slurm.submit_plan(plan, out, fake_submit, queue)
     assert tok.id not in jobs and jobs[pre.id] == "77"
+    assert child.id in submitted and cancelled == ["79"]
     assert [nid for nid, _ in calls] == submitted
     assert set(submitted) == {n.id for n in plan.nodes} - {tok.id, pre.id}
     assert mids[0].id in submitted
@@ -277,12 +284,14 @@ def local_run(shared_data, tiny_spec, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_slurm_grid_equals_the_local_run_and_a_rerun_submits_nothing(
+def test_slurm_grid_no_wait_then_watch_equals_the_local_run_and_rerun_submits_nothing(
     slurm_cluster, shared_data, tiny_spec, local_run, tmp_path
 ):
     out = tmp_path / "g"
-    done = grid(tiny_spec, out, shared_data, "--executor", "slurm")
-    assert "submitted 5 jobs" in done.stdout
+    submitted = grid(tiny_spec, out, shared_data, "--executor", "slurm", "--no-wait")
+    assert "submitted 5 jobs" in submitted.stdout and not (out / "results.csv").exists()
+    done = grid(tiny_spec, out, shared_data, "--executor", "slurm")  # watches the same jobs
+    assert "submitted 0 jobs" in done.stdout
     pd.testing.assert_frame_equal(results(out), results(local_run), check_exact=True)
     assert set(attempts(out).values()) == {1} and len(attempts(out)) == 5
     jobs = {f.read_text().strip() for f in out.glob(f"nodes/*/{slurm.JOB_FILE}")}

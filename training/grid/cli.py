@@ -131,6 +131,8 @@ def show_status(out: Path) -> None:
             when = f"{_fmt_seconds(time.time() - (folder / 'lock').stat().st_mtime)} so far"
         elif state == "failed":
             when = error_line(folder)[:80]
+        elif (folder / "slurm_job.txt").exists():  # submitted by --executor slurm
+            when = f"slurm job {(folder / 'slurm_job.txt').read_text().strip()}"
         style = {"done": "green", "running": "cyan", "failed": "red"}.get(state, "")
         table.add_row(
             node["id"],

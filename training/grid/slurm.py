@@ -166,7 +166,9 @@ def run_node_job(launch: Launch) -> None:
     env_vars = {**os.environ, "OMP_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
     log = folder / (LOG if node_index == 0 else f"log-node{node_index}.txt")
     while True:
-        while is_locked(folder) and not is_done(folder):
+        # Only the first Slurm node waits for the lock: on the others, the lock may be held by
+        # this very job's rank 0, which waits for them at the rendezvous.
+        while node_index == 0 and is_locked(folder) and not is_done(folder):
             time.sleep(BUSY_WAIT_S)
         if is_done(folder):
             return
@@ -227,19 +229,25 @@ def submit_plan(
     """Submit a job for every node that is not done and has no live job; parents first.
 
     `queue` is squeue's job id -> (state, reason). Returns (node id -> job id of every node not
-    done, ids of the nodes submitted now). A node's dependencies are its not-done parents' jobs.
+    done, ids of the nodes submitted now). A node's dependencies are its not-done parents' jobs;
+    a queued job from an earlier call is kept unless a parent is submitted again now (it would
+    wait on the parent's dead job forever), then it is cancelled and replaced.
     If sbatch refuses a node, the jobs submitted by this call are cancelled and the error raised.
     """
     jobs: dict[str, str] = {}
     submitted: list[str] = []
+    stale: list[str] = []
     for node in plan.nodes:
         folder = node_dir(out, node.id)
         if is_done(folder):
             continue
         job = recorded_job(folder)
-        if job is not None and queue.get(job, ("", ""))[0] in ALIVE and queue[job][1] != NEVER:
+        alive = job is not None and queue.get(job, ("", ""))[0] in ALIVE
+        if alive and queue[job][1] != NEVER and not any(p in submitted for p in node.parents):
             jobs[node.id] = job  # submitted by an earlier call and still queued or running
             continue
+        if alive:  # it waits on a parent's dead job: replace it
+            stale.append(job)
         dependencies = [jobs[p] for p in node.parents if p in jobs]
         resources = plan.spec.slurm.for_kind(node.kind)
         if not is_locked(folder):
@@ -252,6 +260,7 @@ def submit_plan(
         write_text_atomic(folder / JOB_FILE, f"{job}\n")
         jobs[node.id] = job
         submitted.append(node.id)
+    cancel(stale)
     return jobs, submitted
 
 
@@ -349,7 +358,7 @@ def watch(
                 skipped.add(nid)
                 if state in ALIVE:
                     to_cancel.append(job)
-                say("skip", node, f"a parent failed; job {job} cancelled")
+                say("skip", node, f"a parent failed (job {job} cancelled)")
                 continue
             if state in ALIVE:
                 ended_since.pop(nid, None)
