@@ -175,6 +175,22 @@ def test_jobs_depend_on_unfinished_parents_and_done_or_queued_nodes_are_not_resu
             assert (node_dir(out, node.id) / slurm.JOB_FILE).read_text().strip() == jobs[node.id]
 
 
+def test_a_refused_submission_cancels_the_jobs_submitted_before_it(tmp_path, monkeypatch):
+    plan = build_plan(load_grid("smoke"))
+    cancelled: list[str] = []
+    monkeypatch.setattr(slurm, "cancel", lambda ids: cancelled.extend(ids))
+
+    def submit(node, resources, dependencies):
+        if node.kind == "sft":
+            raise ProximityError("sbatch refused node ...")
+        return f"j{node.id}"
+
+    with pytest.raises(ProximityError, match="sbatch refused"):
+        slurm.submit_plan(plan, tmp_path, submit, {})
+    first_sft = next(i for i, n in enumerate(plan.nodes) if n.kind == "sft")
+    assert cancelled == [f"j{n.id}" for n in plan.nodes[:first_sft]]
+
+
 def test_watch_fails_a_vanished_job_skips_and_cancels_its_dependents(tmp_path, monkeypatch):
     plan = build_plan(load_grid("smoke"))
     out = tmp_path / "g"
@@ -303,6 +319,24 @@ def test_slurm_grid_no_wait_then_watch_equals_the_local_run_and_rerun_submits_no
     again = grid(tiny_spec, out, shared_data, "--executor", "slurm")
     assert "submitted 0 jobs" in again.stdout and "5 nodes done before" in again.stdout
     assert set(attempts(out).values()) == {1}
+
+
+def test_a_partition_sbatch_refuses_is_one_line_and_leaves_no_jobs(
+    slurm_cluster, shared_data, tiny_spec, tmp_path
+):
+    out = tmp_path / "g"
+    done = grid(
+        tiny_spec, out, shared_data, "--executor", "slurm", "--set", "slurm.sft.partition=nope",
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "sbatch refused node sft-" in done.stderr
+    assert "Invalid partition" in done.stderr
+    assert len(list(out.glob(f"nodes/*/{slurm.JOB_FILE}"))) == 3  # submitted, then cancelled
+    deadline = time.monotonic() + 30
+    while live_jobs(out):
+        assert time.monotonic() < deadline, f"jobs left queued: {live_jobs(out)}"
+        time.sleep(0.2)
 
 
 @pytest.mark.slow

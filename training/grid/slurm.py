@@ -20,8 +20,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,9 +207,10 @@ def submitit_submitter(out: Path) -> Submit:
         folder = node_dir(out, node.id)
         executor = make_executor(folder / "slurm", resources, node, dependencies)
         try:
-            job = executor.submit(run_node_job, launch_for(resources, folder))
+            with stderr_captured() as captured:  # sbatch's complaints go into the error
+                job = executor.submit(run_node_job, launch_for(resources, folder))
         except Exception as error:  # sbatch's refusal (bad partition, account, time...)
-            text = str(getattr(error, "stderr", "") or error).strip().splitlines()
+            text = ("".join(captured) or str(error)).strip().splitlines()
             reason = text[-1] if text else repr(error)
             raise ProximityError(
                 f"sbatch refused node {node.id} ({node.label}): {reason} "
@@ -216,6 +219,25 @@ def submitit_submitter(out: Path) -> Submit:
         return str(job.job_id)
 
     return submit
+
+
+@contextmanager
+def stderr_captured():
+    """Collect what child processes (submitit's sbatch call) write to fd 2, instead of the
+    terminal, so that a refusal is reported as one line; yields a list that holds the text
+    once the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    text: list[str] = []
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text.append(sink.read())
 
 
 def recorded_job(folder: Path) -> str | None:
@@ -254,7 +276,7 @@ def submit_plan(
             (folder / ERROR).unlink(missing_ok=True)  # retried: no longer failed
         try:
             job = submit(node, resources, dependencies)
-        except ProximityError:
+        except BaseException:  # leave no half-submitted grid behind
             cancel([jobs[n] for n in submitted])
             raise
         write_text_atomic(folder / JOB_FILE, f"{job}\n")
