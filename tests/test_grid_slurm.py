@@ -227,15 +227,21 @@ def test_watch_gives_up_when_squeue_keeps_failing(tmp_path):
         slurm.watch(plan, tmp_path, {plan.nodes[0].id: "1"}, poll_s=0, read=broken)
 
 
-def test_executor_slurm_without_slurm_names_the_missing_tools(tmp_path):
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--executor", "slurm"], "sbatch, squeue, scancel, srun not found on PATH"),
+        (["--executor", "slurm", "--jobs", "2"], "--jobs is for --executor local"),
+        (["--no-wait"], "--no-wait is for --executor slurm"),
+    ],
+)
+def test_slurm_flag_errors_are_one_line(tmp_path, extra, message):
     done = subprocess.run(
-        [sys.executable, "-c", CLI, "train-grid", "smoke", "--out", str(tmp_path / "g"),
-         "--executor", "slurm"],
+        [sys.executable, "-c", CLI, "train-grid", "smoke", "--out", str(tmp_path / "g"), *extra],
         capture_output=True, text=True, env={**os.environ, "PATH": str(tmp_path)},
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    assert "sbatch" in done.stderr and "not found on PATH" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 # ---- on a real one-node Slurm ---------------------------------------------------------------

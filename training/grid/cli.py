@@ -200,6 +200,10 @@ def train_grid(
         raise ProximityError("--jobs must be at least 1")
     if executor not in ("local", "slurm"):
         raise ProximityError(f"--executor must be local or slurm, got {executor!r}")
+    if executor == "slurm" and jobs != 1:
+        raise ProximityError("--jobs is for --executor local; Slurm runs every ready node at once")
+    if executor == "local" and not wait:
+        raise ProximityError("--no-wait is for --executor slurm (a local run is its processes)")
     grid = load_grid(spec, set_ or [], seeds)
     folder = resolve_data_dir(data_dir or grid.data.data_dir)
     data = str(folder.resolve()) if folder else None
