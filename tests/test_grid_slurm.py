@@ -217,6 +217,21 @@ def test_watch_fails_a_vanished_job_skips_and_cancels_its_dependents(tmp_path, m
     assert ("done", tok.id) in events and outcome.done == [tok.id]
 
 
+def test_watch_fails_a_job_that_can_never_start_instead_of_waiting(tmp_path, monkeypatch):
+    plan = build_plan(load_grid("smoke"))
+    tok, pre = plan.nodes[0], plan.nodes[1]
+    jobs = {tok.id: "1", pre.id: "2"}
+    for node in (tok, pre):
+        node_dir(tmp_path, node.id).mkdir(parents=True)
+    (node_dir(tmp_path, tok.id) / RESULT).write_text("{}")
+    cancelled: list[str] = []
+    monkeypatch.setattr(slurm, "cancel", lambda ids: cancelled.extend(ids))
+    queue = {"2": ("PENDING", "PartitionTimeLimit")}
+    outcome = slurm.watch(plan, tmp_path, jobs, poll_s=0, read=lambda: queue)
+    assert outcome.failed[pre.id].startswith("job 2 can never start: Slurm says PartitionTimeLimit")
+    assert cancelled == ["2"]
+
+
 def test_watch_gives_up_when_squeue_keeps_failing(tmp_path):
     plan = build_plan(load_grid("smoke"))
 

@@ -53,6 +53,27 @@ ALIVE = {
     "STOPPED",
 }
 NEVER = "DependencyNeverSatisfied"  # squeue's reason for a job whose parent job failed
+# Pending reasons that no amount of waiting resolves: the job asks for more than its
+# partition, account or QOS allows, or names something that does not exist. Such a node
+# fails at once with the reason (its job cancelled) instead of pending forever.
+CANNOT_START = {
+    "PartitionTimeLimit",
+    "PartitionNodeLimit",
+    "PartitionConfig",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+    "QOSMaxWallDurationPerJobLimit",
+    "QOSMaxNodePerJobLimit",
+    "QOSMaxGRESPerJob",
+    "QOSMaxCpuPerJobLimit",
+    "QOSMaxMemoryPerJob",
+    "AssocMaxWallDurationPerJobLimit",
+    "AssocMaxNodesPerJobLimit",
+    "AssocMaxGRESPerJob",
+    "AssocMaxCpuPerJobLimit",
+    "AssocMaxMemPerJobLimit",
+}
 BUSY_WAIT_S = 10.0  # a job whose node another process runs re-checks this often
 RDZV_PORT = 29500  # torchrun rendezvous port base for multi-node jobs
 
@@ -381,6 +402,17 @@ def watch(
                 if state in ALIVE:
                     to_cancel.append(job)
                 say("skip", node, f"a parent failed (job {job} cancelled)")
+                continue
+            if state == "PENDING" and reason in CANNOT_START:
+                del waiting[nid]
+                to_cancel.append(job)
+                write_text_atomic(
+                    folder / ERROR,
+                    f"job {job} can never start: Slurm says {reason} (fix the grid's slurm: "
+                    f"section for {node.kind} nodes)\n",
+                )
+                failed[nid] = error_line(folder)
+                say("fail", node, failed[nid])
                 continue
             if state in ALIVE:
                 ended_since.pop(nid, None)
