@@ -242,6 +242,27 @@ def test_watch_gives_up_when_squeue_keeps_failing(tmp_path):
         slurm.watch(plan, tmp_path, {plan.nodes[0].id: "1"}, poll_s=0, read=broken)
 
 
+def test_dry_run_shows_each_kinds_slurm_job(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "train-grid", "paper-70m", "--dry-run", "--executor", "slurm",
+         "--set", "slurm.partition=gpu"],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {
+        cells[0]: cells
+        for line in done.stdout.splitlines()
+        if (cells := [c.strip() for c in line.strip("│ ").split("│")])[0] in ("pretrain", "sft")
+        and len(cells) == 9
+    }
+    # paper-70m: 5 seeds; pretraining on one 8-GPU node for 2 days, SFT on one GPU for 4 h
+    assert rows["pretrain"][1:8] == ["5", "gpu", "2.0 d", "1", "8", "64", "(default)"]
+    assert "torch.distributed.run --standalone --nnodes 1 --nproc-per-node 8" in rows["pretrain"][8]
+    assert rows["pretrain"][8].endswith("--threads 8")
+    assert rows["sft"][1:7] == ["1620", "gpu", "4.0 h", "1", "1", "8"]
+    assert rows["sft"][8] == "-m training.grid.worker DIR/nodes/ID --threads 8"
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -109,6 +109,36 @@ def dry_run(plan, data_dir: str | None, jobs: int) -> None:
         )
 
 
+def slurm_resources(plan) -> None:
+    """What each node kind's Slurm job asks for and runs (the spec's slurm: section)."""
+    from training.grid.slurm import launch_for, sbatch_memory
+
+    table = Table(title="slurm jobs (one per node)")
+    columns = ("kind", "jobs", "partition", "time", "nodes", "GPUs/node", "CPUs", "mem", "runs")
+    for column in columns:
+        table.add_column(column)
+    for kind in ("tokenizer", "pretrain", "midtrain", "sft"):
+        count = sum(1 for n in plan.nodes if n.kind == kind)
+        if not count:
+            continue
+        r = plan.spec.slurm.for_kind(kind)
+        command = launch_for(r, Path("DIR/nodes/ID")).command(
+            master="FIRST_HOST", job_id="JOBID", python="python"
+        )
+        table.add_row(
+            kind,
+            str(count),
+            r.partition or "(default)",
+            _fmt_seconds(r.time_minutes * 60),
+            str(r.nodes),
+            str(r.gpus_per_node),
+            str(r.cpus_per_task),
+            sbatch_memory(r.mem_gb) if r.mem_gb else "(default)",
+            " ".join(command[1:]),
+        )
+    console.print(table)
+
+
 def show_status(out: Path) -> None:
     from training.grid.nodes import error_line, node_dir, node_state, read_result
 
@@ -210,6 +240,8 @@ def train_grid(
     plan = build_plan(grid)
     if dry_run_:
         dry_run(plan, data, jobs)
+        if executor == "slurm":
+            slurm_resources(plan)
         return
     if out is None:
         raise ProximityError("--out DIR is required (the grid folder; rerun it to resume)")
