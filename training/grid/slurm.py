@@ -465,7 +465,11 @@ def run_slurm(
     on_submit: Callable[[dict[str, str], list[str]], None] | None = None,
     **watch_options: Any,
 ) -> Outcome | None:
-    """Submit the plan's unfinished nodes, then (with `wait`) watch them to the end."""
+    """Submit the plan's unfinished nodes, then (with `wait`) watch them to the end.
+
+    Writes each unfinished node's node.json first (the jobs read them), as the local
+    executor's caller does.
+    """
     check_slurm()
     write_node_files(plan, out, data_dir)
     jobs, submitted = submit_plan(plan, out, submit or submitit_submitter(out), read_queue())

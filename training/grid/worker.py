@@ -132,13 +132,13 @@ def _training(node: dict[str, Any], folder: Path, threads: int | None) -> dict[s
     if not resume and main:
         (folder / "metrics.jsonl").unlink(missing_ok=True)  # a killed attempt's partial lines
     run = train(cfg, resume=resume)
-    if not run.finished:
-        return None
+    if not run.finished or not main:
+        return None  # a rank > 0 stops here: rank 0 may still be writing the metrics it reads
     records = [r for r in read_metrics(folder / "metrics.jsonl") if r.get("phase") == cfg.phase]
     val = [r for r in records if r.get("split") == "val"]
     first, last = min(r["step"] for r in val), max(r["step"] for r in val)
     tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
-    if node["kind"] == "sft" and main and not node.get("keep_checkpoints", False):
+    if node["kind"] == "sft" and not node.get("keep_checkpoints", False):
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # nothing branches from SFT
     return {
         "start_step": first,
