@@ -232,6 +232,31 @@ def test_watch_fails_a_job_that_can_never_start_instead_of_waiting(tmp_path, mon
     assert cancelled == ["2"]
 
 
+def test_watch_waits_longer_for_the_result_of_a_completed_job(tmp_path):
+    plan = build_plan(load_grid("smoke"))
+    tok = plan.nodes[0]
+    folder = node_dir(tmp_path, tok.id)
+    folder.mkdir(parents=True)
+    polls = []
+
+    def read():  # the result shows up on the third poll, after the job left as COMPLETED
+        polls.append(1)
+        if len(polls) == 3:
+            (folder / RESULT).write_text("{}")
+        return {"1": ("COMPLETED", "None")}
+
+    outcome = slurm.watch(
+        plan, tmp_path, {tok.id: "1"}, poll_s=0.01, grace_s=0, completed_grace_s=60, read=read
+    )
+    assert outcome.done == [tok.id] and not outcome.failed and len(polls) == 3
+    (folder / RESULT).unlink()
+    outcome = slurm.watch(
+        plan, tmp_path, {tok.id: "1"}, poll_s=0, completed_grace_s=0,
+        read=lambda: {"1": ("COMPLETED", "None")},
+    )  # fmt: skip
+    assert outcome.failed[tok.id].startswith("job 1 completed but")
+
+
 def test_watch_gives_up_when_squeue_keeps_failing(tmp_path):
     plan = build_plan(load_grid("smoke"))
 

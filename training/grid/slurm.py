@@ -350,6 +350,7 @@ def watch(
     *,
     poll_s: float = 10.0,
     grace_s: float = 5.0,
+    completed_grace_s: float = 120.0,
     max_queue_errors: int = 30,
     read: Callable[[], dict[str, tuple[str, str]]] = read_queue,
     on_change: Callable[[str, Node, str], None] | None = None,
@@ -358,9 +359,11 @@ def watch(
     """Follow the jobs until every node is done, failed or skipped; returns what happened.
 
     A job that left the queue (or shows an ended state) with no result.json for `grace_s`
-    (a shared file system may show the file late) is failed: error.txt says so unless the
-    worker wrote its own. squeue failing `max_queue_errors` polls in a row raises rather than
-    waiting forever; the jobs then keep running, and a rerun watches them again.
+    is failed: error.txt says so unless the worker wrote its own. A job Slurm reports
+    COMPLETED did write its result (the job fails otherwise), so it gets `completed_grace_s`
+    for the file to show up here (NFS can cache a file's absence for a minute).
+    squeue failing `max_queue_errors` polls in a row raises rather than waiting forever; the
+    jobs then keep running, and a rerun watches them again.
     """
     say = on_change or (lambda *a: None)
     outcome = Outcome()
@@ -421,10 +424,17 @@ def watch(
                     say("start", node, f"job {job}")
                 continue
             first_seen = ended_since.setdefault(nid, time.monotonic())
-            if time.monotonic() - first_seen < grace_s:
+            patience = completed_grace_s if state == "COMPLETED" else grace_s
+            if time.monotonic() - first_seen < patience:
                 continue
             del waiting[nid]
-            if not (folder / ERROR).exists():
+            if state == "COMPLETED":
+                write_text_atomic(
+                    folder / ERROR,
+                    f"job {job} completed but {folder / 'result.json'} did not appear within "
+                    f"{completed_grace_s:g} s (is --out on a file system the jobs share?)\n",
+                )
+            elif not (folder / ERROR).exists():
                 how = f" ({state})" if state else ""
                 write_text_atomic(
                     folder / ERROR,
