@@ -109,6 +109,36 @@ def dry_run(plan, data_dir: str | None, jobs: int) -> None:
         )
 
 
+def slurm_resources(plan) -> None:
+    """What each node kind's Slurm job asks for and runs (the spec's slurm: section)."""
+    from training.grid.slurm import launch_for, sbatch_memory
+
+    table = Table(title="slurm jobs (one per node)")
+    columns = ("kind", "jobs", "partition", "time", "nodes", "GPUs/node", "CPUs", "mem", "runs")
+    for column in columns:
+        table.add_column(column)
+    for kind in ("tokenizer", "pretrain", "midtrain", "sft"):
+        count = sum(1 for n in plan.nodes if n.kind == kind)
+        if not count:
+            continue
+        r = plan.spec.slurm.for_kind(kind)
+        command = launch_for(r, Path("DIR/nodes/ID")).command(
+            master="FIRST_HOST", job_id="JOBID", python="python"
+        )
+        table.add_row(
+            kind,
+            str(count),
+            r.partition or "(default)",
+            _fmt_seconds(r.time_minutes * 60),
+            str(r.nodes),
+            str(r.gpus_per_node),
+            str(r.cpus_per_task),
+            sbatch_memory(r.mem_gb) if r.mem_gb else "(default)",
+            " ".join(command[1:]),
+        )
+    console.print(table)
+
+
 def show_status(out: Path) -> None:
     from training.grid.nodes import error_line, node_dir, node_state, read_result
 
@@ -131,6 +161,8 @@ def show_status(out: Path) -> None:
             when = f"{_fmt_seconds(time.time() - (folder / 'lock').stat().st_mtime)} so far"
         elif state == "failed":
             when = error_line(folder)[:80]
+        elif (folder / "slurm_job.txt").exists():  # submitted by --executor slurm
+            when = f"slurm job {(folder / 'slurm_job.txt').read_text().strip()}"
         style = {"done": "green", "running": "cyan", "failed": "red"}.get(state, "")
         table.add_row(
             node["id"],
@@ -160,7 +192,18 @@ def train_grid(
         bool, typer.Option("--dry-run", help="Print the plan, tokens, FLOPs and time; run nothing.")
     ] = False,
     jobs: Annotated[int, typer.Option(help="Nodes run at once (local); cores are split.")] = 1,
-    executor: Annotated[str, typer.Option(help="local or slurm.")] = "local",
+    executor: Annotated[
+        str, typer.Option(help="local, or slurm: one job per node (the spec's slurm: section).")
+    ] = "local",
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="slurm: wait for the jobs and write results (--no-wait: submit and return; "
+            "rerun the command later to watch and collect).",
+        ),
+    ] = True,
+    poll: Annotated[float, typer.Option(help="slurm: seconds between squeue polls.")] = 10.0,
     seeds: Annotated[
         str | None, typer.Option(help="Seeds, e.g. 0,1,2 (overrides the spec).")
     ] = None,
@@ -185,27 +228,39 @@ def train_grid(
 
     if jobs < 1:
         raise ProximityError("--jobs must be at least 1")
-    if executor == "slurm":
-        raise ProximityError(
-            "--executor slurm is not built yet (issue 8); run `python -m training.grid.worker "
-            "DIR/nodes/<id>` per node in your own jobs, or use --executor local"
-        )
-    if executor != "local":
+    if executor not in ("local", "slurm"):
         raise ProximityError(f"--executor must be local or slurm, got {executor!r}")
+    if executor == "slurm" and jobs != 1:
+        raise ProximityError("--jobs is for --executor local; Slurm runs every ready node at once")
+    if executor == "local" and not wait:
+        raise ProximityError("--no-wait is for --executor slurm (a local run is its processes)")
     grid = load_grid(spec, set_ or [], seeds)
     folder = resolve_data_dir(data_dir or grid.data.data_dir)
     data = str(folder.resolve()) if folder else None
     plan = build_plan(grid)
     if dry_run_:
         dry_run(plan, data, jobs)
+        if executor == "slurm":
+            slurm_resources(plan)
         return
     if out is None:
         raise ProximityError("--out DIR is required (the grid folder; rerun it to resume)")
     out = out.resolve()
-    run_grid(plan, out, data, jobs=jobs)
+    if poll <= 0:
+        raise ProximityError("--poll must be a positive number of seconds")
+    run_grid(plan, out, data, jobs=jobs, executor=executor, wait=wait, poll_s=poll)
 
 
-def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1):
+def run_grid(
+    plan,
+    out: Path,
+    data_dir: str | None,
+    *,
+    jobs: int = 1,
+    executor: str = "local",
+    wait: bool = True,
+    poll_s: float = 10.0,
+):
     from training.grid.local import run_local, write_node_files
     from training.grid.results import results_table, write_results
 
@@ -224,7 +279,12 @@ def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1):
         if event == "done" and node.kind == "sft":
             write_results(results_table(plan, out, data_dir), out)
 
-    outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
+    if executor == "slurm":
+        outcome = _run_on_slurm(plan, out, data_dir, on_change, wait=wait, poll_s=poll_s)
+        if outcome is None:
+            return None
+    else:
+        outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
     paths = write_results(results_table(plan, out, data_dir), out)
     console.print(
         f"{len(outcome.done)}/{total} nodes done ({len(outcome.ran)} now, "
@@ -238,3 +298,55 @@ def run_grid(plan, out: Path, data_dir: str | None, *, jobs: int = 1):
         # non-standalone mode that `proximity` runs in, which would lose the status.
         raise SystemExit(1)
     return outcome
+
+
+def _run_on_slurm(plan, out: Path, data_dir: str | None, on_change, *, wait: bool, poll_s: float):
+    """Submit, then (with `wait`) watch with a progress bar; None when not waiting."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from training.grid.slurm import run_slurm
+
+    def on_submit(jobs: dict[str, str], submitted: list[str]) -> None:
+        queued = len(jobs) - len(submitted)
+        console.print(
+            f"slurm: submitted {len(submitted)} jobs"
+            + (f", {queued} already queued from an earlier call" if queued else "")
+            + f"; {len(plan.nodes) - len(jobs)} nodes done before"
+        )
+        if not wait and jobs:
+            console.print(
+                f"not waiting (--no-wait): `proximity train-grid status {out}` shows progress; "
+                "rerun this command (without --no-wait) to wait and write results.csv"
+            )
+
+    columns = (
+        TextColumn("nodes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("grid", total=len(plan.nodes), state="submitting")
+
+        def on_poll(counts: dict[str, int]) -> None:
+            state = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "done" and v)
+            progress.update(bar, completed=counts["done"], state=state)
+
+        try:
+            return run_slurm(
+                plan,
+                out,
+                data_dir,
+                wait=wait,
+                poll_s=poll_s,
+                on_submit=on_submit,
+                on_change=on_change,
+                on_poll=on_poll,
+            )
+        except KeyboardInterrupt:
+            console.print(
+                "stopped waiting; the jobs keep running in Slurm. Rerun the same command to "
+                "wait for them (it submits nothing twice), or scancel them."
+            )
+            raise SystemExit(130) from None

@@ -176,7 +176,15 @@ def _paper(model: str) -> dict[str, Any]:
         "eval": {"datasets": ["c4"], "batch_size": 32, "max_batches": 50},
         "train_set": ["system.dtype=bf16"],
         "estimate": {"device": "h100", "mfu": 0.4, "gpus": 8},
-        "slurm": {"time_min": 2880, "cpus": 16, "gpus": 8},
+        # Starting points, never run (no GPU cluster here): one 8-GPU node per training node,
+        # SFT on one GPU; check the time limits against `--dry-run`'s estimate.
+        "slurm": {
+            "time_minutes": 2880,
+            "gpus_per_node": 8,
+            "cpus_per_task": 64,
+            "midtrain": {"time_minutes": 1440},
+            "sft": {"time_minutes": 240, "gpus_per_node": 1, "cpus_per_task": 8},
+        },
     }
 
 

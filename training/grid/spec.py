@@ -120,13 +120,76 @@ class EstimateSpec:
 
 
 @dataclass
-class SlurmSpec:
+class SlurmResources:
+    """One node kind's override of the `slurm:` section (unset fields keep the section's)."""
+
     partition: str | None = None
-    # Per node: minutes, CPUs, GPUs (GPUs > 1 launches the node with torchrun).
-    time_min: int = 60
-    cpus: int = 1
-    gpus: int = 0
-    mem_gb: int | None = None
+    time_minutes: int | None = None
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    processes_per_node: int | None = None
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    account: str | None = None
+    qos: str | None = None
+    sbatch: list[str] | None = None
+
+
+@dataclass
+class SlurmSpec:
+    """Where and how `--executor slurm` runs each node: an execution setting, never identity.
+
+    Node ids hash training settings only (training/grid/plan.py), so changing any of this
+    (or moving to another cluster) reuses every finished node.
+    """
+
+    # Partition (None: the cluster's default; slurm-local's is `local`).
+    partition: str | None = None
+    # Wall-clock limit per node's job, in minutes.
+    time_minutes: int = 60
+    # Slurm nodes per job and GPUs per Slurm node; nodes > 1 or gpus_per_node > 1 launches
+    # the node with torchrun (DDP), `processes_per_node` ranks per Slurm node.
+    nodes: int = 1
+    gpus_per_node: int = 0
+    # torchrun ranks per Slurm node (None: gpus_per_node, at least 1). 2 with 0 GPUs runs
+    # CPU DDP over gloo (how the torchrun path is tested on a GPU-less Slurm).
+    processes_per_node: int | None = None
+    # CPUs of the job's one task (per Slurm node); each rank gets cpus_per_task // ranks threads.
+    cpus_per_task: int = 1
+    mem_gb: float | None = None
+    account: str | None = None
+    qos: str | None = None
+    # Extra sbatch options as `key=value` (or a bare `flag`), e.g. [constraint=h100, exclusive].
+    sbatch: list[str] = field(default_factory=list)
+    # Shell lines run in the job before the node (e.g. `module load cuda`).
+    setup: list[str] = field(default_factory=list)
+    # Per node kind: fields set here replace the ones above for that kind's jobs.
+    tokenizer: SlurmResources = field(default_factory=SlurmResources)
+    pretrain: SlurmResources = field(default_factory=SlurmResources)
+    midtrain: SlurmResources = field(default_factory=SlurmResources)
+    sft: SlurmResources = field(default_factory=SlurmResources)
+
+    def for_kind(self, kind: str) -> SlurmSpec:
+        """The resources of `kind`'s jobs: this section with the kind's overrides applied."""
+        override = getattr(self, kind, None)
+        base = dataclasses.replace(self)
+        if isinstance(override, SlurmResources):
+            for f in dataclasses.fields(override):
+                value = getattr(override, f.name)
+                if value is not None:
+                    setattr(base, f.name, value)
+        if kind == "tokenizer":  # BPE training is one CPU process whatever the section says
+            base.nodes, base.gpus_per_node, base.processes_per_node = 1, 0, 1
+        return base
+
+    @property
+    def ranks_per_node(self) -> int:
+        return self.processes_per_node or max(1, self.gpus_per_node)
+
+    @property
+    def distributed(self) -> bool:
+        """True when the node runs under torchrun (more than one rank in all)."""
+        return self.nodes * self.ranks_per_node > 1
 
 
 @dataclass
@@ -193,6 +256,22 @@ class GridSpec:
         check(bool(self.sft.lrs), "sft.lrs", "needs at least one learning rate")
         for lr in self.sft.lrs:
             check(lr > 0, "sft.lrs", f"{lr} must be positive")
+        for kind in ("", "tokenizer.", "pretrain.", "midtrain.", "sft."):
+            r = self.slurm.for_kind(kind[:-1]) if kind else self.slurm
+            where = f"slurm.{kind}"
+            check(r.time_minutes > 0, where + "time_minutes", f"{r.time_minutes} must be > 0")
+            check(r.nodes >= 1, where + "nodes", f"{r.nodes} must be >= 1")
+            check(r.gpus_per_node >= 0, where + "gpus_per_node", "must be >= 0")
+            check(r.ranks_per_node >= 1, where + "processes_per_node", "must be >= 1")
+            check(r.cpus_per_task >= 1, where + "cpus_per_task", "must be >= 1")
+            check(r.mem_gb is None or r.mem_gb > 0, where + "mem_gb", "must be > 0")
+            for i, item in enumerate(r.sbatch):
+                key = item.split("=", 1)[0].strip()
+                check(
+                    bool(key) and not key.startswith("-") and " " not in key,
+                    f"{where}sbatch[{i}]",
+                    f"{item!r}: expected key=value or a flag name, without leading dashes",
+                )
 
     @property
     def final_step(self) -> int:

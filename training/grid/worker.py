@@ -32,10 +32,21 @@ def main(argv: list[str] | None = None) -> int:
     return max(codes, key=lambda code: (code != 0, code))
 
 
+def global_rank() -> int:
+    """This process's rank under torchrun (RANK), else 0."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def run_one(folder: Path, threads: int | None) -> int:
-    """One node, under its lock. Several per process share the cost of importing torch."""
+    """One node, under its lock. Several per process share the cost of importing torch.
+
+    Under torchrun (a DDP node, e.g. a multi-GPU Slurm job) rank 0 owns the node's files (lock,
+    attempts, error, result); the other ranks only train alongside it.
+    """
     import json
 
+    if global_rank() != 0:
+        return _run_as_follower(folder, threads)
     with node_lock(folder) as held:
         if not held:
             print(f"{folder.name}: another process runs this node", file=sys.stderr)
@@ -59,6 +70,21 @@ def run_one(folder: Path, threads: int | None) -> int:
         if result is None:
             return 3  # stopped early on purpose (train.max_steps_this_run); rerun resumes
         write_json_atomic(folder / RESULT, result)
+    return 0
+
+
+def _run_as_follower(folder: Path, threads: int | None) -> int:
+    """A rank > 0 of a DDP node: train with rank 0, write nothing of the node's own files."""
+    import json
+
+    if (folder / RESULT).exists():
+        return 0
+    node = json.loads((folder / NODE_FILE).read_text())
+    try:
+        run_node(node, folder, threads)
+    except Exception as error:
+        print(f"error (rank {global_rank()}): {error!r}", file=sys.stderr, flush=True)
+        return 2 if isinstance(error, ProximityError) else 1
     return 0
 
 
@@ -102,11 +128,12 @@ def _training(node: dict[str, Any], folder: Path, threads: int | None) -> dict[s
     overrides = [f"system.threads={threads}"] if threads else []
     cfg = RunConfig.from_dict(node["run_config"], overrides)
     resume = latest_checkpoint(folder / "checkpoints") is not None
-    if not resume:
+    main = global_rank() == 0  # under torchrun only rank 0 touches the node's files
+    if not resume and main:
         (folder / "metrics.jsonl").unlink(missing_ok=True)  # a killed attempt's partial lines
     run = train(cfg, resume=resume)
-    if not run.finished:
-        return None
+    if not run.finished or not main:
+        return None  # a rank > 0 stops here: rank 0 may still be writing the metrics it reads
     records = [r for r in read_metrics(folder / "metrics.jsonl") if r.get("phase") == cfg.phase]
     val = [r for r in records if r.get("split") == "val"]
     first, last = min(r["step"] for r in val), max(r["step"] for r in val)

@@ -1,0 +1,490 @@
+"""Run a plan on Slurm: one job per node (submitit), `afterok` on its parents' jobs.
+
+A job runs exactly what the local executor runs, `python -m training.grid.worker NODE_DIR`
+(under torchrun for a DDP node), so the node's lock, its resume from its own checkpoint and
+result.json-written-last hold on a cluster too. The node's folder is the truth about its fate,
+never Slurm's accounting (clusters without slurmdbd, like slurm-local, have no `sacct` and
+submitit reads every state as UNKNOWN): a node is done when result.json exists; its job gone
+from `squeue` with no result means it failed (cancelled, time limit, OOM...), and the waiting
+CLI writes that into its error.txt. Dependents of a failed node are skipped and their pending
+jobs cancelled (`kill-on-invalid-dep` asks Slurm to do the same when nobody waits); nothing
+waits forever on a job that is gone. A rerun submits only nodes that are not done and have no
+live job (recorded in `nodes/<id>/slurm_job.txt`), so `--no-wait` then a later rerun resumes
+watching without submitting anything twice.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proximity.atomic import write_text_atomic
+from proximity.errors import ProximityError
+from training.grid.local import Outcome, write_node_files
+from training.grid.nodes import ERROR, LOG, error_line, is_done, is_locked, node_dir
+from training.grid.plan import Node, Plan
+from training.grid.spec import SlurmSpec
+from training.grid.worker import EXIT_BUSY
+
+JOB_FILE = "slurm_job.txt"  # the node's latest job id
+# squeue states of a job that may still write its node's result
+ALIVE = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+    "STOPPED",
+}
+NEVER = "DependencyNeverSatisfied"  # squeue's reason for a job whose parent job failed
+# Pending reasons that no amount of waiting resolves: the job asks for more than its
+# partition, account or QOS allows, or names something that does not exist. Such a node
+# fails at once with the reason (its job cancelled) instead of pending forever.
+CANNOT_START = {
+    "PartitionTimeLimit",
+    "PartitionNodeLimit",
+    "PartitionConfig",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+    "QOSMaxWallDurationPerJobLimit",
+    "QOSMaxNodePerJobLimit",
+    "QOSMaxGRESPerJob",
+    "QOSMaxCpuPerJobLimit",
+    "QOSMaxMemoryPerJob",
+    "AssocMaxWallDurationPerJobLimit",
+    "AssocMaxNodesPerJobLimit",
+    "AssocMaxGRESPerJob",
+    "AssocMaxCpuPerJobLimit",
+    "AssocMaxMemPerJobLimit",
+}
+BUSY_WAIT_S = 10.0  # a job whose node another process runs re-checks this often
+RDZV_PORT = 29500  # torchrun rendezvous port base for multi-node jobs
+
+
+# ---- what a job is: sbatch parameters and the command it runs ---------------------------
+
+
+def job_parameters(resources: SlurmSpec, node: Node, dependencies: list[str]) -> dict[str, Any]:
+    """submitit SlurmExecutor parameters of `node`'s job (rendered into #SBATCH lines).
+
+    One task per Slurm node: a DDP node's task starts torchrun, which starts the ranks.
+    """
+    extra: dict[str, Any] = {}
+    for item in resources.sbatch:
+        key, sep, value = item.partition("=")
+        extra[key.strip()] = value.strip() if sep else True
+    if dependencies:
+        extra["dependency"] = "afterok:" + ":".join(dependencies)
+        extra.setdefault("kill-on-invalid-dep", "yes")
+    params: dict[str, Any] = {
+        "job_name": f"grid-{node.id}",
+        "time": resources.time_minutes,
+        "nodes": resources.nodes,
+        "ntasks_per_node": 1,
+        "cpus_per_task": resources.cpus_per_task,
+        "stderr_to_stdout": True,
+        "setup": list(resources.setup),
+        "additional_parameters": extra,
+    }
+    optional = {
+        "partition": resources.partition,
+        "gpus_per_node": resources.gpus_per_node or None,
+        "mem": None if resources.mem_gb is None else sbatch_memory(resources.mem_gb),
+        "account": resources.account,
+        "qos": resources.qos,
+    }
+    params.update({k: v for k, v in optional.items() if v is not None})
+    return params
+
+
+def sbatch_memory(gb: float) -> str:
+    """sbatch's --mem value: whole GB, else MB (sbatch takes no fractions; submitit's SlurmExecutor
+    passes `mem` through as written)."""
+    return f"{int(gb)}GB" if float(gb).is_integer() else f"{round(gb * 1024)}MB"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How a job runs its node; built at submission, turned into a command inside the job."""
+
+    folder: str
+    threads: int
+    nodes: int = 1
+    ranks_per_node: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.nodes * self.ranks_per_node > 1
+
+    def command(
+        self, master: str = "localhost", job_id: str = "0", python: str = sys.executable
+    ) -> list[str]:
+        """The worker command; under torchrun when the node has more than one rank.
+
+        One node: `--standalone` (torchrun picks a free local port, so two jobs sharing a
+        machine never collide). Several: c10d rendezvous on the job's first host, with the
+        job id as rendezvous id; every Slurm node's task runs this same command.
+        """
+        worker = ["-m", "training.grid.worker", self.folder, "--threads", str(self.threads)]
+        if not self.distributed:
+            return [python, *worker]
+        run = [python, "-m", "torch.distributed.run"]
+        if self.nodes == 1:
+            run += ["--standalone", "--nnodes", "1"]
+        else:
+            port = RDZV_PORT + int("".join(c for c in job_id if c.isdigit()) or 0) % 20000
+            run += [
+                "--nnodes", str(self.nodes),
+                "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", f"{master}:{port}",
+                "--rdzv-id", job_id,
+            ]  # fmt: skip
+        return [*run, "--nproc-per-node", str(self.ranks_per_node), *worker]
+
+
+def launch_for(resources: SlurmSpec, folder: Path) -> Launch:
+    ranks = resources.ranks_per_node
+    return Launch(
+        folder=str(folder),
+        threads=max(1, resources.cpus_per_task // ranks),
+        nodes=resources.nodes,
+        ranks_per_node=ranks,
+    )
+
+
+def run_node_job(launch: Launch) -> None:
+    """The body of a node's Slurm job (runs on the compute node, pickled by submitit).
+
+    Waits while another process holds the node (a local run or a duplicate job; it then finds
+    the result and returns), runs the worker with its output appended to the node's log.txt,
+    and raises when the worker fails so that Slurm marks the job failed and `afterok`
+    dependents never start.
+    """
+    folder = Path(launch.folder)
+    master, job_id, node_index = "localhost", os.environ.get("SLURM_JOB_ID", "0"), 0
+    if launch.nodes > 1:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        master, job_id, node_index = env.hostnames[0], env.job_id, env.node
+    command = launch.command(master=master, job_id=job_id)
+    threads = str(launch.threads)
+    env_vars = {**os.environ, "OMP_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
+    log = folder / (LOG if node_index == 0 else f"log-node{node_index}.txt")
+    while True:
+        # Only the first Slurm node waits for the lock: on the others, the lock may be held by
+        # this very job's rank 0, which waits for them at the rendezvous.
+        while node_index == 0 and is_locked(folder) and not is_done(folder):
+            time.sleep(BUSY_WAIT_S)
+        if is_done(folder):
+            return
+        with log.open("ab") as out:
+            out.write(f"== slurm job {job_id}: {' '.join(command)}\n".encode())
+            out.flush()
+            code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env=env_vars)
+        if code == EXIT_BUSY:
+            continue
+        if code != 0:
+            line = error_line(folder) or f"see {log}"
+            raise RuntimeError(f"node {folder.name}: worker exited with status {code}: {line}")
+        return
+
+
+# ---- submitting ----------------------------------------------------------------------------
+
+Submit = Callable[[Node, SlurmSpec, list[str]], str]  # (node, resources, deps) -> job id
+
+
+def make_executor(folder: Path, resources: SlurmSpec, node: Node, dependencies: list[str]):
+    """A submitit SlurmExecutor for `node`'s job, its files (script, logs) in `folder`."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+    executor.update_parameters(**job_parameters(resources, node, dependencies))
+    return executor
+
+
+def submitit_submitter(out: Path) -> Submit:
+    """Submit through submitit's SlurmExecutor; its files go to nodes/<id>/slurm/."""
+
+    def submit(node: Node, resources: SlurmSpec, dependencies: list[str]) -> str:
+        folder = node_dir(out, node.id)
+        executor = make_executor(folder / "slurm", resources, node, dependencies)
+        try:
+            with stderr_captured() as captured:  # sbatch's complaints go into the error
+                job = executor.submit(run_node_job, launch_for(resources, folder))
+        except Exception as error:  # sbatch's refusal (bad partition, account, time...)
+            text = ("".join(captured) or str(error)).strip().splitlines()
+            reason = text[-1] if text else repr(error)
+            raise ProximityError(
+                f"sbatch refused node {node.id} ({node.label}): {reason} "
+                f"(check the grid's slurm: section)"
+            ) from None
+        return str(job.job_id)
+
+    return submit
+
+
+@contextmanager
+def stderr_captured():
+    """Collect what child processes (submitit's sbatch call) write to fd 2, instead of the
+    terminal, so that a refusal is reported as one line; yields a list that holds the text
+    once the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    text: list[str] = []
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text.append(sink.read())
+
+
+def recorded_job(folder: Path) -> str | None:
+    path = folder / JOB_FILE
+    return path.read_text().split()[0] if path.exists() and path.read_text().strip() else None
+
+
+def submit_plan(
+    plan: Plan, out: Path, submit: Submit, queue: dict[str, tuple[str, str]]
+) -> tuple[dict[str, str], list[str]]:
+    """Submit a job for every node that is not done and has no live job; parents first.
+
+    `queue` is squeue's job id -> (state, reason). Returns (node id -> job id of every node not
+    done, ids of the nodes submitted now). A node's dependencies are its not-done parents' jobs;
+    a queued job from an earlier call is kept unless a parent is submitted again now (it would
+    wait on the parent's dead job forever), then it is cancelled and replaced.
+    If sbatch refuses a node, the jobs submitted by this call are cancelled and the error raised.
+    """
+    jobs: dict[str, str] = {}
+    submitted: list[str] = []
+    stale: list[str] = []
+    for node in plan.nodes:
+        folder = node_dir(out, node.id)
+        if is_done(folder):
+            continue
+        job = recorded_job(folder)
+        alive = job is not None and queue.get(job, ("", ""))[0] in ALIVE
+        if alive and queue[job][1] != NEVER and not any(p in submitted for p in node.parents):
+            jobs[node.id] = job  # submitted by an earlier call and still queued or running
+            continue
+        if alive:  # it waits on a parent's dead job: replace it
+            stale.append(job)
+        dependencies = [jobs[p] for p in node.parents if p in jobs]
+        resources = plan.spec.slurm.for_kind(node.kind)
+        if not is_locked(folder):
+            (folder / ERROR).unlink(missing_ok=True)  # retried: no longer failed
+        try:
+            job = submit(node, resources, dependencies)
+        except BaseException:  # leave no half-submitted grid behind
+            cancel([jobs[n] for n in submitted])
+            raise
+        write_text_atomic(folder / JOB_FILE, f"{job}\n")
+        jobs[node.id] = job
+        submitted.append(node.id)
+    cancel(stale)
+    return jobs, submitted
+
+
+# ---- watching ------------------------------------------------------------------------------
+
+
+def read_queue(user: str | None = None) -> dict[str, tuple[str, str]]:
+    """squeue's view of the user's jobs: job id -> (state, reason). Ended jobs may be absent."""
+    user = user or getpass.getuser()
+    done = subprocess.run(
+        ["squeue", "-h", "-u", user, "--states=all", "-o", "%i|%T|%r"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise ProximityError(f"squeue failed: {done.stderr.strip() or done.returncode}")
+    queue = {}
+    for line in done.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            queue[parts[0]] = (parts[1], parts[2])
+    return queue
+
+
+def cancel(job_ids: list[str]) -> None:
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
+
+
+def check_slurm() -> None:
+    missing = [tool for tool in ("sbatch", "squeue", "scancel", "srun") if not shutil.which(tool)]
+    if missing:
+        raise ProximityError(
+            f"--executor slurm: {', '.join(missing)} not found on PATH; run on a Slurm login "
+            f"node (or start one here: ../shared/tools/slurm-local start)"
+        )
+
+
+def watch(
+    plan: Plan,
+    out: Path,
+    jobs: dict[str, str],
+    *,
+    poll_s: float = 10.0,
+    grace_s: float = 5.0,
+    completed_grace_s: float = 120.0,
+    max_queue_errors: int = 30,
+    read: Callable[[], dict[str, tuple[str, str]]] = read_queue,
+    on_change: Callable[[str, Node, str], None] | None = None,
+    on_poll: Callable[[dict[str, int]], None] | None = None,
+) -> Outcome:
+    """Follow the jobs until every node is done, failed or skipped; returns what happened.
+
+    A job that left the queue (or shows an ended state) with no result.json for `grace_s`
+    is failed: error.txt says so unless the worker wrote its own. A job Slurm reports
+    COMPLETED did write its result (the job fails otherwise), so it gets `completed_grace_s`
+    for the file to show up here (NFS can cache a file's absence for a minute).
+    squeue failing `max_queue_errors` polls in a row raises rather than waiting forever; the
+    jobs then keep running, and a rerun watches them again.
+    """
+    say = on_change or (lambda *a: None)
+    outcome = Outcome()
+    waiting = dict(jobs)
+    failed: dict[str, str] = {}
+    skipped: set[str] = set()
+    ended_since: dict[str, float] = {}
+    started: set[str] = set()
+    errors = 0
+    while True:
+        try:
+            queue = read()
+            errors = 0
+        except (ProximityError, subprocess.TimeoutExpired) as error:
+            errors += 1
+            if errors >= max_queue_errors:
+                raise ProximityError(
+                    f"{error}; gave up after {errors} tries. The jobs may still run: rerun the "
+                    f"same command to watch them (it submits nothing twice)"
+                ) from None
+            time.sleep(poll_s)
+            continue
+        to_cancel: list[str] = []
+        for node in plan.nodes:  # parents first, so a failure skips its dependents at once
+            nid = node.id
+            if nid not in waiting:
+                continue
+            job = waiting[nid]
+            folder = node_dir(out, nid)
+            state, reason = queue.get(job, ("", ""))
+            if is_done(folder):
+                del waiting[nid]
+                outcome.ran.append(nid)
+                say("done", node, f"job {job}")
+                continue
+            if any(p in failed or p in skipped for p in node.parents) or reason == NEVER:
+                del waiting[nid]
+                skipped.add(nid)
+                if state in ALIVE:
+                    to_cancel.append(job)
+                say("skip", node, f"a parent failed (job {job} cancelled)")
+                continue
+            if state == "PENDING" and reason in CANNOT_START:
+                del waiting[nid]
+                to_cancel.append(job)
+                write_text_atomic(
+                    folder / ERROR,
+                    f"job {job} can never start: Slurm says {reason} (fix the grid's slurm: "
+                    f"section for {node.kind} nodes)\n",
+                )
+                failed[nid] = error_line(folder)
+                say("fail", node, failed[nid])
+                continue
+            if state in ALIVE:
+                ended_since.pop(nid, None)
+                if state == "RUNNING" and nid not in started:
+                    started.add(nid)
+                    say("start", node, f"job {job}")
+                continue
+            first_seen = ended_since.setdefault(nid, time.monotonic())
+            patience = completed_grace_s if state == "COMPLETED" else grace_s
+            if time.monotonic() - first_seen < patience:
+                continue
+            del waiting[nid]
+            if state == "COMPLETED":
+                write_text_atomic(
+                    folder / ERROR,
+                    f"job {job} completed but {folder / 'result.json'} did not appear within "
+                    f"{completed_grace_s:g} s (is --out on a file system the jobs share?)\n",
+                )
+            elif not (folder / ERROR).exists():
+                how = f" ({state})" if state else ""
+                write_text_atomic(
+                    folder / ERROR,
+                    f"job {job} ended without a result{how} (cancelled, time limit or OOM?)\n\n"
+                    f"its output: {folder / LOG} and {folder / 'slurm'}\n",
+                )
+            failed[nid] = error_line(folder)
+            say("fail", node, failed[nid])
+        cancel(to_cancel)
+        if on_poll is not None:
+            running = sum(1 for j in waiting.values() if queue.get(j, ("",))[0] == "RUNNING")
+            on_poll(
+                {
+                    "done": sum(1 for n in plan.nodes if is_done(node_dir(out, n.id))),
+                    "running": running,
+                    "queued": len(waiting) - running,
+                    "failed": len(failed),
+                    "skipped": len(skipped),
+                }
+            )
+        if not waiting:
+            break
+        time.sleep(poll_s)
+    outcome.done = [n.id for n in plan.nodes if is_done(node_dir(out, n.id))]
+    outcome.failed = failed
+    outcome.skipped = [n.id for n in plan.nodes if n.id in skipped]
+    return outcome
+
+
+def run_slurm(
+    plan: Plan,
+    out: Path,
+    data_dir: str | None,
+    *,
+    wait: bool = True,
+    poll_s: float = 10.0,
+    submit: Submit | None = None,
+    on_submit: Callable[[dict[str, str], list[str]], None] | None = None,
+    **watch_options: Any,
+) -> Outcome | None:
+    """Submit the plan's unfinished nodes, then (with `wait`) watch them to the end.
+
+    Writes each unfinished node's node.json first (the jobs read them), as the local
+    executor's caller does.
+    """
+    check_slurm()
+    write_node_files(plan, out, data_dir)
+    jobs, submitted = submit_plan(plan, out, submit or submitit_submitter(out), read_queue())
+    if on_submit is not None:
+        on_submit(jobs, submitted)
+    if not wait:
+        return None
+    return watch(plan, out, jobs, poll_s=poll_s, **watch_options)
