@@ -176,12 +176,12 @@ def test_a_batch_padded_to_its_longest_example_has_the_loss_of_one_padded_to_seq
     from training.sft_data import PAD_MULTIPLE
 
     train, _ = build_sft_data(
-        "gsm8k", pythia, seq_len=1024, mask_prompt=True, data_dir=shared_data, n_docs=40
+        "gsm8k", pythia, seq_len=512, mask_prompt=True, data_dir=shared_data, n_docs=30
     )
     torch.manual_seed(0)
     config = GPTNeoXConfig(
         vocab_size=pythia.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=1024,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
     )  # fmt: skip
     model = GPTNeoXForCausalLM(config).eval()
     widths = []
@@ -190,10 +190,10 @@ def test_a_batch_padded_to_its_longest_example_has_the_loss_of_one_padded_to_seq
         widths.append(width)
         longest = int((labels != IGNORE_INDEX).nonzero()[:, 1].max()) + 1
         assert longest <= width < longest + PAD_MULTIPLE and width % PAD_MULTIPLE == 0
-        full_ids = torch.nn.functional.pad(input_ids, (0, 1024 - width), value=train.pad_id)
-        full_labels = torch.nn.functional.pad(labels, (0, 1024 - width), value=IGNORE_INDEX)
+        full_ids = torch.nn.functional.pad(input_ids, (0, 512 - width), value=train.pad_id)
+        full_labels = torch.nn.functional.pad(labels, (0, 512 - width), value=IGNORE_INDEX)
         with torch.no_grad():
             narrow = model(input_ids=input_ids, labels=labels).loss
             wide = model(input_ids=full_ids, labels=full_labels).loss
         torch.testing.assert_close(narrow, wide, rtol=1e-5, atol=1e-6)
-    assert max(widths) < 1024  # GSM8K examples are far shorter than seq_len
+    assert max(widths) < 512  # GSM8K examples are far shorter than seq_len
