@@ -38,18 +38,24 @@ demo: install
 # The paper's grid at smoke scale (every node kind, about a minute): the quick look at train-grid.
 RUNS ?= runs
 MICRO_FIGURES ?= figures/micro
+JOBS ?= 2
 grid-smoke: install
 	PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/proximity train-grid smoke --out $(RUNS)/smoke
 
 # The whole micro reproduction: the grid (3 seeds), per-layer CKA of its branches, then the
-# correlation, figures and report into figures/micro (results.csv and grid.yaml copied beside
-# them, so `make demo` can redraw everything from the committed files).
+# correlation, figures and report into figures/micro (results.csv, grid.yaml and the grid's
+# own tokenizer copied beside them, so `make demo` can redraw everything, the tokenizer
+# comparison included, from the committed files).
 reproduce: install
 	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; P=$(BIN)/proximity; \
-	$$P train-grid micro --seeds 0,1,2 --out $(RUNS)/micro; \
+	$$P train-grid micro --seeds 0,1,2 --jobs $(JOBS) --out $(RUNS)/micro; \
 	mkdir -p $(MICRO_FIGURES); \
 	$$P cka --grid $(RUNS)/micro --data c4 --out $(MICRO_FIGURES); \
 	cp $(RUNS)/micro/results.csv $(RUNS)/micro/grid.yaml $(MICRO_FIGURES)/; \
+	for tok in $(RUNS)/micro/nodes/tokenizer-*; do \
+		mkdir -p $(MICRO_FIGURES)/nodes/$$(basename $$tok); \
+		cp $$tok/tokenizer.json $(MICRO_FIGURES)/nodes/$$(basename $$tok)/; \
+	done; \
 	$$P correlate $(RUNS)/micro --metric all --out $(MICRO_FIGURES); \
 	$$P report $(RUNS)/micro --analysis $(MICRO_FIGURES) --out $(MICRO_FIGURES)/report.html
 
