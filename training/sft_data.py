@@ -144,9 +144,7 @@ def build_sft_data(
     if not 0.0 <= val_fraction < 1.0:
         raise ProximityError(f"val_fraction {val_fraction} must be in [0, 1)")
     eos_id = resolve_eos_id(tokenizer, eos_id)
-    if pad_id is None:
-        pad_id = tokenizer.token_to_id(PAD_TOKEN)
-        pad_id = eos_id if pad_id is None else pad_id
+    pad_id = resolve_pad_id(tokenizer, eos_id) if pad_id is None else pad_id
     examples = list(load_examples(spec, n_docs=n_docs, data_dir=data_dir))
     if not examples:
         raise ProximityError(f"{spec!r} gave no examples: check the spec and --data-dir")
@@ -178,6 +176,12 @@ def build_sft_data(
                 f"{spec!r}: no {name} example fits seq_len={seq_len}; raise seq_len"
             )
     return train, val
+
+
+def resolve_pad_id(tokenizer: Tokenizer, eos_id: int) -> int:
+    """`<|padding|>` when the tokenizer has it, else EOS (its value never matters: no loss)."""
+    pad_id = tokenizer.token_to_id(PAD_TOKEN)
+    return eos_id if pad_id is None else pad_id
 
 
 def _prompt_token_count(offsets: list[tuple[int, int]], prompt_chars: int) -> int:

@@ -30,7 +30,7 @@ from tokenizers import Tokenizer
 
 from proximity.atomic import fsync_path, fsync_tree
 from proximity.errors import ProximityError
-from training.sft_data import PAD_TOKEN, SFTSplit, build_sft_data
+from training.sft_data import SFTSplit, build_sft_data, resolve_pad_id
 from training.tokenized import resolve_eos_id, slug, wait_for_build
 
 SFT_FORMAT_VERSION = 1
@@ -90,8 +90,7 @@ def prepare_sft(
     from proximity.tokenizer import tokenizer_fingerprint
 
     eos_id = resolve_eos_id(tokenizer, None)
-    pad_id = tokenizer.token_to_id(PAD_TOKEN)
-    pad_id = eos_id if pad_id is None else pad_id
+    pad_id = resolve_pad_id(tokenizer, eos_id)
     source = describe_source(spec, data_dir=data_dir)
     key = {
         "format_version": SFT_FORMAT_VERSION,
