@@ -55,6 +55,19 @@ def smoke_run(shared_data, tmp_path_factory) -> Path:
     return out
 
 
+def test_the_prepare_node_made_every_build_before_training_read_it(smoke_run):
+    """Data preparation is its own node: every build in the grid's token cache is one it made
+    (a training node that found its data missing would have added another), and each was
+    finished before the first pretraining node started."""
+    (prepare,) = (smoke_run / "nodes").glob("prepare-*")
+    made = json.loads((prepare / "result.json").read_text())
+    builds = [b for b in (smoke_run / "cache" / "tokens").iterdir() if not b.name.startswith(".")]
+    assert made["builds"] == len(builds) >= 3  # pretraining data, the code mix's part, pycode
+    (pretrain,) = (smoke_run / "nodes").glob("pretrain-*")
+    started = float((pretrain / "attempts.txt").read_text().split()[0])
+    assert all((b / "manifest.json").stat().st_mtime <= started for b in builds)
+
+
 def test_results_table(smoke_run):
     table = pd.read_csv(smoke_run / "results.csv")  # no arguments, as the contract promises
     parquet = pd.read_parquet(smoke_run / "results.parquet")
@@ -107,7 +120,7 @@ def test_rerun_skips_done_nodes_and_status_reports_them(smoke_run, shared_data):
         env={**os.environ, "COLUMNS": "200"},
     )
     assert status.returncode == 0, status.stderr
-    assert "13 done" in status.stdout
+    assert "14 done" in status.stdout  # prepare included
 
 
 def _wait(predicate, process: subprocess.Popen, what: str, timeout: float = 300) -> None:
@@ -180,7 +193,7 @@ def test_two_grid_processes_never_run_a_node_twice(shared_data, tmp_path):
         output = process.communicate(timeout=600)[0].decode()
         assert process.returncode == 0, output[-3000:]
     counts = attempts(out)
-    assert len(counts) == 5 and set(counts.values()) == {1}, counts
+    assert len(counts) == 6 and set(counts.values()) == {1}, counts  # prepare included
     assert len(pd.read_csv(out / "results.csv")) == 3
 
 
@@ -205,6 +218,10 @@ def test_a_failed_node_skips_its_dependents_and_a_rerun_retries_it(shared_data, 
     assert list(table.branch_kind) == ["control"]  # the other branch went on
     (failed,) = out.glob("nodes/midtrain-*")
     assert (failed / "error.txt").read_text().strip()
+    # the prepare node reported the unreadable data and let the rest of the grid go on
+    (prepare,) = out.glob("nodes/prepare-*")
+    (reported,) = json.loads((prepare / "result.json").read_text())["failed"]
+    assert "missing.jsonl" in reported
     run_grid(out, shared_data, spec=str(spec), check=False)
     assert attempts(out)[failed.name] == 2  # retried
 

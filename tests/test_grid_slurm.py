@@ -140,10 +140,12 @@ def test_jobs_depend_on_unfinished_parents_and_done_or_queued_nodes_are_not_resu
     plan = build_plan(load_grid("smoke"))
     out = tmp_path / "g"
     tok = next(n for n in plan.nodes if n.kind == "tokenizer")
+    prep = next(n for n in plan.nodes if n.kind == "prepare")
     pre = next(n for n in plan.nodes if n.kind == "pretrain")
     mids = [n for n in plan.nodes if n.kind == "midtrain"]
-    node_dir(out, tok.id).mkdir(parents=True)
-    (node_dir(out, tok.id) / RESULT).write_text("{}")  # done
+    for done in (tok, prep):
+        node_dir(out, done.id).mkdir(parents=True)
+        (node_dir(out, done.id) / RESULT).write_text("{}")  # done
     node_dir(out, pre.id).mkdir(parents=True)
     (node_dir(out, pre.id) / slurm.JOB_FILE).write_text("77\n")  # queued by an earlier call
     node_dir(out, mids[0].id).mkdir(parents=True)
@@ -161,10 +163,10 @@ def test_jobs_depend_on_unfinished_parents_and_done_or_queued_nodes_are_not_resu
 
     queue = {"77": ("RUNNING", "None"), "79": ("PENDING", "Dependency")}
     jobs, submitted = slurm.submit_plan(plan, out, fake_submit, queue)
-    assert tok.id not in jobs and jobs[pre.id] == "77"
+    assert tok.id not in jobs and prep.id not in jobs and jobs[pre.id] == "77"
     assert child.id in submitted and cancelled == ["79"]
     assert [nid for nid, _ in calls] == submitted
-    assert set(submitted) == {n.id for n in plan.nodes} - {tok.id, pre.id}
+    assert set(submitted) == {n.id for n in plan.nodes} - {tok.id, prep.id, pre.id}
     assert mids[0].id in submitted
     position = {nid: i for i, nid in enumerate(submitted)}
     for node in plan.nodes:
@@ -372,19 +374,19 @@ def test_slurm_grid_no_wait_then_watch_equals_the_local_run_and_rerun_submits_no
 ):
     out = tmp_path / "g"
     submitted = grid(tiny_spec, out, shared_data, "--executor", "slurm", "--no-wait")
-    assert "submitted 5 jobs" in submitted.stdout and not (out / "results.csv").exists()
+    assert "submitted 6 jobs" in submitted.stdout and not (out / "results.csv").exists()
     done = grid(tiny_spec, out, shared_data, "--executor", "slurm")  # watches the same jobs
     assert "submitted 0 jobs" in done.stdout
     pd.testing.assert_frame_equal(results(out), results(local_run), check_exact=True)
-    assert set(attempts(out).values()) == {1} and len(attempts(out)) == 5
+    assert set(attempts(out).values()) == {1} and len(attempts(out)) == 6
     jobs = {f.read_text().strip() for f in out.glob(f"nodes/*/{slurm.JOB_FILE}")}
-    assert len(jobs) == 5
+    assert len(jobs) == 6
     deadline = time.monotonic() + 60  # the last job may still be exiting after its result
     while live_jobs(out):
         assert time.monotonic() < deadline, f"jobs still queued: {live_jobs(out)}"
         time.sleep(0.5)
     again = grid(tiny_spec, out, shared_data, "--executor", "slurm")
-    assert "submitted 0 jobs" in again.stdout and "5 nodes done before" in again.stdout
+    assert "submitted 0 jobs" in again.stdout and "6 nodes done before" in again.stdout
     assert set(attempts(out).values()) == {1}
 
 
@@ -399,7 +401,7 @@ def test_a_partition_sbatch_refuses_is_one_line_and_leaves_no_jobs(
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1 and "sbatch refused node sft-" in done.stderr
     assert "Invalid partition" in done.stderr
-    assert len(list(out.glob(f"nodes/*/{slurm.JOB_FILE}"))) == 3  # submitted, then cancelled
+    assert len(list(out.glob(f"nodes/*/{slurm.JOB_FILE}"))) == 4  # submitted, then cancelled
     deadline = time.monotonic() + 30
     while live_jobs(out):
         assert time.monotonic() < deadline, f"jobs left queued: {live_jobs(out)}"

@@ -86,7 +86,7 @@ def dry_run(plan, data_dir: str | None, jobs: int) -> None:
     naive = naive_tokens(plan, est)
     kinds = {
         k: sum(1 for n in plan.nodes if n.kind == k)
-        for k in ("tokenizer", "pretrain", "midtrain", "sft")
+        for k in ("tokenizer", "prepare", "pretrain", "midtrain", "sft")
     }
     console.print(", ".join(f"{v} {k}" for k, v in kinds.items()) + " nodes")
     unknown = len(est) - len(known)
@@ -117,7 +117,7 @@ def slurm_resources(plan) -> None:
     columns = ("kind", "jobs", "partition", "time", "nodes", "GPUs/node", "CPUs", "mem", "runs")
     for column in columns:
         table.add_column(column)
-    for kind in ("tokenizer", "pretrain", "midtrain", "sft"):
+    for kind in ("tokenizer", "prepare", "pretrain", "midtrain", "sft"):
         count = sum(1 for n in plan.nodes if n.kind == kind)
         if not count:
             continue

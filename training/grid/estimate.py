@@ -77,7 +77,7 @@ def estimate(plan: Plan, data_dir: str | None, *, measure: bool = True) -> dict[
     peak = next((v for k, v in PEAK_FLOPS if k.upper() in gpu), None)  # specific names first
     out: dict[str, NodeEstimate] = {}
     for node in plan.nodes:
-        if node.kind == "tokenizer":
+        if node.kind in ("tokenizer", "prepare"):
             out[node.id] = NodeEstimate(0, 0.0, None)
             continue
         cfg = node.settings

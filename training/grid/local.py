@@ -61,14 +61,14 @@ def node_payload(plan: Plan, node: Node, out: Path, data_dir: str | None) -> dic
     }
     if node.kind == "tokenizer":
         return payload
-    cfg = copy.deepcopy(node.settings)
+    if node.kind == "prepare":
+        payload["run_configs"] = [
+            _with_paths(plan, copy.deepcopy(c), out, data_dir) for c in node.settings["configs"]
+        ]
+        return payload
+    cfg = _with_paths(plan, copy.deepcopy(node.settings), out, data_dir)
     folder = node_dir(out, node.id)
     cfg["out_dir"] = str(folder)
-    cfg["data"]["data_dir"] = data_dir
-    cfg["data"]["cache_dir"] = str(out / "cache" / "tokens")
-    if cfg["data"]["tokenizer"] == TOKENIZER_REF:
-        tok = next(n for n in plan.nodes if n.kind == "tokenizer")
-        cfg["data"]["tokenizer"] = str(node_dir(out, tok.id) / "tokenizer.json")
     if node.init_from is not None:
         parent, step = node.init_from
         source = node_dir(out, parent)
@@ -77,6 +77,16 @@ def node_payload(plan: Plan, node: Node, out: Path, data_dir: str | None) -> dic
         )
     payload["run_config"] = cfg
     return payload
+
+
+def _with_paths(plan: Plan, cfg: dict, out: Path, data_dir: str | None) -> dict:
+    """This machine's data folder, the grid's shared token cache and the grid's tokenizer."""
+    cfg["data"]["data_dir"] = data_dir
+    cfg["data"]["cache_dir"] = str(out / "cache" / "tokens")
+    if cfg["data"]["tokenizer"] == TOKENIZER_REF:
+        tok = next(n for n in plan.nodes if n.kind == "tokenizer")
+        cfg["data"]["tokenizer"] = str(node_dir(out, tok.id) / "tokenizer.json")
+    return cfg
 
 
 def write_node_files(plan: Plan, out: Path, data_dir: str | None) -> None:

@@ -1,11 +1,16 @@
 """The grid as a DAG of nodes; a node's identity is a hash of its settings and its parents' ids.
 
-tokenizer -> pretrain (per model and seed; keeps a checkpoint at every branch start) -> branches
-(midtrain / CPT from a start checkpoint) -> SFT (branch end x target x LR) -> results.
+tokenizer -> prepare (tokenise every dataset the grid reads, once) -> pretrain (per model and
+seed; keeps a checkpoint at every branch start) -> branches (midtrain / CPT from a start
+checkpoint) -> SFT (branch end x target x LR) -> results.
 The C4 control branch is the pretraining node itself: the sampler is a pure function of
 (seed, step) and midtraining carries on the schedule and AdamW state, so continuing pretraining
 on C4 from step s with the same seed reproduces the pretraining run exactly (tests/test_grid.py
 checks this bitwise); computing it again would only repeat work.
+
+The prepare node is an ordering dependency of the pretraining nodes, not part of their identity:
+it only fills the token cache, whose builds are keyed by their own inputs and have the same
+bytes whoever makes them (a node whose data is missing would build it the same way itself).
 
 Identity leaves out what does not change a node's numbers (paths, threads, progress bars,
 periodic checkpoints, the list of seeds), so `--seeds 0,1,2` on a folder that ran seed 0
@@ -25,7 +30,7 @@ from proximity.specs import blend, parse_mixture
 from training.config import RunConfig
 from training.grid.spec import GridSpec, MixtureEntry
 
-NodeKind = Literal["tokenizer", "pretrain", "midtrain", "sft"]
+NodeKind = Literal["tokenizer", "prepare", "pretrain", "midtrain", "sft"]
 TOKENIZER_REF = "@tokenizer"  # replaced by the tokenizer node's tokenizer.json at run time
 # Only the start and the end of a phase are evaluated (the rows of results.csv need no more).
 EVAL_ONLY_AT_ENDS = 10**9
@@ -91,7 +96,7 @@ class Plan:
 def node_id(kind: str, settings: dict[str, Any], parents, init_from) -> str:
     """`<kind>-<12 hex>`: sha256 of the settings that change numbers, parents and start point."""
     stable = copy.deepcopy(settings)
-    if kind != "tokenizer":
+    if kind not in ("tokenizer", "prepare"):
         for key in VOLATILE_KEYS:
             *path, last = key.split(".")
             node = stable
@@ -104,7 +109,7 @@ def node_id(kind: str, settings: dict[str, Any], parents, init_from) -> str:
 
 
 def _make(kind, label, settings, parents=(), init_from=None, info=None, tokens=None) -> Node:
-    if kind != "tokenizer":
+    if kind not in ("tokenizer", "prepare"):
         RunConfig.from_dict(settings)  # every value checked now, not when the node runs
     parents = tuple(parents)
     return Node(
@@ -238,7 +243,43 @@ def build_plan(spec: GridSpec) -> Plan:
             branches += tree
             for branch in tree:
                 nodes += _sft_nodes(spec, base, branch, model, seed)
-    return Plan(spec=spec, nodes=nodes, branches=branches)
+    return Plan(spec=spec, nodes=_with_prepare_node(nodes, tok_parents), branches=branches)
+
+
+def _with_prepare_node(nodes: list[Node], tok_parents: tuple[str, ...]) -> list[Node]:
+    """Insert one node that prepares every dataset the training nodes read (train prepare's
+    work, on a CPU job of its own on a cluster) before the first pretraining node."""
+    readers: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        if node.kind in ("pretrain", "midtrain", "sft"):
+            reads = _data_settings(node.settings)
+            readers[json.dumps(reads, sort_keys=True)] = reads
+    if not readers:
+        return nodes
+    prepare = _make(
+        "prepare",
+        f"prepare {len(readers)} data settings",
+        {"configs": [readers[key] for key in sorted(readers)]},
+        tok_parents,
+    )
+    out: list[Node] = []
+    for node in nodes:
+        if node.kind == "pretrain":
+            if prepare not in out:
+                out.append(prepare)
+            node.parents = (*node.parents, prepare.id)  # after its id: ordering only
+        out.append(node)
+    return out
+
+
+def _data_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The part of a training node's RunConfig that decides which builds it reads."""
+    return {
+        "phase": settings["phase"],
+        "model": {"seq_len": settings["model"]["seq_len"]},
+        "data": {k: v for k, v in settings["data"].items() if k not in ("data_dir", "cache_dir")},
+        "eval": {"datasets": settings["eval"]["datasets"]},
+    }
 
 
 def _sft_nodes(spec: GridSpec, base: dict, branch: Branch, model: str, seed: int) -> list[Node]:

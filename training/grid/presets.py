@@ -177,7 +177,8 @@ def _paper(model: str) -> dict[str, Any]:
         "train_set": ["system.dtype=bf16"],
         "estimate": {"device": "h100", "mfu": 0.4, "gpus": 8},
         # Starting points, never run (no GPU cluster here): one 8-GPU node per training node,
-        # SFT on one GPU; check the time limits against `--dry-run`'s estimate.
+        # SFT on one GPU, data preparation on CPUs only (forced for that kind); check the
+        # time limits against `--dry-run`'s estimate.
         "slurm": {
             "time_minutes": 2880,
             "gpus_per_node": 8,

@@ -165,6 +165,7 @@ class SlurmSpec:
     setup: list[str] = field(default_factory=list)
     # Per node kind: fields set here replace the ones above for that kind's jobs.
     tokenizer: SlurmResources = field(default_factory=SlurmResources)
+    prepare: SlurmResources = field(default_factory=SlurmResources)
     pretrain: SlurmResources = field(default_factory=SlurmResources)
     midtrain: SlurmResources = field(default_factory=SlurmResources)
     sft: SlurmResources = field(default_factory=SlurmResources)
@@ -178,7 +179,8 @@ class SlurmSpec:
                 value = getattr(override, f.name)
                 if value is not None:
                     setattr(base, f.name, value)
-        if kind == "tokenizer":  # BPE training is one CPU process whatever the section says
+        if kind in ("tokenizer", "prepare"):  # CPU work in one process (prepare's workers
+            # are its own subprocesses): never GPUs or ranks, whatever the section says
             base.nodes, base.gpus_per_node, base.processes_per_node = 1, 0, 1
         return base
 
@@ -256,7 +258,7 @@ class GridSpec:
         check(bool(self.sft.lrs), "sft.lrs", "needs at least one learning rate")
         for lr in self.sft.lrs:
             check(lr > 0, "sft.lrs", f"{lr} must be positive")
-        for kind in ("", "tokenizer.", "pretrain.", "midtrain.", "sft."):
+        for kind in ("", "tokenizer.", "prepare.", "pretrain.", "midtrain.", "sft."):
             r = self.slurm.for_kind(kind[:-1]) if kind else self.slurm
             where = f"slurm.{kind}"
             check(r.time_minutes > 0, where + "time_minutes", f"{r.time_minutes} must be > 0")

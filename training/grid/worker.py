@@ -21,6 +21,7 @@ from proximity.errors import ProximityError
 from training.grid.nodes import ATTEMPTS, ERROR, NODE_FILE, RESULT, node_lock, write_json_atomic
 
 EXIT_BUSY = 75  # another process runs this node (EX_TEMPFAIL)
+CPUS_PER_PREPARE_WORKER = 8
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +93,8 @@ def run_node(node: dict[str, Any], folder: Path, threads: int | None) -> dict[st
     started = time.perf_counter()
     if node["kind"] == "tokenizer":
         result = _tokenizer(node, folder)
+    elif node["kind"] == "prepare":
+        result = _prepare(node, threads)
     else:
         result = _training(node, folder, threads)
         if result is None:
@@ -117,6 +120,31 @@ def _tokenizer(node: dict[str, Any], folder: Path) -> dict[str, Any]:
     tokenizer = train_tokenizer(texts, s["vocab_size"])
     save_tokenizer(tokenizer, folder, info={**s, "n_texts": len(texts)})
     return {"vocab_size": tokenizer.get_vocab_size(with_added_tokens=True)}
+
+
+def _prepare(node: dict[str, Any], threads: int | None) -> dict[str, Any]:
+    """Tokenise what every training node of the grid reads into the shared token cache
+    (`proximity train prepare` for each distinct data setting; finished builds are reused).
+
+    One tokenising process per CPUS_PER_PREPARE_WORKER CPUs of the job (each runs a Rust
+    thread pool; on 2 cores one process is fastest, measured), at least data.prepare_workers.
+    A setting whose data cannot be read is reported and left out, not fatal: the nodes that
+    read it fail with that error when they run, and the rest of the grid goes on.
+    """
+    from training.config import RunConfig
+    from training.prepare import prepare_run
+
+    builds, failed = {}, []
+    for settings in node["run_configs"]:
+        cfg = RunConfig.from_dict(settings)
+        workers = max(cfg.data.prepare_workers, (threads or 1) // CPUS_PER_PREPARE_WORKER)
+        try:
+            for build in prepare_run(cfg, workers=workers, progress=False):
+                builds[str(build.directory)] = build.manifest["n_train_tokens"]
+        except ProximityError as error:
+            failed.append(f"{cfg.phase} {cfg.data.train}: {error}")
+            print(f"prepare: {failed[-1]} (the nodes that read it will fail)", file=sys.stderr)
+    return {"builds": len(builds), "train_tokens": sum(builds.values()), "failed": failed}
 
 
 def _training(node: dict[str, Any], folder: Path, threads: int | None) -> dict[str, Any] | None:
