@@ -300,7 +300,7 @@ def recommend_command(
         list[str],
         typer.Option(help="Candidate mixes: --candidates starcoder:0.2 math:0.12 starcoder ..."),
     ],
-    more: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    more: Annotated[list[str] | None, typer.Argument(hidden=True, metavar="CANDIDATES")] = None,
     runs: Annotated[
         Path | None, typer.Option(help="A grid folder already run through `proximity correlate`.")
     ] = None,
