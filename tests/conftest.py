@@ -34,3 +34,25 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     cache = tmp_path_factory.getbasetemp() / "proximity-cache"
     monkeypatch.setenv("PROXIMITY_CACHE_DIR", str(cache))
     monkeypatch.delenv("PROXIMITY_DATA_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BPE tokenizer trained on the real C4 sample, once per session (read-only)."""
+    from trainer_utils import train_tiny_tokenizer
+
+    return train_tiny_tokenizer(shared_data, tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def pretrained(tokenizer_file: Path, shared_data: Path, tmp_path_factory) -> Path:
+    """A 12-step pretraining run with a kept checkpoint at step 6 (a midtraining start point);
+    one per module, so no module sees another's writes."""
+    from trainer_utils import tiny_config
+
+    from training.loop import train
+
+    out = tmp_path_factory.mktemp("pretrain")
+    result = train(tiny_config(tokenizer_file, shared_data, out, checkpoint={"steps": [6]}))
+    assert result.finished and result.step == 12
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainer_utils import state_dicts_equal, tiny_config, train_tiny_tokenizer
+from trainer_utils import state_dicts_equal, tiny_config
 from transformers import GPTNeoXForCausalLM
 
 import training.loop
@@ -17,21 +17,6 @@ from training.checkpoint import latest_checkpoint, load_checkpoint
 from training.evaluate import IGNORE_INDEX, lm_loss, read_metrics, sft_batch
 from training.loop import train
 from training.starts import new_schedule
-
-
-@pytest.fixture(scope="module")
-def tokenizer_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_tokenizer(shared_data, tmp_path_factory.mktemp("tokenizer"))
-
-
-@pytest.fixture(scope="module")
-def pretrained(tokenizer_file: Path, shared_data: Path, tmp_path_factory) -> Path:
-    """A 12-step pretraining run with a kept checkpoint at step 6 (a midtraining start point)."""
-    out = tmp_path_factory.mktemp("pretrain")
-    cfg = tiny_config(tokenizer_file, shared_data, out, checkpoint={"steps": [6]})
-    result = train(cfg)
-    assert result.finished and result.step == 12
-    return out
 
 
 def _final_train_loss(out: Path) -> float:

@@ -4,10 +4,9 @@ on the number of workers; runs read the prepared builds; other ranks wait on the
 from __future__ import annotations
 
 import filecmp
-from pathlib import Path
 
 import pytest
-from trainer_utils import tiny_config, train_tiny_tokenizer
+from trainer_utils import tiny_config
 from typer.testing import CliRunner
 
 import training.tokenized
@@ -19,11 +18,6 @@ from training.prepare import prepare, prepare_run
 from training.tokenized import TokenizedDataset, tokenize_dataset
 
 FILES = ("train.bin", "val.bin", "val_docs.npy", "manifest.json")
-
-
-@pytest.fixture(scope="module")
-def tokenizer_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_tokenizer(shared_data, tmp_path_factory.mktemp("tokenizer"))
 
 
 def _one_shot_reference(texts, tokenizer, eos_id, val_fraction, seed):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainer_utils import tiny_config, train_tiny_tokenizer
+from trainer_utils import tiny_config
 from transformers import GPTNeoXForCausalLM
 
 from training.checkpoint import load_checkpoint
@@ -22,11 +22,6 @@ from training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 N_DOCS = 48  # 43 train examples at 10% held out: 5 steps of 8
-
-
-@pytest.fixture(scope="module")
-def tokenizer_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_tokenizer(shared_data, tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="module")

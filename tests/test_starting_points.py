@@ -9,24 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
-from trainer_utils import tiny_config, train_tiny_tokenizer
+from trainer_utils import tiny_config
 
 import proximity.atomic
 from proximity.errors import ProximityError
 from training.evaluate import MetricsLog
 from training.loop import train
-
-
-@pytest.fixture(scope="module")
-def tokenizer_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_tokenizer(shared_data, tmp_path_factory.mktemp("tokenizer"))
-
-
-@pytest.fixture(scope="module")
-def pretrained(tokenizer_file: Path, shared_data: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pretrain")
-    assert train(tiny_config(tokenizer_file, shared_data, out, checkpoint={"steps": [6]})).finished
-    return out
 
 
 def _midtrain(tokenizer_file, shared_data, out, init_from, **sections):

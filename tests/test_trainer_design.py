@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from trainer_utils import tiny_config, train_tiny_tokenizer
+from trainer_utils import tiny_config
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 import training.loop
@@ -23,11 +23,6 @@ from training.batches import BatchPrefetcher
 from training.checkpoint import latest_checkpoint
 from training.evaluate import IGNORE_INDEX, chunked_loss_sum, lm_loss, read_metrics
 from training.loop import load_optimizer_state, mfu, peak_flops_for, set_deterministic, train
-
-
-@pytest.fixture(scope="module")
-def tokenizer_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_tokenizer(shared_data, tmp_path_factory.mktemp("tokenizer"))
 
 
 def _tiny_model(seed: int = 0) -> GPTNeoXForCausalLM:

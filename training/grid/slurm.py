@@ -373,6 +373,14 @@ def watch(
     ended_since: dict[str, float] = {}
     started: set[str] = set()
     errors = 0
+
+    def fail(node: Node, folder: Path, message: str | None) -> None:
+        """Record a failed node: its error.txt (`message`, unless the worker wrote its own)."""
+        if message is not None:
+            write_text_atomic(folder / ERROR, message)
+        failed[node.id] = error_line(folder)
+        say("fail", node, failed[node.id])
+
     while True:
         try:
             queue = read()
@@ -409,13 +417,12 @@ def watch(
             if state == "PENDING" and reason in CANNOT_START:
                 del waiting[nid]
                 to_cancel.append(job)
-                write_text_atomic(
-                    folder / ERROR,
+                fail(
+                    node,
+                    folder,
                     f"job {job} can never start: Slurm says {reason} (fix the grid's slurm: "
                     f"section for {node.kind} nodes)\n",
                 )
-                failed[nid] = error_line(folder)
-                say("fail", node, failed[nid])
                 continue
             if state in ALIVE:
                 ended_since.pop(nid, None)
@@ -429,20 +436,22 @@ def watch(
                 continue
             del waiting[nid]
             if state == "COMPLETED":
-                write_text_atomic(
-                    folder / ERROR,
+                fail(
+                    node,
+                    folder,
                     f"job {job} completed but {folder / 'result.json'} did not appear within "
                     f"{completed_grace_s:g} s (is --out on a file system the jobs share?)\n",
                 )
-            elif not (folder / ERROR).exists():
+            elif (folder / ERROR).exists():
+                fail(node, folder, None)  # the worker's own error
+            else:
                 how = f" ({state})" if state else ""
-                write_text_atomic(
-                    folder / ERROR,
+                fail(
+                    node,
+                    folder,
                     f"job {job} ended without a result{how} (cancelled, time limit or OOM?)\n\n"
                     f"its output: {folder / LOG} and {folder / 'slurm'}\n",
                 )
-            failed[nid] = error_line(folder)
-            say("fail", node, failed[nid])
         cancel(to_cancel)
         if on_poll is not None:
             running = sum(1 for j in waiting.values() if queue.get(j, ("",))[0] == "RUNNING")
