@@ -38,3 +38,10 @@ def test_sft_config_is_the_papers():
     assert cfg.model.seq_len == 2048 and cfg.model.preset in PRESETS
     assert cfg.data.mask_prompt is None  # the target decides: on for GSM8K (the registry)
     assert cfg.train.batch_size % cfg.train.micro_batch_size == 0
+    # Forgetting is measured on the C4 documents pretraining held out: the same split, so the
+    # same val_fraction as the pretraining configs (else ~all "held-out" documents were trained).
+    for name in ("pythia-70m", "pythia-160m"):
+        pretrain = RunConfig.from_yaml(CONFIGS / f"{name}-paper.yaml")
+        assert cfg.data.val_fraction == pretrain.data.val_fraction
+    # A bounded C4 evaluation (the whole held-out split every eval would dwarf the SFT).
+    assert cfg.eval.max_batches is not None
