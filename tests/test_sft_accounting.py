@@ -7,6 +7,7 @@ Reference: Hugging Face's own masked loss on the whole global batch
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -52,8 +53,8 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def _first_global_batch(cfg):
-    """The step-0 batch, rebuilt from the data module (not the loop) at the fresh weights."""
+def _sft_split(cfg):
+    """The training examples, rebuilt from the data module (not the loop)."""
     from proximity.tokenizer import load_tokenizer
     from training.phases import SPLIT_SEED
     from training.sft_data import build_sft_data
@@ -63,6 +64,12 @@ def _first_global_batch(cfg):
         "gsm8k", tokenizer, seq_len=512, mask_prompt=True, data_dir=cfg.data.data_dir,
         n_docs=N_DOCS, val_fraction=cfg.data.sft_val_fraction, seed=SPLIT_SEED,
     )  # fmt: skip
+    return split
+
+
+def _first_global_batch(cfg):
+    """The step-0 batch, rebuilt from the data module (not the loop) at the fresh weights."""
+    split = _sft_split(cfg)
     input_ids, labels = next(split.batches(8, epoch=0, seed=cfg.train.seed))
     model = GPTNeoXForCausalLM.from_pretrained(load_checkpoint(cfg.model.init_from).model_dir)
     return model.eval(), input_ids, labels
@@ -95,6 +102,24 @@ def test_sft_loss_is_the_global_batch_token_mean_for_any_geometry(
     )
     a, b = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "accum")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_sft_throughput_counts_the_batches_real_width_not_seq_len(
+    tokenizer_file, shared_data, pretrained, tmp_path
+):
+    """Tokens/s and MFU of SFT follow the tokens the model ran on: each batch is as wide as
+    its longest example, far less than seq_len for GSM8K; counting steps x batch x seq_len
+    would overstate both (about 8x at 2,048)."""
+    cfg = _sft_config(tokenizer_file, shared_data, tmp_path / "run", pretrained)
+    train(cfg)
+    split = _sft_split(cfg)
+    steps = len(split) // 8
+    batches = itertools.islice(split.batches(8, epoch=0, seed=cfg.train.seed), steps)
+    widths = [input_ids.shape[1] for input_ids, _ in batches]
+    logged = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["split"] == "train"]
+    # The model reads width - 1 positions of each row (inputs and targets are shifted by one).
+    assert logged[-1]["tokens"] == 8 * sum(width - 1 for width in widths)
+    assert logged[-1]["tokens"] < steps * 8 * cfg.model.seq_len  # GSM8K examples are short
 
 
 @pytest.mark.slow

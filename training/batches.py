@@ -32,7 +32,10 @@ class BatchPrefetcher:
     def _build(self, step: int) -> Batch:
         inputs, targets = self._make_batch(step)
         if self._pin:
-            inputs, targets = inputs.pin_memory(), targets.pin_memory()
+            # Contiguous first: batches are often strided views (input/target shifts), and a
+            # strided pinned tensor is copied to the GPU through a pageable temporary on the
+            # main thread, i.e. not asynchronously at all.
+            inputs, targets = inputs.contiguous().pin_memory(), targets.contiguous().pin_memory()
         return inputs, targets
 
     def _submit(self, step: int) -> None:

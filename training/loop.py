@@ -52,14 +52,16 @@ from training.metrics_log import MetricsLog
 from training.presets import flops_per_token
 
 # Dense (not sparse) bf16 peak FLOP/s of ONE GPU, from the vendors' data sheets, for model FLOPs
-# utilisation. Matched in order against torch.cuda.get_device_name(): the specific names first
-# ("H100 PCIe" reports e.g. "NVIDIA H100 PCIe"; the SXM part "NVIDIA H100 80GB HBM3").
+# utilisation. Matched in order, case-insensitively, against torch.cuda.get_device_name(): the
+# specific names first ("H100 PCIe" reports e.g. "NVIDIA H100 PCIe"; the SXM part "NVIDIA H100
+# 80GB HBM3"). The NVL parts are PCIe cards with a lower clock (1,671 TFLOP/s sparse).
 PEAK_FLOPS: tuple[tuple[str, float], ...] = (
     ("H100 PCIe", 756e12),
     ("H100 NVL", 835e12),
     ("H100", 989e12),  # SXM5
-    ("H200", 989e12),
+    ("H200 NVL", 835e12),
     ("GH200", 989e12),
+    ("H200", 989e12),  # SXM
     ("A100", 312e12),
     ("L40S", 362e12),
     ("A10G", 70e12),
@@ -103,8 +105,10 @@ def autocast_context(cfg: RunConfig, device: torch.device) -> contextlib.Abstrac
 
 
 def peak_flops_for(device_name: str) -> float | None:
-    """One GPU's dense bf16 peak for a CUDA device name; None when we do not know the part."""
-    return next((flops for key, flops in PEAK_FLOPS if key in device_name), None)
+    """One GPU's dense bf16 peak for a device name (as CUDA reports it, or a user's `h100`);
+    None when we do not know the part."""
+    name = device_name.upper()
+    return next((flops for key, flops in PEAK_FLOPS if key.upper() in name), None)
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -244,9 +248,15 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
             f"(train.batch_size / processes)"
         )
     accumulation = local_batch // micro
-    seq_len = cfg.model.seq_len
-    tokens_per_step = cfg.train.batch_size * seq_len
-    model_flops_per_token = flops_per_token(raw_model.config, seq_len)
+    # Tokens (and FLOPs) a step processes follow the batch's width: seq_len for packed
+    # pretraining batches, the longest example (rounded up) for SFT batches.
+    flops_at_width: dict[int, float] = {}
+
+    def step_flops_per_token(width: int) -> float:
+        if width not in flops_at_width:
+            flops_at_width[width] = flops_per_token(raw_model.config, width)
+        return flops_at_width[width]
+
     peak = peak_flops(device)
     # SFT: loss = sum of token losses / trained tokens of the GLOBAL batch (see step_loss).
     token_mean_over_global_batch = cfg.phase == "sft"
@@ -256,7 +266,12 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
-        metrics.truncate_after(cfg.phase, start.step)
+        if resume and existing is not None:
+            metrics.truncate_after(
+                cfg.phase, start.step, redo_evals_at_step=start.step >= total_steps
+            )
+        else:
+            metrics.truncate_after(cfg.phase, start.step - 1)
     step, tokens = start.step, start.tokens
     stop_step = total_steps
     if cfg.train.max_steps_this_run is not None:
@@ -316,7 +331,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
         disable=not (cfg.system.progress and main), desc=cfg.phase,
     )  # fmt: skip
     batches = BatchPrefetcher(data.batch, step, stop_step, pin=device.type == "cuda")
-    window_start, window_tokens, paused = time.perf_counter(), 0, 0.0
+    window_start, window_tokens, window_flops, paused = time.perf_counter(), 0, 0.0, 0.0
 
     # ---- the loop ------------------------------------------------------------------------------
     try:
@@ -326,17 +341,22 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
                 group["lr"] = lr
 
             inputs, targets = batches.get(step)
+            width = inputs.shape[1]
+            step_tokens = cfg.train.batch_size * width
+            # One asynchronous copy of this rank's rows (pinned on CUDA); micro-batches are
+            # slices on the device, and the trained-token count below never waits for the GPU.
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
             if token_mean_over_global_batch:
                 # DDP averages gradients over ranks, hence x world_size: the update is then
                 # d(sum of token losses of the global batch) / (its trained tokens).
-                trained = (targets != IGNORE_INDEX).sum().to(device)
+                trained = (targets != IGNORE_INDEX).sum()
                 global_trained = distributed.all_reduce_sum(trained, info).clamp(min=1)
                 scale = info.world_size / global_trained
             loss_sum = torch.zeros((), device=device)
             for i in range(accumulation):
                 rows = slice(i * micro, (i + 1) * micro)
-                x = inputs[rows].to(device, non_blocking=True)
-                y = targets[rows].to(device, non_blocking=True)
+                x, y = inputs[rows], targets[rows]
                 # DDP would all-reduce gradients after every backward; only the last one needs it.
                 sync = not info.enabled or i == accumulation - 1
                 with contextlib.nullcontext() if sync else model.no_sync(), autocast:
@@ -365,8 +385,9 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            tokens += tokens_per_step
-            window_tokens += tokens_per_step
+            tokens += step_tokens
+            window_tokens += step_tokens
+            window_flops += step_tokens * step_flops_per_token(width)
             progress.update(1)
 
             if logged:
@@ -379,15 +400,17 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
                     dataset=cfg.data.train, loss=loss_value, lr=lr,
                     tokens_per_s=round(tokens_per_s, 1),
                 )  # fmt: skip
-                if peak:
+                if peak and window_tokens:
+                    mean_flops_per_token = window_flops / window_tokens
                     record["mfu"] = round(
-                        mfu(model_flops_per_token, tokens_per_s, info.world_size, peak), 4
+                        mfu(mean_flops_per_token, tokens_per_s, info.world_size, peak), 4
                     )
                 metrics.write(**record)
                 progress.set_postfix(
                     loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}", lr=f"{lr:.2e}"
                 )
-                window_start, window_tokens, paused = time.perf_counter(), 0, 0.0
+                window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
+                paused = 0.0
 
             if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps:
                 run_eval()
