@@ -122,3 +122,33 @@ def test_a_line_cut_short_by_a_kill_is_dropped_with_what_follows(tmp_path):
     path.write_bytes(b'{"phase": "sft", "step": 1}\n{"phase": "sft", "st\n')
     MetricsLog(path).truncate_after("sft", 10)
     assert path.read_bytes() == b'{"phase": "sft", "step": 1}\n'
+
+
+def _val_lines(out: Path) -> list[tuple[int, str]]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["dataset"]) for r in lines if r["split"] == "val"]
+
+
+def test_a_fresh_start_over_a_killed_attempt_logs_each_evaluation_once(
+    tokenizer_file, shared_data, tmp_path
+):
+    """An attempt killed before its first checkpoint leaves step-0 lines; starting again
+    (no checkpoint, so not a resume) must not log them a second time."""
+    cfg = tiny_config(tokenizer_file, shared_data, tmp_path, eval={"every": 6})
+    (tmp_path / "metrics.jsonl").write_text(
+        json.dumps({"phase": "pretrain", "step": 0, "split": "val", "dataset": "c4", "loss": 9.0})
+        + "\n"
+    )
+    train(cfg)
+    evals = _val_lines(tmp_path)
+    assert evals == [(0, "c4"), (6, "c4"), (12, "c4")]
+    assert len(set(evals)) == len(evals)
+
+
+def test_resuming_a_finished_run_evaluates_its_end_once(tokenizer_file, shared_data, tmp_path):
+    cfg = tiny_config(tokenizer_file, shared_data, tmp_path, eval={"every": 6})
+    train(cfg)
+    before = _val_lines(tmp_path)
+    result = train(cfg, resume=True)
+    assert result.finished
+    assert _val_lines(tmp_path) == before == [(0, "c4"), (6, "c4"), (12, "c4")]

@@ -22,15 +22,23 @@ class MetricsLog:
         if enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
 
-    def truncate_after(self, phase: str, step: int) -> None:
-        """On resume, cut the tail a killed run wrote after its last checkpoint (redone now).
+    def truncate_after(self, phase: str, step: int, *, redo_evals_at_step: bool = False) -> None:
+        """Cut the tail that will be written again: `phase`'s lines past `step` (a killed run's
+        work after its last checkpoint), and with `redo_evals_at_step` its evaluations AT `step`
+        too (a finished run resumed evaluates its end again). A fresh start at step s passes
+        s - 1, so a killed attempt's lines from s on go.
 
         The file is never rewritten: lines are only appended, and this cuts it in place
-        (`os.truncate`) at the first line that is past `step` or cut short by the kill, so
-        every line before it keeps its bytes.
+        (`os.truncate`) at the first such line or the first line cut short by a kill, so every
+        line before it keeps its bytes.
         """
         if not (self.enabled and self.path.exists()):
             return
+
+        def _redone(record: dict[str, Any]) -> bool:
+            at = record.get("step", 0)
+            return at > step or (redo_evals_at_step and at == step and record.get("split") == "val")
+
         offset = 0
         with self.path.open("rb") as file:
             for raw in file:
@@ -39,7 +47,7 @@ class MetricsLog:
                     complete = raw.endswith(b"\n")
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     complete = False
-                if not complete or (record.get("phase") == phase and record.get("step", 0) > step):
+                if not complete or (record.get("phase") == phase and _redone(record)):
                     break
                 offset += len(raw)
         os.truncate(self.path, offset)
