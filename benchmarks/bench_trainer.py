@@ -158,10 +158,10 @@ def matmul_peak(threads: int | None, n: int = 2048, repeats: int = 10, dtype=Non
 
 def gpu_part(args, tokenizer: str) -> None:
     from training.evaluate import read_metrics
-    from training.loop import PEAK_FLOPS, train
+    from training.loop import peak_flops_for, train
 
     name = torch.cuda.get_device_name()
-    peak = next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+    peak = peak_flops_for(name)
     print(f"\nGPU: {name} (dense bf16 peak {peak / 1e12 if peak else 'unknown'} TFLOP/s)")
     for preset, batch, micro in (("70m", 32, 16), ("160m", 32, 8)):
         for compile_ in (False, True):

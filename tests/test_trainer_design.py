@@ -39,6 +39,9 @@ def test_h100_pcie_and_sxm_peaks_are_told_apart():
     assert peak_flops_for("NVIDIA H100 PCIe") == 756e12
     assert peak_flops_for("NVIDIA H100 80GB HBM3") == 989e12  # SXM5
     assert peak_flops_for("NVIDIA H100 NVL") == 835e12
+    assert peak_flops_for("NVIDIA H200") == 989e12
+    assert peak_flops_for("NVIDIA H200 NVL") == 835e12
+    assert peak_flops_for("h100") == 989e12  # a grid spec's estimate.device
     assert peak_flops_for("NVIDIA A100-SXM4-80GB") == 312e12
     assert peak_flops_for("Some Future GPU") is None
 

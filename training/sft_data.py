@@ -34,9 +34,8 @@ from tokenizers import Tokenizer
 
 from proximity.errors import ProximityError
 from training.losses import IGNORE_INDEX
-from training.tokenized import resolve_eos_id, validation_mask
+from training.tokenized import PAD_TOKEN, resolve_eos_id, validation_mask
 
-PAD_TOKEN = "<|padding|>"
 PAD_MULTIPLE = 64  # batches are padded to a multiple of this many tokens (see batch_width)
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,10 @@ FORMAT_VERSION = 1
 # Held-out documents are chosen with this seed whatever the training seed, so that "C4 validation
 # loss" means the same documents in every run, phase and seed of a grid.
 SPLIT_SEED = 0
+# GPT-NeoX's special tokens (ids 0 and 1 in Pythia's tokenizer and in ours): EOS separates
+# packed documents and ends SFT examples; padding fills SFT batches (it carries no loss).
 EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|padding|>"
 _ENCODE_BATCH = 256  # documents per `encode_batch` call: enough to keep the Rust threads busy
 # Documents per shard: the unit of parallel work and of resuming. Part of the file layout, not
 # of the bytes: the joined files are the same for any shard size and any number of workers.

@@ -32,9 +32,8 @@ from tokenizers import (
 
 from proximity.atomic import atomic_path, write_text_atomic
 from proximity.errors import ProximityError
+from training.tokenized import EOS_TOKEN, PAD_TOKEN
 
-EOS_TOKEN = "<|endoftext|>"
-PAD_TOKEN = "<|padding|>"
 SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN)  # ids 0 and 1, as in GPT-NeoX
 # The 256 byte symbols plus the special tokens exist before any merge is learned.
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS) + 1

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from training.grid.plan import Plan
-from training.loop import PEAK_FLOPS
+from training.loop import peak_flops_for
 from training.presets import flops_per_token, model_config
 
 PYTHIA_VOCAB = 50_277
@@ -73,8 +73,7 @@ def estimate(plan: Plan, data_dir: str | None, *, measure: bool = True) -> dict[
     train_fraction = 1 - spec.data.sft_val_fraction
     examples = {t: sft_examples(t, s.n_docs, data_dir) for t in s.targets}
     speed: dict[tuple, float] = {}
-    gpu = spec.estimate.device.upper()
-    peak = next((v for k, v in PEAK_FLOPS if k.upper() in gpu), None)  # specific names first
+    peak = peak_flops_for(spec.estimate.device)
     out: dict[str, NodeEstimate] = {}
     for node in plan.nodes:
         if node.kind in ("tokenizer", "prepare"):
