@@ -9,12 +9,21 @@ N workers runs N tokenizer processes (each with its own Rust thread pool, so on 
 few cores the workers compete with each other and with the tokenizer's own threads).
 Repeats are interleaved so machine load hits every variant alike; medians are printed, with
 the ratio to the raw tokenizer (the figure least flattering to us).
+
+`--sft-spec gsm8k` also measures building SFT examples (`build_sft_data`, what `prepare` runs
+for an SFT config) against what a user would otherwise write: one `encode_batch` over every
+example's text. Each runs in a fresh process, which reports its peak RSS above the baseline of
+the texts already in memory, per kept token.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +44,15 @@ def main() -> None:
     parser.add_argument(
         "--shard-docs", type=int, default=None, help="Documents per shard (default: SHARD_DOCS)."
     )
+    parser.add_argument("--sft-spec", default=None, help="Also measure an SFT build's memory.")
+    parser.add_argument("--seq-len", type=int, default=2048, help="SFT seq_len (--sft-spec).")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_sft_child(args)))
+        return
+    if args.sft_spec:
+        _sft_memory(args)
     if args.shard_docs:  # a small sample is one shard at the default size: nothing to share out
         import training.tokenized
 
@@ -70,6 +87,50 @@ def main() -> None:
         print(
             f"  {name:<22} {median:7.2f} s  {n_tokens / median / 1e6:6.2f} M tokens/s  "
             f"{raw / median:5.2f}x the raw tokenizer"
+        )
+
+
+def _sft_child(args) -> dict:
+    """One variant in this (fresh) process: peak RSS growth over the texts already read."""
+    from proximity.data import load_examples
+    from training.sft_data import build_sft_data
+
+    tokenizer = load_tokenizer(args.tokenizer, data_dir=args.data_dir)
+    examples = list(load_examples(args.sft_spec, data_dir=args.data_dir))
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if args.child == "build_sft_data":
+        train, val = build_sft_data(
+            args.sft_spec, tokenizer, seq_len=args.seq_len, mask_prompt=True,
+            data_dir=args.data_dir,
+        )  # fmt: skip
+        n_tokens = len(train.tokens) + len(val.tokens)
+    else:  # the one-call way: every Encoding alive at once
+        encodings = tokenizer.encode_batch(
+            [e.prompt + e.response for e in examples], add_special_tokens=False
+        )
+        n_tokens = sum(len(e.ids) for e in encodings)
+    seconds = time.perf_counter() - start
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) * 1024  # KiB on Linux
+    return {"tokens": n_tokens, "peak_bytes": grown, "seconds": seconds}
+
+
+def _sft_memory(args) -> None:
+    results = {}
+    for variant in ("encode_batch (all at once)", "build_sft_data"):
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", variant.split()[0], "--sft-spec", args.sft_spec,
+             "--data-dir", args.data_dir, "--tokenizer", args.tokenizer,
+             "--seq-len", str(args.seq_len)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        results[variant] = json.loads(child.stdout.strip().splitlines()[-1])
+    print(f"SFT build of {args.sft_spec} (seq_len {args.seq_len}), peak RSS above the texts:")
+    for variant, r in results.items():
+        print(
+            f"  {variant:<28} {r['peak_bytes'] / 2**20:7.1f} MiB  "
+            f"{r['peak_bytes'] / r['tokens']:6.1f} B/token  ({r['tokens']:,} tokens, "
+            f"{r['seconds']:.1f} s)"
         )
 
 

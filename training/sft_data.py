@@ -37,6 +37,7 @@ from training.losses import IGNORE_INDEX
 from training.tokenized import PAD_TOKEN, resolve_eos_id, validation_mask
 
 PAD_MULTIPLE = 64  # batches are padded to a multiple of this many tokens (see batch_width)
+_ENCODE_CHUNK = 1024  # examples per `encode_batch` call while building (bounds its memory)
 log = logging.getLogger(__name__)
 
 
@@ -147,13 +148,23 @@ def build_sft_data(
     examples = list(load_examples(spec, n_docs=n_docs, data_dir=data_dir))
     if not examples:
         raise ProximityError(f"{spec!r} gave no examples: check the spec and --data-dir")
-    encodings = tokenizer.encode_batch(
-        [e.prompt + e.response for e in examples], add_special_tokens=False
-    )
-    rows = [
-        (encoding.ids, _prompt_token_count(encoding.offsets, len(example.prompt)))
-        for encoding, example in zip(encodings, examples, strict=True)
-    ]
+    # Encoded in chunks and kept as int32 arrays: a tokenizers `Encoding` carries offsets,
+    # token strings and masks (~140 bytes per token), so encoding a whole corpus at once would
+    # need ~35x the memory of what is kept.
+    rows: list[tuple[np.ndarray, int]] = []
+    for begin in range(0, len(examples), _ENCODE_CHUNK):
+        chunk = examples[begin : begin + _ENCODE_CHUNK]
+        encodings = tokenizer.encode_batch(
+            [e.prompt + e.response for e in chunk], add_special_tokens=False
+        )
+        rows.extend(
+            (
+                np.asarray(encoding.ids, dtype=np.int32),
+                _prompt_token_count(encoding.offsets, len(example.prompt)),
+            )
+            for encoding, example in zip(encodings, chunk, strict=True)
+        )
+        del encodings
     is_val = validation_mask(len(examples), val_fraction, seed, min_count=1)
     splits = []
     for wanted in (False, True):
@@ -194,7 +205,7 @@ def _prompt_token_count(offsets: list[tuple[int, int]], prompt_chars: int) -> in
 
 
 def _pack(
-    rows: list[tuple[list[int], int]],
+    rows: list[tuple[np.ndarray, int]],
     seq_len: int,
     mask_prompt: bool,
     eos_id: int,
@@ -206,10 +217,10 @@ def _pack(
     for ids, n_prompt in rows:
         if n_prompt >= seq_len or n_prompt >= len(ids):
             continue  # nothing of the response would be trained on
-        ids = [*ids, eos_id]
+        ids = np.append(ids, np.int32(eos_id))
         n_truncated += len(ids) > seq_len
         ids = ids[:seq_len]
-        pieces.append(np.asarray(ids, dtype=np.int32))
+        pieces.append(ids.astype(np.int32, copy=False))
         lengths.append(len(ids))
         masked.append(n_prompt if mask_prompt else 0)
     offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
