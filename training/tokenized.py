@@ -364,6 +364,7 @@ def _write_splits(
         os.replace(path, directory / f"{split}.bin")
     held_out_path = directory / f"val_docs{tag}.npy"
     np.save(held_out_path, np.flatnonzero(mask))
+    fsync_path(held_out_path)
     os.replace(held_out_path, directory / "val_docs.npy")
     return {
         "n_docs": n,
