@@ -24,9 +24,15 @@ the target b from a), asymmetric (`b` is the reference, the target).
 A side whose vocabulary is not one fixed set (a mixture judged by its expected sample, see
 `proximity.mixtures`) passes `presence`: each token's probability of being in its
 vocabulary. The Jaccard term is then the ratio of expected sizes
-E|K_a ∩ K_b| / E|K_a ∪ K_b| = Σ πa·πb / Σ (πa + πb − πa·πb) (sides independent), which is
-exactly |K_a ∩ K_b| / |K_a ∪ K_b| when every π is 0 or 1. The top-k cut still applies:
-a token outside a side's top-k by frequency has presence 0 there.
+E|K_a ∩ K_b| / E|K_a ∪ K_b| = Σ min(πa, πb) / Σ max(πa, πb), which is exactly
+|K_a ∩ K_b| / |K_a ∪ K_b| when every π is 0 or 1. Where one side is a fixed set (a dataset:
+every PA, and every matrix cell but mixture-vs-mixture) this equals the independent-sides
+Σ πa·πb / Σ (πa + πb − πa·πb). Two mixtures are read as draws from the SAME part samples
+in one shared random order (a smaller draw of a part lies inside a larger one), since their
+parts are the same documents: then P(in both) is min(πa, πb) for a token of one part, and at
+most that for a token of several; so a mixture is 1 with itself and continuous in the weights
+against another (independent draws would give two nearly equal mixtures ~0.75). The top-k
+cut still applies: a token outside a side's top-k by frequency has presence 0 there.
 """
 
 from __future__ import annotations
@@ -119,8 +125,8 @@ def _cosine(al: _Aligned) -> float:
 
 
 def _jaccard(al: _Aligned) -> float:
-    both = np.sum(al.presence_a * al.presence_b)
-    either = np.sum(al.presence_a + al.presence_b) - both
+    both = np.sum(np.minimum(al.presence_a, al.presence_b))
+    either = np.sum(np.maximum(al.presence_a, al.presence_b))
     return float(both / either)
 
 

@@ -219,15 +219,9 @@ class Comparison:
         return Counts(unigram, ngram, n_docs)
 
 
-def compare(
-    metric: Metric, a: Profile, b: Profile, names: tuple[str, str], *, same: bool = False
-) -> float:
-    """metric(a, b); a unigram metric also reads each side's vocabulary presence.
-
-    `same`: both sides are one sample (the same spec), so one vocabulary, not two
-    independent draws of it: an expected mixture is then exactly as similar to itself as a
-    dataset is (1), where independent draws would overlap less.
-    """
+def compare(metric: Metric, a: Profile, b: Profile, names: tuple[str, str]) -> float:
+    """metric(a, b); a unigram metric also reads each side's vocabulary presence (an
+    expected mixture's Jaccard with itself is then 1, as a dataset's: see proximity.metrics)."""
     if metric.uses == "ngram":
         if a.ngram is None or b.ngram is None:
             missing = names[0] if a.ngram is None else names[1]
@@ -235,8 +229,6 @@ def compare(
                 f"metric {metric.name} needs n-gram counts for {missing}: set --ngram-order 2"
             )
         return metric.function(a.ngram, b.ngram)
-    if same:
-        return metric.function(a.unigram, b.unigram)
     return metric.function(a.unigram, b.unigram, presence_a=a.presence, presence_b=b.presence)
 
 
@@ -252,10 +244,7 @@ def _pair_values(
         if metric.symmetric and (b, a) in done:
             values[i] = done[(b, a)]
             continue
-        same = a.canonical() == b.canonical()
-        values[i] = done[(a, b)] = compare(
-            metric, profiles[a], profiles[b], (a.name, b.name), same=same
-        )
+        values[i] = done[(a, b)] = compare(metric, profiles[a], profiles[b], (a.name, b.name))
     return values
 
 

@@ -104,13 +104,21 @@ class MixtureSpec:
         """A stable string for keys and reports: a dataset's own spec, or `a:w+b:w` (no label)."""
         if not self.is_mixture:
             return self.components[0][0].canonical()
-        return "+".join(f"{spec.canonical()}:{weight:g}" for spec, weight in self.components)
+        return "+".join(f"{spec.canonical()}:{weight_text(w)}" for spec, w in self.components)
 
     def __str__(self) -> str:
         return self.canonical()
 
 
 AnySpec = DatasetSpec | MixtureSpec
+
+
+def weight_text(weight: float) -> str:
+    """A weight as short text that still tells two different weights apart: `0.2`, not
+    `0.2000`; but 0.4999999 stays itself (`:g` alone would print 0.5 for it, and two different
+    mixtures would then share one name, cache entry and table row)."""
+    short = f"{weight:g}"
+    return short if float(short) == weight else repr(float(weight))
 
 
 def parse_mixture(text: str | DatasetSpec | MixtureSpec) -> MixtureSpec:

@@ -149,3 +149,64 @@ def test_mixture_weights_must_be_positive() -> None:
     counts = Counts(np.array([1.0, 2.0]), None, 1)
     with pytest.raises(ProximityError, match="positive"):
         expected_profile([(counts, 0.0), (counts, 1.0)])
+
+
+def _jaccard_of(a, b) -> float:
+    return jaccard_similarity(a.unigram, b.unigram, presence_a=a.presence, presence_b=b.presence)
+
+
+def test_two_mixtures_of_the_same_parts_are_continuous_and_one_with_themselves(streams) -> None:
+    """Mixture vs mixture: 1 at equal weights and continuous next to it (independent draws
+    of the same parts would give ~0.75 for two mixtures a millionth apart)."""
+    (_, web), (_, code) = streams["web"], streams["code"]
+    half = expected_profile([(web, 0.5), (code, 0.5)])
+    assert _jaccard_of(half, half) == pytest.approx(1.0, abs=1e-12)
+    near = expected_profile([(web, 0.5 - 1e-6), (code, 0.5 + 1e-6)])
+    assert _jaccard_of(half, near) > 1 - 1e-4
+    far = expected_profile([(web, 0.2), (code, 0.8)])
+    assert _jaccard_of(half, far) < _jaccard_of(half, near)
+    assert _jaccard_of(half, far) == _jaccard_of(far, half)
+
+
+def test_a_mixture_against_a_fixed_vocabulary_is_the_independent_expectation(streams) -> None:
+    """Against a dataset (presence 0 or 1), E|A ∩ B| is Σ π·1: the coupling of the two
+    sides cannot matter, so PA is the Monte-Carlo-checked expectation above."""
+    (_, web), (_, code) = streams["web"], streams["code"]
+    mixed = expected_profile([(web, 0.7), (code, 0.3)])
+    fixed = code.profile()
+    kept = fixed.presence
+    independent = (mixed.presence * kept).sum() / (
+        mixed.presence + kept - mixed.presence * kept
+    ).sum()
+    assert _jaccard_of(mixed, fixed) == pytest.approx(independent, rel=1e-12)
+
+
+def test_mixture_vs_mixture_matches_draws_in_one_shared_order(streams) -> None:
+    """The model behind mixture vs mixture, drawn: each part's tokens in one random order per
+    draw, each mixture taking its prefix of it. The formula is exact for tokens of one part
+    and an upper bound for tokens in both parts, so it may sit a little above the draws."""
+    (web_ids, web), (code_ids, code) = streams["web"], streams["code"]
+    mixtures = []
+    for weight in (0.3, 0.4):
+        budget = (1 - weight) * web_ids.size + weight * code_ids.size
+        mixtures.append(
+            (
+                expected_profile([(web, 1 - weight), (code, weight)]),
+                round((1 - weight) * budget),
+                round(weight * budget),
+            )
+        )
+    rng = np.random.default_rng(1)
+    both, either = [], []
+    for _ in range(400):
+        web_order, code_order = rng.permutation(web_ids), rng.permutation(code_ids)
+        present = []
+        for _, n_web, n_code in mixtures:
+            mask = np.zeros(web.unigram.size, dtype=bool)
+            mask[np.concatenate([web_order[:n_web], code_order[:n_code]])] = True
+            present.append(mask)
+        both.append((present[0] & present[1]).sum())
+        either.append((present[0] | present[1]).sum())
+    drawn = np.mean(both) / np.mean(either)  # 0.870 here; independent sides would say 0.600
+    formula = _jaccard_of(mixtures[0][0], mixtures[1][0])
+    assert formula == pytest.approx(drawn, abs=0.005)
