@@ -197,7 +197,9 @@ def _single_examples(
                 "(--n-docs): it is drawn in one pass, holding only that many records"
             )
         report.sampling = f"uniform random sample of {n_docs} records (seed {seed})"
-        records = _reservoir_sample(_counted(resolved.records(None), report), n_docs, seed)
+        records = _reservoir_sample(
+            _counted(resolved.records(None), report), n_docs, seed, report=report
+        )
     else:
         report.sampling = f"first {n_docs} documents" if n_docs else "every document"
         records = _counted(resolved.records(None), report)
@@ -220,7 +222,7 @@ def _counted(records: Iterator[tuple[str, dict]], report: ReadReport) -> Iterato
 
 
 def _reservoir_sample(
-    records: Iterator[tuple[str, dict]], k: int, seed: int
+    records: Iterator[tuple[str, dict]], k: int, seed: int, report: ReadReport | None = None
 ) -> Iterator[tuple[str, dict]]:
     """A uniform sample of k records in one pass, O(k) memory, in random order.
 
@@ -236,6 +238,11 @@ def _reservoir_sample(
             heapq.heappush(heap, (-key, position, item))
         elif key < -heap[0][0]:
             heapq.heapreplace(heap, (-key, position, item))
+    if report is not None and len(heap) < k:  # the source is smaller than the sample asked
+        report.sampling = (
+            f"all {len(heap):,} records (fewer than the {k:,} asked), in a seeded random "
+            f"order (seed {seed})"
+        )
     for _, _, item in sorted(heap, key=lambda entry: -entry[0]):
         yield item
 

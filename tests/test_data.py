@@ -151,6 +151,21 @@ def test_random_sampling_reaches_mixture_parts_and_is_recorded(shared_data):
     assert "uniform random" in report.sampling and report.documents == 80
 
 
+def test_a_random_sample_larger_than_the_file_says_it_took_every_record(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(f'{{"text": "doc {i}"}}\n' for i in range(5)))
+    report = ReadReport()
+    texts = list(load_texts(str(path), n_docs=1000, sample="random", seed=2, report=report))
+    assert sorted(texts) == [f"doc {i}" for i in range(5)]
+    assert (
+        report.sampling == "all 5 records (fewer than the 1,000 asked), in a seeded random "
+        "order (seed 2)"
+    )
+    report = ReadReport()
+    list(load_texts(str(path), n_docs=3, sample="random", seed=2, report=report))
+    assert report.sampling == "uniform random sample of 3 records (seed 2)"
+
+
 def test_a_random_sample_of_a_local_file_needs_its_size(shared_data):
     with pytest.raises(ProximityError, match="needs its size"):
         list(load_texts("gsm8k", sample="random", data_dir=shared_data))

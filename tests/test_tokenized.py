@@ -101,3 +101,29 @@ def test_small_datasets_still_hold_out_min_val_docs(pythia, shared_data, tmp_pat
 def test_mixture_spec_is_refused_with_a_hint(pythia, shared_data, tmp_path):
     with pytest.raises(ProximityError, match="tokenise each part"):
         tokenize_dataset("c4:0.8+gsm8k:0.2", pythia, cache_dir=tmp_path, data_dir=shared_data)
+
+
+def test_editing_a_registry_template_builds_new_tokens_not_stale_ones(
+    pythia, shared_data, tmp_path, monkeypatch
+):
+    """The training token cache keys on the resolved formatting, as the statistics cache does:
+    an edited template is a new build whose tokens are the new text's."""
+    registry = tmp_path / "mine.toml"
+    monkeypatch.setenv("PROXIMITY_REGISTRY", str(registry))
+    entry = '[mine]\nplain = "{template}"\n[[mine.local]]\nfiles = ["gsm8k_test.jsonl"]\n'
+
+    def build(template: str) -> TokenizedDataset:
+        registry.write_text(entry.format(template=template))
+        return tokenize_dataset(
+            "mine", pythia, cache_dir=tmp_path / "cache", data_dir=shared_data, n_docs=30,
+            val_fraction=0.1, progress=False,
+        )  # fmt: skip
+
+    short = build("{question}")
+    full = build("{question}\\n{answer}")
+    assert full.directory != short.directory
+    assert len(full.train) > len(short.train)
+    texts = list(load_texts("mine", n_docs=30, data_dir=shared_data))
+    assert all("####" in text for text in texts)  # the edited template's text
+    assert _documents(pythia, full.train)[0] in {unicodedata.normalize("NFC", t) for t in texts}
+    assert build("{question}").directory == short.directory  # the first build is still there

@@ -117,9 +117,11 @@ def tokenize_dataset(
     `build=False` this only waits (up to `wait_timeout_s`) for another process's build of the
     same inputs to finish: the other ranks of a job whose rank 0 is tokenising.
 
-    The cache key is the spec, the source's fingerprint (files' size and mtime, or the hub
-    revision), the tokenizer's fingerprint and every option here, so changing any of them
-    builds a new folder. `val_fraction` of the documents (at least `min_val_docs`) are held out.
+    The cache key is the spec, the source's fingerprint (`describe_source`: the files' size
+    and mtime or the hub revision, the split actually read, the resolved formatting and the
+    reader's version), the tokenizer's fingerprint and every option here, so changing any of
+    them (a registry template edited, say) builds a new folder. `val_fraction` of the
+    documents (at least `min_val_docs`) are held out.
     Only single datasets: a mixture is several builds mixed by `training.sampler.MixtureSampler`.
     """
     from proximity.data import describe_source, load_texts
