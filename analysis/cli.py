@@ -164,6 +164,19 @@ def _other_tokenizer(tokenizer: str, grid: Grid) -> str | None:
     return own if own != tokenizer else None
 
 
+def correlate_output(runs_dir: Path, given: Path | None) -> Path:
+    """Where `proximity correlate` wrote for this grid: `--analysis`, else RUNS/analysis (its
+    default), else RUNS itself when the statistics sit beside results.csv (figures/micro)."""
+    candidates = [given] if given is not None else [runs_dir / "analysis", runs_dir]
+    for folder in candidates:
+        if (folder / "statistics.json").exists():
+            return folder
+    looked = " or ".join(str(folder / "statistics.json") for folder in candidates)
+    raise ProximityError(
+        f"{looked} not found: run `proximity correlate {runs_dir}` first (or pass --analysis)"
+    )
+
+
 def _data_dir(given: Path | None, config: dict) -> Path | None:
     """--data-dir, else the grid's own data_dir when it exists here, else $PROXIMITY_DATA_DIR."""
     from analysis.advantage import grid_data_dir
@@ -211,7 +224,7 @@ def report_command(
     from analysis.results import load_grid
 
     grid = load_grid(runs_dir)
-    report = build_report(grid, analysis or grid.root / "analysis")
+    report = build_report(grid, correlate_output(grid.root, analysis))
     for path in write_report(report, out):
         console.print(f"wrote {path}", highlight=False)
 
@@ -333,11 +346,9 @@ def recommend_command(
     if runs is not None:
         grid = load_grid(runs)
         config = grid.config
-        stats_path = (analysis or grid.root / "analysis") / "statistics.json"
-        if not stats_path.exists():
-            raise ProximityError(f"{stats_path} not found: run `proximity correlate {runs}` first")
+        stats_path = correlate_output(grid.root, analysis) / "statistics.json"
         statistics = json.loads(stats_path.read_text())
-        relation = FittedRelation.from_statistics(statistics, model)
+        relation = FittedRelation.from_statistics(statistics, model, metric)
         tokenizer = statistics["inputs"]["tokenizer"]
         n_docs = statistics["inputs"]["stats_options"]["n_docs"]
         pretrain = pretrain or str(grid.results["pretrain_spec"].iloc[0])

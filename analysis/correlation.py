@@ -217,6 +217,29 @@ def leave_one_group_out(x: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> 
     }
 
 
+def leave_one_pair_out(x: np.ndarray, y: np.ndarray, labels: Sequence[str]) -> dict:
+    """r with each pair left out in turn: its range, and the pair whose removal lowers r most
+    (with r and p without it). One far pair can carry r; this says whether it does."""
+    n = len(x)
+    if n < 4:
+        return {"r_min": None, "r_max": None, "most_influential": None}
+    results = []
+    for i in range(n):
+        keep = np.arange(n) != i
+        if np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
+            continue
+        fit = stats.pearsonr(x[keep], y[keep])
+        results.append((float(fit.statistic), float(fit.pvalue), str(labels[i])))
+    if not results:
+        return {"r_min": None, "r_max": None, "most_influential": None}
+    r_min, p_min, pair = min(results)
+    return {
+        "r_min": r_min,
+        "r_max": max(r for r, _, _ in results),
+        "most_influential": {"pair": pair, "r_without": r_min, "p_without": p_min},
+    }
+
+
 def relation_statistics(
     points: pd.DataFrame, y_by_seed: np.ndarray | None = None, settings: Settings = DEFAULT_SETTINGS
 ) -> dict:
@@ -238,6 +261,9 @@ def relation_statistics(
         "within_target": within_groups(x, y, points["target"]),
         "leave_one_target_out": leave_one_group_out(x, y, points["target"]),
         "leave_one_mixture_out": leave_one_group_out(x, y, points["mixture"]),
+        "leave_one_pair_out": leave_one_pair_out(
+            x, y, (points["mixture"] + " → " + points["target"]).tolist()
+        ),
     }
     if y_by_seed is not None:
         result["bootstrap_seeds"] = bootstrap_seeds(x, y_by_seed, settings)

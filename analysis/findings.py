@@ -158,6 +158,10 @@ def pa_predicts(statistics: dict[str, Any]) -> dict[str, Any]:
             "permutation_p": relation["permutation_p"],
             "n": relation["n_pairs"],
             "within_target_r": relation["within_target"]["r"],
+            # One far pair can carry r: r and p without the pair whose removal lowers r most.
+            "without_most_influential": (relation.get("leave_one_pair_out") or {}).get(
+                "most_influential"
+            ),
         }
     return {"metric": metric, "alpha": ALPHA, "models": per_model}
 

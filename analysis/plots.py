@@ -239,22 +239,26 @@ def similarity_heatmap(matrix: pd.DataFrame, metric: str, path: Path) -> list[Pa
 def start_step_curves(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     """Figure 3: SFT loss and C4 loss after SFT vs the midtraining start step, per mixture.
 
-    Lines are seed means, bands ± one seed std; the control is the dashed line. Needs a
-    mixture (at one weight) started from at least two steps.
+    Lines are seed means, bands ± one seed std; the control is the dashed line. A line is a
+    mixture at one weight started from at least two steps on that target; only targets with
+    such a line get a panel. Colours and markers are fixed per line across panels, and the one
+    legend lists every line drawn.
     """
     mid = outcomes[outcomes["branch_kind"] == "midtrain"].copy()
     mid["line"] = (
         mid["mixture"] + " " + (mid["weight"] * 100).round(0).astype(int).astype(str) + "%"
     )
-    steps = mid.groupby("line")["start_step"].nunique()
-    lines = steps[steps >= 2].index
-    if len(lines) == 0:
+    steps = mid.groupby(["target", "line"])["start_step"].transform("nunique")
+    mid = mid[steps >= 2]
+    if mid.empty:
         return []
-    mid = mid[mid["line"].isin(lines)]
+    lines = sorted(mid["line"].unique())
     targets = sorted(mid["target"].unique())
+    colours = dict(zip(lines, sns.color_palette(n_colors=len(lines)), strict=True))
+    markers = {line: MARKERS[k % len(MARKERS)] for k, line in enumerate(lines)}
     control = outcomes[outcomes["branch_kind"] == "control"]
     with mpl.rc_context(STYLE):
-        fig = _figure(max(8.0, 3.8 * len(targets) + 2.0), 6.4)
+        fig = _figure(max(7.0, 3.8 * len(targets) + 2.4), 6.4)
         axes = fig.subplots(2, len(targets), squeeze=False, sharex=True)
         for j, target in enumerate(targets):
             for i, (column, name) in enumerate(
@@ -268,24 +272,31 @@ def start_step_curves(outcomes: pd.DataFrame, path: Path) -> list[Path]:
                     y=column,
                     hue="line",
                     style="line",
-                    markers=True,
+                    hue_order=lines,
+                    style_order=lines,
+                    palette=colours,
+                    markers=markers,
                     dashes=False,
                     errorbar="sd",
                     ax=ax,
-                    legend=(i == 0 and j == len(targets) - 1),
+                    legend=False,
                 )
                 base = control[control["target"] == target][column]
                 if len(base):
-                    ax.axhline(base.mean(), linestyle="--", color="0.3", label="control")
+                    ax.axhline(base.mean(), linestyle="--", color="0.3")
                 ax.set_ylabel(name if j == 0 else "")
                 ax.set_xlabel("midtraining start step" if i == 1 else "")
                 if i == 0:
                     ax.set_title(target)
-        legend = axes[0, -1].get_legend()
-        if legend is not None:
-            legend.set_title("mixture")
-            sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1))
-        fig.suptitle("Loss after SFT vs midtraining start step (mean ± seed std; dashed: control)")
+        handles = [
+            mpl.lines.Line2D([], [], color=colours[line], marker=markers[line], label=line)
+            for line in lines
+        ]
+        handles.append(mpl.lines.Line2D([], [], color="0.3", linestyle="--", label="control"))
+        axes[0, -1].legend(
+            handles=handles, title="mixture", loc="upper left", bbox_to_anchor=(1.02, 1)
+        )
+        fig.suptitle("Loss after SFT vs midtraining start step (mean ± seed std)")
         return save(fig, path)
 
 

@@ -36,8 +36,17 @@ class FittedRelation:
     targets: tuple[str, ...]
 
     @classmethod
-    def from_statistics(cls, statistics: dict[str, Any], model: str | None) -> FittedRelation:
-        metric = statistics["inputs"]["metrics"][0]
+    def from_statistics(
+        cls, statistics: dict[str, Any], model: str | None, metric: str | None = None
+    ) -> FittedRelation:
+        """The relation of `metric` (default: the first correlate computed) and `model`."""
+        computed = statistics["inputs"]["metrics"]
+        metric = metric or computed[0]
+        if metric not in computed:
+            raise ProximityError(
+                f"--metric {metric}: the grid was correlated with {', '.join(computed)}; run "
+                f"`proximity correlate RUNS --metric {metric}` (or --metric all) first"
+            )
         relations = [r for r in statistics["relations"] if r["metric"] == metric]
         if model is not None:
             relations = [r for r in relations if r["model"] == model]

@@ -91,6 +91,11 @@ def _errors(held_out: dict[str, Any]) -> str:
     return f"{_fmt(held_out['rmse'], 4)} ({_fmt(held_out['baseline_rmse'], 4)})"
 
 
+def _without(held_out: dict[str, Any] | None) -> str:
+    pair = (held_out or {}).get("most_influential")
+    return f"{_fmt(pair['r_without'])} (no {pair['pair']})" if pair else "–"
+
+
 def statistics_table(statistics: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for rel in statistics["relations"]:
@@ -114,6 +119,7 @@ def statistics_table(statistics: dict[str, Any]) -> pd.DataFrame:
                 ),
                 "Spearman ρ": _fmt(rel["spearman"]["rho"]),
                 "within-target r": _fmt(rel["within_target"]["r"]),
+                "r without its most influential pair": _without(rel.get("leave_one_pair_out")),
                 "LOTO RMSE (mean-only)": _errors(loto),
                 "LOMO RMSE (mean-only)": _errors(lomo),
             }
@@ -190,6 +196,12 @@ def findings_table(findings: dict[str, Any]) -> pd.DataFrame:
                     f"r = {_fmt(m.get('r'))} {_interval(m.get('ci_low'), m.get('ci_high'))}, "
                     f"p = {_fmt(m.get('p'))}, n = {m.get('n')} ({item['metric']})"
                 )
+                without = m.get("without_most_influential")
+                if without:
+                    evidence += (
+                        f"; without {without['pair']}: r = {_fmt(without['r_without'])}, "
+                        f"p = {_fmt(without['p_without'])}"
+                    )
                 rows.append(
                     {
                         "finding": f"{title} — {model}",
@@ -273,6 +285,30 @@ def figures_in(analysis: Path) -> tuple[list[tuple[str, str, Path]], dict[str, s
     return figures, missing
 
 
+def reproduce_commands(grid: Grid, statistics: dict, analysis: Path) -> list[str]:
+    """The commands that made this report, in order: the grid, CKA (when its table is
+    here), correlate as it was run, and this report reading `analysis`."""
+    config = grid.config or {}
+    runs = statistics.get("inputs", {}).get("runs_dir") or str(grid.root)
+    if config.get("command"):
+        commands = [str(config["command"])]
+    else:
+        seeds = config.get("seeds")
+        seeds = f" --seeds {','.join(str(x) for x in seeds)}" if seeds else ""
+        name = config.get("name", "<preset or grid.yaml>")
+        commands = [f"proximity train-grid {name}{seeds} --out {runs}"]
+    cka = analysis / "cka.csv"
+    if cka.exists():
+        data = pd.read_csv(cka, usecols=["data"])["data"]
+        data = str(data.iloc[0]) if len(data) else "c4"
+        commands.append(f"proximity cka --grid {runs} --data {shlex.quote(data)} --out {analysis}")
+    argv = statistics.get("argv") or []
+    if argv:
+        commands.append(shlex.join(["proximity", *argv[1:]]))
+    commands.append(f"proximity report {runs} --analysis {analysis} --out <report.html>")
+    return commands
+
+
 def build_report(grid: Grid, analysis: Path) -> Report:
     statistics, pairs, outcomes = read_analysis(analysis)
     findings = paper_findings(outcomes, statistics)
@@ -321,18 +357,7 @@ def build_report(grid: Grid, analysis: Path) -> Report:
     if not substitutes:
         provenance.append("substitutes (grid): none recorded in results.csv")
     config = grid.config or {}
-    commands = []
-    if config.get("command"):
-        commands.append(str(config["command"]))
-    else:
-        seeds = config.get("seeds")
-        seeds = f" --seeds {','.join(str(x) for x in seeds)}" if seeds else ""
-        name = config.get("name", "<preset or grid.yaml>")
-        commands.append(f"proximity train-grid {name}{seeds} --out {grid.root}")
-    argv = statistics.get("argv") or []
-    if argv:
-        commands.append(shlex.join(["proximity", *argv[1:]]))
-    commands.append(f"proximity report {grid.root} --out <report.html>")
+    commands = reproduce_commands(grid, statistics, analysis)
     tables = [
         Table("The correlation beside the paper's", paper_table(statistics)),
         Table(

@@ -14,8 +14,10 @@ from analysis.correlation import (
     bootstrap_pairs,
     bootstrap_seeds,
     leave_one_group_out,
+    leave_one_pair_out,
     pearson,
     permutation_p,
+    spearman,
     within_groups,
 )
 
@@ -105,6 +107,37 @@ def test_seed_bootstrap_collapses_when_seeds_agree_and_widens_with_seed_noise():
     assert bootstrap_seeds(x, truth[:, None])["ci_low"] is None  # one seed: nothing to draw
 
 
+def test_seed_bootstrap_interval_lies_in_the_exact_distribution_of_seed_draws():
+    """With 3 seeds there are only 27 equally likely draws of seeds: the interval's ends must
+    sit among the extreme r values of that exact distribution (computed here by hand)."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=10)
+    y_by_seed = 0.4 * x[:, None] + 0.8 * rng.normal(size=(10, 3))
+    exact = sorted(
+        np.corrcoef(x, y_by_seed[:, list(draw)].mean(axis=1))[0, 1]
+        for draw in itertools.product(range(3), repeat=3)
+    )
+    got = bootstrap_seeds(x, y_by_seed, Settings(n_bootstrap=4000))
+    # 2.5% of 27 draws is under one draw: the ends are the smallest/largest r or next to them.
+    assert exact[0] - 1e-12 <= got["ci_low"] <= exact[2] + 1e-12
+    assert exact[-3] - 1e-12 <= got["ci_high"] <= exact[-1] + 1e-12
+    assert got["n_seeds"] == 3
+
+
+def test_spearman_is_pearson_of_the_ranks_with_the_t_test_p():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=15)
+    y = np.exp(x) + 0.5 * rng.normal(size=15)  # monotone, not linear
+    y[3] = y[4]  # a tie: average ranks
+    ranks = [pd.Series(v).rank(method="average").to_numpy() for v in (x, y)]
+    rho = np.corrcoef(*ranks)[0, 1]
+    t = rho * np.sqrt((15 - 2) / (1 - rho**2))
+    got = spearman(x, y)
+    assert got["rho"] == pytest.approx(rho, rel=1e-12)
+    assert got["p"] == pytest.approx(2 * stats.t.sf(abs(t), 13), rel=1e-9)
+    assert spearman(x, np.ones(15)) == {"rho": None, "p": None}
+
+
 def test_within_target_r_is_the_partial_correlation_given_target_indicators():
     rng = np.random.default_rng(7)
     groups = np.repeat(["a", "b", "c", "d"], 5)
@@ -160,3 +193,20 @@ def test_within_groups_ignores_singleton_groups():
     y = np.array([0.0, 1.0, 2.5, 9.0])
     got = within_groups(x, y, pd.Series(["a", "a", "a", "b"]))
     assert got["n"] == 3 and got["groups"] == 1
+
+
+def test_leave_one_pair_out_finds_the_pair_that_carries_r():
+    """Nine pairs with no relation and one far pair: r is high with it, ~0 without it."""
+    rng = np.random.default_rng(13)
+    x = np.append(rng.normal(0.0, 0.01, size=9), 0.1)
+    y = np.append(rng.normal(0.0, 0.01, size=9), 0.08)
+    labels = [f"m{i} → t" for i in range(10)]
+    got = leave_one_pair_out(x, y, labels)
+    by_hand = [np.corrcoef(np.delete(x, i), np.delete(y, i))[0, 1] for i in range(10)]
+    assert got["r_min"] == pytest.approx(min(by_hand), rel=1e-12)
+    assert got["r_max"] == pytest.approx(max(by_hand), rel=1e-12)
+    assert got["most_influential"]["pair"] == "m9 → t"
+    assert np.corrcoef(x, y)[0, 1] > 0.8 > got["r_min"]
+    p = stats.pearsonr(x[:9], y[:9]).pvalue
+    assert got["most_influential"]["p_without"] == pytest.approx(p, rel=1e-9)
+    assert leave_one_pair_out(x[:3], y[:3], labels[:3])["r_min"] is None

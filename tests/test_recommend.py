@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from grid_utils import generated_results, write_grid
 
+from analysis.cli import correlate_output
 from analysis.correlate import correlate, write_correlation
 from analysis.recommend import FittedRelation, prediction_interval, recommend
 from analysis.results import load_grid
+from proximity.errors import ProximityError
 from proximity.similarity import advantage_table
 from proximity.stats import StatsOptions
 
@@ -52,6 +54,43 @@ def test_ranking_by_pa_alone_is_proximitys_advantage_order(shared_data):
     assert list(table["mixture_spec"]) == list(direct["mix_spec"])
     assert np.allclose(table["advantage"], direct["advantage"], atol=1e-12)
     assert "predicted_improvement" not in table
+
+
+def _relation(metric: str, x: list[float], y: list[float]) -> dict:
+    points = [
+        {"advantage": a, "improvement": b, "target": f"t{i % 3}"}
+        for i, (a, b) in enumerate(zip(x, y, strict=True))
+    ]
+    return {
+        "metric": metric, "model": "m", "points": points, "pearson": {"r": np.corrcoef(x, y)[0, 1]},
+        "leave_one_target_out": {"rmse": 0.1, "baseline_rmse": 0.2},
+    }  # fmt: skip
+
+
+def test_recommend_uses_the_line_of_the_metric_asked_for():
+    statistics = {
+        "inputs": {"metrics": ["paper", "cosine"]},
+        "relations": [
+            _relation("paper", [0.0, 0.1, 0.2, 0.3], [0.0, 0.01, 0.03, 0.02]),
+            _relation("cosine", [0.0, 0.2, 0.4, 0.6], [0.05, 0.0, 0.01, -0.02]),
+        ],
+    }
+    assert FittedRelation.from_statistics(statistics, None).metric == "paper"
+    cosine = FittedRelation.from_statistics(statistics, None, "cosine")
+    assert cosine.metric == "cosine" and cosine.x.tolist() == [0.0, 0.2, 0.4, 0.6]
+    with pytest.raises(ProximityError, match=r"--metric js: the grid was correlated with paper"):
+        FittedRelation.from_statistics(statistics, None, "js")
+
+
+def test_report_and_recommend_find_statistics_beside_results_csv(tmp_path):
+    """figures/micro keeps correlate's outputs beside results.csv, not in analysis/."""
+    (tmp_path / "statistics.json").write_text("{}")
+    assert correlate_output(tmp_path, None) == tmp_path
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "statistics.json").write_text("{}")
+    assert correlate_output(tmp_path, None) == tmp_path / "analysis"  # correlate's default
+    with pytest.raises(ProximityError, match=r"elsewhere/statistics\.json not found"):
+        correlate_output(tmp_path, tmp_path / "elsewhere")
 
 
 def test_with_a_grid_the_prediction_follows_the_fitted_relation(shared_data, tmp_path):

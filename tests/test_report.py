@@ -146,6 +146,8 @@ def test_report_is_self_contained_html_and_markdown(grid_dir: Path, tmp_path: Pa
         "Midtraining forgets less than CPT",
         "grid.yaml",
         "fig7_cka",
+        "r without its most influential pair",
+        f"proximity report {grid_dir} --analysis {grid_dir / 'analysis'} --out",
     ):
         assert needed in text, needed
     markdown = out.with_suffix(".md").read_text()
@@ -158,9 +160,60 @@ def test_report_is_self_contained_html_and_markdown(grid_dir: Path, tmp_path: Pa
     assert f"{r:.3f}" in markdown
 
 
+def test_reproduce_commands_include_cka_when_its_table_is_there(grid_dir: Path, tmp_path: Path):
+    from analysis.report import reproduce_commands
+
+    grid = load_grid(grid_dir)
+    statistics = json.loads((grid_dir / "analysis" / "statistics.json").read_text())
+    pd.DataFrame({"model": ["a"], "layer": [0], "cka": [0.9], "data": ["c4"]}).to_csv(
+        tmp_path / "cka.csv", index=False
+    )
+    commands = reproduce_commands(grid, statistics, tmp_path)
+    assert commands[0].startswith("proximity train-grid")
+    assert commands[1] == f"proximity cka --grid {grid_dir} --data c4 --out {tmp_path}"
+    assert commands[2].startswith("proximity correlate")
+    assert commands[3] == f"proximity report {grid_dir} --analysis {tmp_path} --out <report.html>"
+
+
 def test_report_before_correlate_names_the_command(tmp_path, shared_data):
     root = write_grid(generated_results(), tmp_path / "g", shared_data)
     from analysis.report import build_report
 
     with pytest.raises(ProximityError, match="proximity correlate"):
         build_report(load_grid(root), root / "analysis")
+
+
+def test_start_step_figure_labels_every_line_and_skips_targets_without_a_line(
+    monkeypatch, tmp_path
+):
+    """Figure 3's one legend lists every line drawn in any panel (it once took the last
+    panel's, which lacked a line), and a target with one start step per mixture gets no panel."""
+    import analysis.plots as plots
+
+    rows = []
+    for seed in (0, 1):
+        # As in the micro grid: the ablation's second start step exists for some targets only.
+        for target, lines in [
+            ("pycode", [("code", 0.2), ("code", 0.5)]),
+            ("sciq", [("code", 0.5)]),
+            ("gsm8k", []),
+        ]:
+            for mixture, weight in lines:
+                for step in (100, 200):
+                    rows.append(("midtrain", mixture, weight, step, target, seed))
+            rows.append(("midtrain", "code", 0.2, 100, target, seed))  # one start: no line
+            rows.append(("control", "c4", 0.0, 300, target, seed))
+    outcomes = pd.DataFrame(
+        rows, columns=["branch_kind", "mixture", "weight", "start_step", "target", "seed"]
+    )
+    outcomes["sft_val_loss"] = 4.0 + 0.001 * outcomes["start_step"] + 0.01 * outcomes["seed"]
+    outcomes["c4_val_loss"] = 6.0 - 0.001 * outcomes["start_step"]
+    drawn = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.setdefault("fig", fig) and [path])
+    plots.start_step_curves(outcomes, tmp_path / "fig3.png")
+    fig = drawn["fig"]
+    titles = sorted(ax.get_title() for ax in fig.axes if ax.get_title())
+    assert titles == ["pycode", "sciq"]
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1
+    assert [t.get_text() for t in legends[0].get_texts()] == ["code 20%", "code 50%", "control"]
