@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from trainer_utils import state_dicts_equal, tiny_config, train_tiny_tokenizer
 from transformers import GPTNeoXForCausalLM
+from typer.testing import CliRunner
 
 from proximity.errors import ProximityError
 from training.checkpoint import load_checkpoint
+from training.grid.cli import grid_app
 from training.grid.estimate import estimate, naive_tokens
 from training.grid.plan import build_plan, node_id
 from training.grid.results import COLUMNS
-from training.grid.spec import load_grid
+from training.grid.spec import check_datasets, load_grid
 from training.loop import train
 
 CONTRACT_COLUMNS = [  # docs/RESULTS.md, in its order
@@ -47,6 +50,37 @@ def test_results_columns_follow_the_contract():
 def test_a_wrong_key_or_value_names_the_field(override, field):
     with pytest.raises(ProximityError, match=field.replace("[", r"\[").replace("]", r"\]")):
         build_plan(load_grid("smoke", [override]))
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        (
+            "sft.targets=[gsm8k, pycodee]",
+            r"grid sft\.targets\[1\]: unknown dataset 'pycodee': did you mean pycode",
+        ),
+        ("pretrain.data=c44", r"grid pretrain\.data: unknown dataset 'c44'"),
+        ("eval.datasets=[c4x]", r"grid eval\.datasets\[0\]: unknown dataset 'c4x'"),
+        ("tokenizer.corpus=c4x", r"grid tokenizer\.corpus: unknown dataset 'c4x'"),
+    ],
+)
+def test_a_misspelt_dataset_names_its_field_before_anything_runs(
+    shared_data, tmp_path, override, field
+):
+    result = CliRunner().invoke(
+        grid_app,
+        ["smoke", "--dry-run", "--data-dir", str(shared_data), "--set", override],
+    )
+    assert result.exit_code != 0
+    assert re.search(field, " ".join(str(result.exception).split())), result.exception
+
+
+def test_a_misspelt_mixture_dataset_names_its_entry(shared_data):
+    grid = load_grid("micro")
+    grid.mixtures[0].data = "starcodr"
+    with pytest.raises(ProximityError, match=r"grid mixtures\[0\] \(code\)\.data: .*starcoder"):
+        check_datasets(grid, str(shared_data))
+    check_datasets(load_grid("micro"), str(shared_data))  # the preset itself resolves
 
 
 def test_bad_mixture_weight_and_start_name_the_entry(tmp_path):
@@ -114,12 +148,15 @@ def test_smoke_plan_shares_prefixes_and_counts_tokens_by_hand(shared_data):
     # 4 branch ends x 1 target x 2 LRs; parents are branch ends.
     assert len(plan.sft_nodes()) == 8
     assert {n.parents[0] for n in plan.sft_nodes()} == {b.node.id for b in plan.branches}
-    est = estimate(plan, str(shared_data), measure=False)
+    counts: dict = {}
+    est = estimate(plan, str(shared_data), measure=False, sft_counts=counts)
     # pretrain: 24 steps x 8 x 64; midtrain from 12 and 18 to 24
     assert est[pretrain.id].tokens == 24 * 512
     assert sorted(est[i].tokens for i in ids(plan, "midtrain")) == [6 * 512, 12 * 512, 12 * 512]
     sft = est[plan.sft_nodes()[0].id].tokens
-    assert sft == 1 * (int(48 * 0.9) // 8) * 8 * 64  # epochs x steps/epoch x batch x seq_len
+    kept = counts["pycode"].examples  # after the held-out split and the length filter
+    assert 30 < kept < int(48 * 0.9)  # some examples' prompts alone fill 64 tokens
+    assert sft == 1 * (kept // 8) * 8 * 64  # epochs x steps/epoch x batch x seq_len
     shared = 24 * 512 + 30 * 512 + 8 * sft
     assert sum(e.tokens for e in est.values()) == shared
     # naive: each SFT run retrains pretraining to its start plus its branch

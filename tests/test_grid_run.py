@@ -107,6 +107,33 @@ def test_results_table(smoke_run):
     assert "starcoder" in grid and "data_dir:" in grid
 
 
+def test_dry_run_after_the_tokenizer_node_counts_sft_tokens_as_trained(smoke_run, shared_data):
+    """--dry-run --out DIR counts SFT examples with the grid's trained tokenizer and the
+    trainer's length filter: its SFT tokens equal what each SFT node trained (results.csv).
+    Before the tokenizer node has run it says its count is approximate."""
+    from training.grid.estimate import estimate
+    from training.grid.plan import build_plan
+    from training.grid.spec import load_grid
+
+    plan = build_plan(load_grid("smoke"))
+    tokenizer = next(n for n in plan.nodes if n.kind == "tokenizer")
+    trained = smoke_run / "nodes" / tokenizer.id / "tokenizer.json"
+    counts: dict = {}
+    est = estimate(plan, str(shared_data), measure=False, trained_tokenizer=str(trained),
+                   sft_counts=counts)  # fmt: skip
+    table = pd.read_csv(smoke_run / "results.csv")
+    for row in table.itertuples():
+        assert est[row.node_id].tokens == row.tokens_sft
+    assert counts["pycode"].how == "exact"
+    before = run_grid(smoke_run, shared_data, "--dry-run", spec="smoke")
+    assert "(exact)" in before.stdout
+    fresh = subprocess.run(
+        grid_command(smoke_run.parent / "elsewhere", "--data-dir", str(shared_data), "--dry-run"),
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert "approximate: counted with the Pythia tokenizer" in " ".join(fresh.stdout.split())
+
+
 def test_rerun_skips_done_nodes_and_status_reports_them(smoke_run, shared_data):
     before = attempts(smoke_run)
     assert before and set(before.values()) == {1}

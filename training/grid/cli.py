@@ -65,10 +65,17 @@ def _plan_record(plan) -> dict:
     }
 
 
-def dry_run(plan, data_dir: str | None, jobs: int) -> None:
+def dry_run(plan, data_dir: str | None, jobs: int, out: Path | None = None) -> None:
     from training.grid.estimate import estimate, naive_tokens
+    from training.grid.nodes import node_dir
 
-    est = estimate(plan, data_dir)
+    trained = None  # the grid's own tokenizer, when --out names a folder where it has run
+    tokenizer_node = next((n for n in plan.nodes if n.kind == "tokenizer"), None)
+    if out is not None and tokenizer_node is not None:
+        path = node_dir(out.resolve(), tokenizer_node.id) / "tokenizer.json"
+        trained = str(path) if path.exists() else None
+    counts: dict = {}
+    est = estimate(plan, data_dir, trained_tokenizer=trained, sft_counts=counts)
     table = Table(title=f"grid {plan.spec.name}: {len(plan.nodes)} nodes")
     for column in ("node", "kind", "what", "tokens", "FLOPs", "est. time"):
         table.add_column(column, justify="right" if column in ("tokens", "FLOPs") else "left")
@@ -96,6 +103,13 @@ def dry_run(plan, data_dir: str | None, jobs: int) -> None:
     )
     if naive is not None:
         console.print(f"naive grid (no shared prefixes): {naive:,} tokens = {naive / total:.2f}x")
+    for target, count in counts.items():
+        n = "?" if count.examples is None else f"{count.examples:,}"
+        source = describe_source_note(target, data_dir)
+        console.print(
+            f"SFT {target}: {n} training examples after the length filter ({count.how}){source}",
+            highlight=False,
+        )
     if seconds:
         device = plan.spec.estimate
         how = (
@@ -107,6 +121,17 @@ def dry_run(plan, data_dir: str | None, jobs: int) -> None:
             f"estimated time: {_fmt_seconds(sum(seconds))} ({how}; ignores start-up and "
             f"evaluation; --jobs {jobs} divides it at best)"
         )
+
+
+def describe_source_note(target: str, data_dir: str | None) -> str:
+    """'; a local stand-in: ...' when the counted data is not the real target."""
+    from proximity.data import describe_source
+
+    try:
+        substitute = describe_source(target, data_dir=data_dir).substitute
+    except ProximityError:
+        return ""
+    return f"; counted on a stand-in: {substitute}" if substitute else ""
 
 
 def slurm_resources(plan) -> None:
@@ -224,7 +249,7 @@ def train_grid(
     if status_dir is not None:
         raise ProximityError(f"unexpected argument {status_dir} (did you mean --out {status_dir}?)")
     from training.grid.plan import build_plan
-    from training.grid.spec import load_grid
+    from training.grid.spec import check_datasets, load_grid
 
     if jobs < 1:
         raise ProximityError("--jobs must be at least 1")
@@ -237,9 +262,10 @@ def train_grid(
     grid = load_grid(spec, set_ or [], seeds)
     folder = resolve_data_dir(data_dir or grid.data.data_dir)
     data = str(folder.resolve()) if folder else None
+    check_datasets(grid, data)
     plan = build_plan(grid)
     if dry_run_:
-        dry_run(plan, data, jobs)
+        dry_run(plan, data, jobs, out)
         if executor == "slurm":
             slurm_resources(plan)
         return

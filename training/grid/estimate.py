@@ -7,6 +7,7 @@ or from a GPU's bf16 peak FLOP/s times an assumed MFU (paper presets; estimate.d
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -36,14 +37,58 @@ def vocab_size(plan: Plan, data_dir: str | None) -> int:
         return PYTHIA_VOCAB
 
 
-def sft_examples(target: str, n_docs: int | None, data_dir: str | None) -> int | None:
-    """Training examples of an SFT target (None when it cannot be read here, e.g. hub-only)."""
-    from proximity.data import load_examples
+@dataclass(frozen=True)
+class SFTCount:
+    """Training examples of an SFT target as the trainer will keep them, and how that is known."""
 
+    examples: int | None  # None when the target cannot be read here (e.g. hub-only, offline)
+    how: str  # "exact", or why it is approximate
+
+
+def estimate_tokenizer(plan: Plan, data_dir: str | None, trained: str | None):
+    """The tokenizer SFT examples are counted with: the grid's own (a file, pythia, or the
+    tokenizer node's output when it has run), else Pythia's as a stand-in for one not trained
+    yet; (None, why) when neither loads here."""
+    from proximity.tokenizer import load_tokenizer
+
+    name = plan.spec.tokenizer.name
+    choice = trained if name == "train" else name
     try:
-        return sum(1 for _ in load_examples(target, n_docs=n_docs, data_dir=data_dir))
+        if choice is not None:
+            return load_tokenizer(choice, data_dir=data_dir), "exact"
+        return load_tokenizer("pythia", data_dir=data_dir), (
+            "approximate: counted with the Pythia tokenizer, the grid's is not trained yet"
+        )
+    except Exception as error:  # offline without the files
+        return None, f"approximate: no tokenizer here ({error})"
+
+
+def sft_examples(target: str, plan: Plan, data_dir: str | None, tokenizer, how: str) -> SFTCount:
+    """Training examples of an SFT target after the trainer's split and length filter
+    (`build_sft_data`: examples whose prompt alone fills seq_len are dropped)."""
+    from proximity.data import describe_source, load_examples
+    from training.sft_data import build_sft_data
+    from training.tokenized import SPLIT_SEED
+
+    s, d = plan.spec.sft, plan.spec.data
+    try:
+        if tokenizer is None:
+            n = sum(1 for _ in load_examples(target, n_docs=s.n_docs, data_dir=data_dir))
+            return SFTCount(int(n * (1 - d.sft_val_fraction)), how)
+        quiet = logging.getLogger("training.sft_data")
+        level, quiet.level = quiet.level, logging.ERROR  # the count says it; no truncation notes
+        try:
+            train, _ = build_sft_data(
+                target, tokenizer, seq_len=s.seq_len,
+                mask_prompt=describe_source(target, data_dir=data_dir).mask_prompt,
+                data_dir=data_dir, n_docs=s.n_docs, val_fraction=d.sft_val_fraction,
+                seed=SPLIT_SEED,
+            )  # fmt: skip
+        finally:
+            quiet.setLevel(level)
+        return SFTCount(len(train), how)
     except Exception:
-        return None
+        return SFTCount(None, "not readable here")
 
 
 def measure_tokens_per_s(preset: str, vocab: int, seq_len: int, batch: int) -> float:
@@ -66,12 +111,23 @@ def measure_tokens_per_s(preset: str, vocab: int, seq_len: int, batch: int) -> f
     return batch * seq_len / min(timings[1:])
 
 
-def estimate(plan: Plan, data_dir: str | None, *, measure: bool = True) -> dict[str, NodeEstimate]:
+def estimate(
+    plan: Plan,
+    data_dir: str | None,
+    *,
+    measure: bool = True,
+    trained_tokenizer: str | None = None,
+    sft_counts: dict[str, SFTCount] | None = None,
+) -> dict[str, NodeEstimate]:
+    """Tokens, FLOPs and time per node. `trained_tokenizer`: the tokenizer node's output when
+    it has run, so SFT examples are counted exactly; `sft_counts` receives each target's count."""
     spec = plan.spec
     vocab = vocab_size(plan, data_dir)
     s = spec.sft
-    train_fraction = 1 - spec.data.sft_val_fraction
-    examples = {t: sft_examples(t, s.n_docs, data_dir) for t in s.targets}
+    tokenizer, how = estimate_tokenizer(plan, data_dir, trained_tokenizer)
+    examples = {t: sft_examples(t, plan, data_dir, tokenizer, how) for t in s.targets}
+    if sft_counts is not None:
+        sft_counts.update(examples)
     speed: dict[tuple, float] = {}
     peak = peak_flops_for(spec.estimate.device)
     out: dict[str, NodeEstimate] = {}
@@ -83,10 +139,10 @@ def estimate(plan: Plan, data_dir: str | None, *, measure: bool = True) -> dict[
         seq, batch = cfg["model"]["seq_len"], cfg["train"]["batch_size"]
         tokens = node.tokens
         if node.kind == "sft":
-            n = examples[node.info["target"]]
+            n = examples[node.info["target"]].examples
             if n is not None:
-                steps_per_epoch = int(n * train_fraction) // batch
-                tokens = s.epochs * steps_per_epoch * batch * seq
+                # Token slots at seq_len, as results.csv's tokens_sft counts them.
+                tokens = s.epochs * (n // batch) * batch * seq
         preset = cfg["model"]["preset"]
         per_token = flops_per_token(model_config(preset, vocab_size=vocab), seq)
         flops = per_token * tokens if tokens is not None else None

@@ -289,6 +289,25 @@ class GridSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def check_datasets(grid: GridSpec, data_dir: str | None) -> None:
+    """Every dataset the grid names resolves (registry name, local file, hub id), before any
+    node runs: a misspelt target would otherwise fail only when its first SFT node starts,
+    perhaps hours in. The error names the field. Reads no documents and needs no network."""
+    from proximity.data import describe_source
+
+    fields = [("pretrain.data", grid.pretrain.data)]
+    if grid.tokenizer.name == "train":
+        fields.append(("tokenizer.corpus", grid.tokenizer.corpus))
+    fields += [(f"mixtures[{i}] ({m.name}).data", m.data) for i, m in enumerate(grid.mixtures)]
+    fields += [(f"sft.targets[{i}]", t) for i, t in enumerate(grid.sft.targets)]
+    fields += [(f"eval.datasets[{i}]", d) for i, d in enumerate(grid.eval.datasets)]
+    for name, value in fields:
+        try:
+            describe_source(value, data_dir=data_dir)
+        except ProximityError as error:
+            raise ProximityError(f"grid {name}: {error}") from None
+
+
 def load_grid(spec: str, overrides: list[str] | tuple[str, ...] = (), seeds: str | None = None):
     """A preset name (smoke, micro, paper-70m, paper-160m) or a YAML file -> a GridSpec."""
     from training.grid.presets import GRID_PRESETS
