@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -196,8 +197,13 @@ def test_kill_9_inside_and_between_nodes_then_rerun_equals_uninterrupted(
     resumed = pd.read_csv(out / "results.csv").drop(columns=VOLATILE)
     clean = pd.read_csv(smoke_run / "results.csv").drop(columns=VOLATILE)
     pd.testing.assert_frame_equal(resumed, clean, check_exact=True)
-    # the pretraining node resumed from its checkpoint rather than starting over
+    # the pretraining node resumed from its checkpoint rather than starting over: its second
+    # attempt logged where it continued from (an attempt that started over logs "fresh weights"
+    # twice and would end equal too, since the run is deterministic)
     assert attempts(out)[pretrain_dir().name] == 2
+    log = (pretrain_dir() / "log.txt").read_text()
+    assert log.count("fresh weights; steps 0 -> 24") == 1
+    assert re.search(r"resumed from \S+step-0*(\d+) at step \1; steps \1 -> 24", log)
 
 
 def test_two_grid_processes_never_run_a_node_twice(shared_data, tmp_path):
