@@ -2,12 +2,18 @@
 
     PROXIMITY_DATA_DIR=../shared/data python benchmarks/bench_grid.py            # tokens only
     PROXIMITY_DATA_DIR=../shared/data python benchmarks/bench_grid.py --wall     # + smoke runs
+    python benchmarks/bench_grid.py --results figures/micro/results.csv          # measured
 
 Tokens: the naive grid retrains, for every SFT run, its whole lineage (pretraining up to the
 branch start, the branch, the SFT); the plan trains each prefix once and takes the C4 control
-from the pretraining run itself. Wall time: the smoke grid run twice from scratch into fresh
-folders (shared token cache cleared), `--jobs 1` (one node at a time, all cores) and `--jobs 2`
-(two at a time, cores split). Measured side by side in one run; prints both and the ratio.
+from the pretraining run itself. The presets' figures are `--dry-run` estimates; `--results`
+counts what a finished grid trained, from its results.csv: the plan trained each pretraining
+node's final prefix, each branch and each SFT run once; the naive grid trains, per row,
+tokens_pretrain + tokens_midtrain + tokens_sft.
+
+Wall time: the smoke grid run twice from scratch into fresh folders (shared token cache
+cleared), `--jobs 1` (one node at a time, all cores) and `--jobs 2` (two at a time, cores
+split). Measured side by side in one run; prints both and the ratio.
 """
 
 from __future__ import annotations
@@ -35,6 +41,25 @@ def tokens(preset: str, data_dir: str | None) -> None:
     print(f"{preset:11s} plan {shared:>16,} tokens | naive {naive or 0:>18,} tokens | {ratio}")
 
 
+def measured_tokens(path: str) -> None:
+    import pandas as pd
+
+    rows = pd.read_csv(path)
+    naive = int((rows["tokens_pretrain"] + rows["tokens_midtrain"] + rows["tokens_sft"]).sum())
+    # Each pretraining node runs to the grid's last step: its tokens are the largest prefix any
+    # branch starts from plus that branch's tokens (the control's row: its start is the end).
+    ends = rows["tokens_pretrain"] + rows["tokens_midtrain"]
+    pretrain = int(ends.groupby(rows["pretrain_node_id"]).max().sum())
+    branches = rows[rows["branch_node_id"] != rows["pretrain_node_id"]]
+    midtrain = int(branches.drop_duplicates("branch_node_id")["tokens_midtrain"].sum())
+    sft = int(rows["tokens_sft"].sum())
+    plan = pretrain + midtrain + sft
+    print(
+        f"{path}: trained {plan:,} tokens (pretraining {pretrain:,}, branches {midtrain:,}, "
+        f"SFT {sft:,}) | naive {naive:,} | {naive / plan:.2f}x fewer"
+    )
+
+
 def wall(jobs: int, data_dir: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PROXIMITY_CACHE_DIR": str(Path(tmp) / "cache")}
@@ -52,7 +77,11 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="--wall runs per setting, interleaved 1, 2, 1, 2"
     )
+    parser.add_argument("--results", help="a finished grid's results.csv: tokens it trained")
     args = parser.parse_args()
+    if args.results:
+        measured_tokens(args.results)
+        return
     data_dir = os.environ.get("PROXIMITY_DATA_DIR")
     for preset in ("smoke", "micro", "paper-70m", "paper-160m"):
         tokens(preset, data_dir)
