@@ -8,7 +8,6 @@ never imports them (no upward imports).
 from __future__ import annotations
 
 import sys
-from importlib.metadata import entry_points
 
 import typer
 from rich.console import Console
@@ -28,6 +27,9 @@ CORE_COMMANDS = ("similarity", "advantage")
 
 def _register_plugins() -> None:
     """Add the sub-apps that other installed packages declare."""
+    # Imported here: importlib.metadata costs ~40 ms, and core commands never need it.
+    from importlib.metadata import entry_points
+
     for entry in entry_points(group="proximity.commands"):
         try:
             sub_app = entry.load()
