@@ -275,3 +275,38 @@ def test_node_lock_is_held_by_a_live_process_only(tmp_path):
         with node_lock(folder) as again:  # flock is per open file: a second open is refused
             assert not again
     assert not is_locked(folder)
+
+
+def test_status_shows_done_running_failed_and_pending_nodes(tmp_path):
+    """`train-grid status` reads each node's own files: result.json (done), a held lock
+    (running), error.txt (failed, with its first line), nothing (pending)."""
+    import time as clock
+
+    from typer.testing import CliRunner
+
+    from training.grid.cli import grid_app
+
+    out = tmp_path / "grid"
+    nodes = [{"id": f"sft-{state}", "kind": "sft", "label": "gsm8k lr 1e-3"}
+             for state in ("done", "running", "failed", "pending")]  # fmt: skip
+    out.mkdir()
+    (out / "plan.json").write_text(json.dumps({"name": "g", "nodes": nodes}))
+    for node in nodes:
+        (out / "nodes" / node["id"]).mkdir(parents=True)
+    (out / "nodes" / "sft-done" / "result.json").write_text(json.dumps({"wall_time_s": 75}))
+    (out / "nodes" / "sft-failed" / "error.txt").write_text("CUDA out of memory\ntraceback\n")
+    with node_lock(out / "nodes" / "sft-running") as held:
+        assert held
+        clock.sleep(0.01)
+        result = CliRunner().invoke(grid_app, ["status", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    cells = {
+        cols[1]: cols[4:6]  # node -> (state, time)
+        for cols in ([c.strip() for c in line.split("│")] for line in result.output.splitlines())
+        if len(cols) > 6 and cols[1].startswith("sft-")
+    }
+    assert cells["sft-done"] == ["done", "1.2 min"]
+    assert cells["sft-running"][0] == "running" and cells["sft-running"][1].endswith("so far")
+    assert cells["sft-failed"] == ["failed", "CUDA out of memory"]
+    assert cells["sft-pending"] == ["pending", ""]
+    assert "1 done, 1 failed, 1 pending, 1 running" in result.output
