@@ -43,9 +43,10 @@ grid-smoke: install
 	PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/proximity train-grid smoke --out $(RUNS)/smoke
 
 # The whole micro reproduction: the grid (3 seeds), per-layer CKA of its branches, then the
-# correlation, figures and report into figures/micro (results.csv, grid.yaml and the grid's
-# own tokenizer copied beside them, so `make demo` can redraw everything, the tokenizer
-# comparison included, from the committed files).
+# correlation, figures and report into figures/micro (results.csv, grid.yaml, the grid's
+# own tokenizer and figure 6's three metrics.jsonl copied beside them, so `make demo` can
+# redraw everything, the tokenizer comparison and the phase curves included, from the
+# committed files).
 reproduce: install
 	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; P=$(BIN)/proximity; \
 	$$P train-grid micro --seeds 0,1,2 --jobs $(JOBS) --out $(RUNS)/micro; \
@@ -57,6 +58,8 @@ reproduce: install
 		cp $$tok/tokenizer.json $(MICRO_FIGURES)/nodes/$$(basename $$tok)/; \
 	done; \
 	$$P correlate $(RUNS)/micro --metric all --out $(MICRO_FIGURES); \
+	$(BIN)/python -c "from analysis.curves import copy_example_curves as c; \
+		c('$(RUNS)/micro', '$(MICRO_FIGURES)')"; \
 	$$P report $(RUNS)/micro --analysis $(MICRO_FIGURES) --out $(MICRO_FIGURES)/report.html
 
 test: install

@@ -50,3 +50,25 @@ def branch_curves(root: Path, run: pd.Series) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     return pd.concat(parts, ignore_index=True)
+
+
+def copy_example_curves(runs_dir: str | Path, out: str | Path) -> list[Path]:
+    """Copy the metrics.jsonl files figure 6 reads (its branch's three nodes) from a grid
+    folder into `out/nodes/`, so a folder of committed results (figures/micro) can redraw
+    figure 6 without the grid's checkpoints."""
+    import shutil
+
+    runs_dir, out = Path(runs_dir), Path(out)
+    outcomes = pd.read_csv(out / "outcomes.csv")
+    run = example_branch(outcomes)
+    copied = []
+    if run is None:
+        return copied
+    for column in ("pretrain_node_id", "branch_node_id", "node_id"):
+        source = runs_dir / "nodes" / str(run[column]) / "metrics.jsonl"
+        if source.exists():
+            target = out / "nodes" / str(run[column]) / "metrics.jsonl"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            copied.append(target)
+    return copied

@@ -420,7 +420,7 @@ def phase_curves(curves: pd.DataFrame, title: str, path: Path) -> list[Path]:
             left.set_title("pretraining → midtraining")
             left.set_xlabel("global step")
             left.set_ylabel("loss (nats/token)")
-            sns.move_legend(left, "upper right", fontsize=8)
+            sns.move_legend(left, "upper right", fontsize=8, title_fontsize=8)
         if not sft.empty:
             sns.lineplot(
                 data=sft, x="step", y="loss", hue="series", ax=right, marker="o", markersize=4
@@ -428,7 +428,8 @@ def phase_curves(curves: pd.DataFrame, title: str, path: Path) -> list[Path]:
             right.set_title("SFT")
             right.set_xlabel("SFT step")
             right.set_ylabel("")
-            sns.move_legend(right, "upper right", fontsize=8)
+            # "best" with the small title font: a fixed corner put the title on the frame.
+            sns.move_legend(right, "best", fontsize=8, title="series", title_fontsize=8)
         fig.suptitle(title)
         return save(fig, path)
 
