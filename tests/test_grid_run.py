@@ -231,22 +231,34 @@ def test_two_grid_processes_never_run_a_node_twice(shared_data, tmp_path):
 
 
 def test_a_failed_node_skips_its_dependents_and_a_rerun_retries_it(shared_data, tmp_path):
-    spec = tmp_path / "bad.yaml"
-    spec.write_text(
-        "name: bad\nmodels: [micro-2l-64]\n"
-        "tokenizer: {name: train, corpus: c4, vocab_size: 512, n_docs: 300}\n"
-        "data: {n_docs: 300, max_chars: 4000}\n"
-        "pretrain: {steps: 8, batch_size: 8, seq_len: 64, lr: 3.0e-3, min_lr: 3.0e-4}\n"
-        f"mixtures: [{{name: gone, data: {tmp_path / 'missing.jsonl'}, start_steps: [4]}}]\n"
-        "sft: {targets: [pycode], lrs: [1.0e-3], epochs: 1, batch_size: 8, seq_len: 64,"
-        " n_docs: 48}\n"
-        "eval: {datasets: [c4], batch_size: 8, max_batches: 2}\n"
-    )
+    def spec_with(data: Path) -> Path:
+        spec = tmp_path / f"{data.stem}.yaml"
+        spec.write_text(
+            "name: bad\nmodels: [micro-2l-64]\n"
+            "tokenizer: {name: train, corpus: c4, vocab_size: 512, n_docs: 300}\n"
+            "data: {n_docs: 300, max_chars: 4000}\n"
+            "pretrain: {steps: 8, batch_size: 8, seq_len: 64, lr: 3.0e-3, min_lr: 3.0e-4}\n"
+            f"mixtures: [{{name: gone, data: {data}, start_steps: [4]}}]\n"
+            "sft: {targets: [pycode], lrs: [1.0e-3], epochs: 1, batch_size: 8, seq_len: 64,"
+            " n_docs: 48}\n"
+            "eval: {datasets: [c4], batch_size: 8, max_batches: 2}\n"
+        )
+        return spec
+
+    # A file that does not exist is refused before anything runs (exit 2, no node folder).
     out = tmp_path / "bad"
+    missing = run_grid(out, shared_data, spec=str(spec_with(tmp_path / "missing.jsonl")),
+                       check=False)  # fmt: skip
+    assert missing.returncode == 2 and "mixtures[0] (gone).data" in missing.stderr
+    assert not (out / "nodes").exists()
+    # One that exists but cannot be read fails its node when it runs; the rest goes on.
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("not json\n")
+    spec = spec_with(broken)
     done = run_grid(out, shared_data, spec=str(spec), check=False)
     text = " ".join(done.stdout.split())
     assert done.returncode == 1, text
-    assert "1 failed, 1 skipped" in text and "missing.jsonl" in text
+    assert "1 failed, 1 skipped" in text and "broken.jsonl:1: malformed JSON" in text
     table = pd.read_csv(out / "results.csv")
     assert list(table.branch_kind) == ["control"]  # the other branch went on
     (failed,) = out.glob("nodes/midtrain-*")
@@ -254,7 +266,7 @@ def test_a_failed_node_skips_its_dependents_and_a_rerun_retries_it(shared_data, 
     # the prepare node reported the unreadable data and let the rest of the grid go on
     (prepare,) = out.glob("nodes/prepare-*")
     (reported,) = json.loads((prepare / "result.json").read_text())["failed"]
-    assert "missing.jsonl" in reported
+    assert "broken.jsonl" in reported
     run_grid(out, shared_data, spec=str(spec), check=False)
     assert attempts(out)[failed.name] == 2  # retried
 
