@@ -12,8 +12,8 @@ the ratio to the raw tokenizer (the figure least flattering to us).
 
 `--sft-spec gsm8k` also measures building SFT examples (`build_sft_data`, what `prepare` runs
 for an SFT config) against what a user would otherwise write: one `encode_batch` over every
-example's text. Each runs in a fresh process, which reports its peak RSS above the baseline of
-the texts already in memory, per kept token.
+example's text. Each runs in a fresh process with the tokenizer loaded and reports its peak RSS
+above that baseline, reading the examples included, per kept token.
 """
 
 from __future__ import annotations
@@ -91,12 +91,12 @@ def main() -> None:
 
 
 def _sft_child(args) -> dict:
-    """One variant in this (fresh) process: peak RSS growth over the texts already read."""
+    """One variant in this (fresh) process: peak RSS growth over the loaded tokenizer, reading
+    the examples included (build_sft_data reads them itself, so both variants do)."""
     from proximity.data import load_examples
     from training.sft_data import build_sft_data
 
     tokenizer = load_tokenizer(args.tokenizer, data_dir=args.data_dir)
-    examples = list(load_examples(args.sft_spec, data_dir=args.data_dir))
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     if args.child == "build_sft_data":
@@ -106,6 +106,7 @@ def _sft_child(args) -> dict:
         )  # fmt: skip
         n_tokens = len(train.tokens) + len(val.tokens)
     else:  # the one-call way: every Encoding alive at once
+        examples = list(load_examples(args.sft_spec, data_dir=args.data_dir))
         encodings = tokenizer.encode_batch(
             [e.prompt + e.response for e in examples], add_special_tokens=False
         )
@@ -125,7 +126,7 @@ def _sft_memory(args) -> None:
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         results[variant] = json.loads(child.stdout.strip().splitlines()[-1])
-    print(f"SFT build of {args.sft_spec} (seq_len {args.seq_len}), peak RSS above the texts:")
+    print(f"SFT build of {args.sft_spec} (seq_len {args.seq_len}), peak RSS, reading included:")
     for variant, r in results.items():
         print(
             f"  {variant:<28} {r['peak_bytes'] / 2**20:7.1f} MiB  "

@@ -27,6 +27,7 @@ Launch commands (the YAML files are in configs/; `--set key=value` overrides any
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -250,12 +251,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     accumulation = local_batch // micro
     # Tokens (and FLOPs) a step processes follow the batch's width: seq_len for packed
     # pretraining batches, the longest example (rounded up) for SFT batches.
-    flops_at_width: dict[int, float] = {}
-
-    def step_flops_per_token(width: int) -> float:
-        if width not in flops_at_width:
-            flops_at_width[width] = flops_per_token(raw_model.config, width)
-        return flops_at_width[width]
+    step_flops_per_token = functools.cache(lambda width: flops_per_token(raw_model.config, width))
 
     peak = peak_flops(device)
     # SFT: loss = sum of token losses / trained tokens of the GLOBAL batch (see step_loss).

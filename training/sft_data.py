@@ -130,8 +130,12 @@ def build_sft_data(
     seed: int = 0,
     eos_id: int | None = None,
     pad_id: int | None = None,
+    warn: bool = True,
 ) -> tuple[SFTSplit, SFTSplit]:
     """Read `spec` as prompt/response examples and return (train, val) splits.
+
+    `warn=False` leaves out the note on examples truncated or dropped for length (the splits
+    carry those counts; `train-grid --dry-run` counts examples without training).
 
     The validation examples are picked per example by a seeded hash of its index (at least one),
     before any is dropped for length, so the split does not move when `seq_len` changes.
@@ -172,7 +176,7 @@ def build_sft_data(
         splits.append(_pack(chosen, seq_len, mask_prompt, eos_id, pad_id))
     train, val = splits
     for name, split in (("train", train), ("val", val)):
-        if split.n_dropped or split.n_truncated:
+        if warn and (split.n_dropped or split.n_truncated):
             log.warning(
                 "%s %s: %d examples truncated to seq_len=%d, %d dropped (prompt alone too long)",
                 spec,

@@ -105,7 +105,7 @@ def dry_run(plan, data_dir: str | None, jobs: int, out: Path | None = None) -> N
         console.print(f"naive grid (no shared prefixes): {naive:,} tokens = {naive / total:.2f}x")
     for target, count in counts.items():
         n = "?" if count.examples is None else f"{count.examples:,}"
-        source = describe_source_note(target, data_dir)
+        source = f"; counted on a stand-in: {count.substitute}" if count.substitute else ""
         console.print(
             f"SFT {target}: {n} training examples after the length filter ({count.how}){source}",
             highlight=False,
@@ -121,17 +121,6 @@ def dry_run(plan, data_dir: str | None, jobs: int, out: Path | None = None) -> N
             f"estimated time: {_fmt_seconds(sum(seconds))} ({how}; ignores start-up and "
             f"evaluation; --jobs {jobs} divides it at best)"
         )
-
-
-def describe_source_note(target: str, data_dir: str | None) -> str:
-    """'; a local stand-in: ...' when the counted data is not the real target."""
-    from proximity.data import describe_source
-
-    try:
-        substitute = describe_source(target, data_dir=data_dir).substitute
-    except ProximityError:
-        return ""
-    return f"; counted on a stand-in: {substitute}" if substitute else ""
 
 
 def slurm_resources(plan) -> None:

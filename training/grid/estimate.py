@@ -7,7 +7,6 @@ or from a GPU's bf16 peak FLOP/s times an assumed MFU (paper presets; estimate.d
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
@@ -43,6 +42,7 @@ class SFTCount:
 
     examples: int | None  # None when the target cannot be read here (e.g. hub-only, offline)
     how: str  # "exact", or why it is approximate
+    substitute: str | None = None  # the local stand-in counted, when it is one
 
 
 def estimate_tokenizer(plan: Plan, data_dir: str | None, trained: str | None):
@@ -72,21 +72,16 @@ def sft_examples(target: str, plan: Plan, data_dir: str | None, tokenizer, how: 
 
     s, d = plan.spec.sft, plan.spec.data
     try:
+        source = describe_source(target, data_dir=data_dir)
         if tokenizer is None:
             n = sum(1 for _ in load_examples(target, n_docs=s.n_docs, data_dir=data_dir))
-            return SFTCount(int(n * (1 - d.sft_val_fraction)), how)
-        quiet = logging.getLogger("training.sft_data")
-        level, quiet.level = quiet.level, logging.ERROR  # the count says it; no truncation notes
-        try:
-            train, _ = build_sft_data(
-                target, tokenizer, seq_len=s.seq_len,
-                mask_prompt=describe_source(target, data_dir=data_dir).mask_prompt,
-                data_dir=data_dir, n_docs=s.n_docs, val_fraction=d.sft_val_fraction,
-                seed=SPLIT_SEED,
-            )  # fmt: skip
-        finally:
-            quiet.setLevel(level)
-        return SFTCount(len(train), how)
+            return SFTCount(int(n * (1 - d.sft_val_fraction)), how, source.substitute)
+        train, _ = build_sft_data(
+            target, tokenizer, seq_len=s.seq_len, mask_prompt=source.mask_prompt,
+            data_dir=data_dir, n_docs=s.n_docs, val_fraction=d.sft_val_fraction,
+            seed=SPLIT_SEED, warn=False,
+        )  # fmt: skip
+        return SFTCount(len(train), how, source.substitute)
     except Exception:
         return SFTCount(None, "not readable here")
 
