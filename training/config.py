@@ -58,6 +58,9 @@ class DataConfig:
     val_fraction: float = 0.05
     # SFT only: fraction of the target's examples held out (the in-domain validation loss).
     sft_val_fraction: float = 0.1
+    # SFT only: hold out exactly this many examples instead (None: use sft_val_fraction). A
+    # count keeps the outcome's precision the same across targets of different sizes.
+    sft_val_docs: int | None = None
     # SFT only: mask the prompt out of the loss (None = the target's default: on for gsm8k).
     mask_prompt: bool | None = None
 
@@ -182,6 +185,8 @@ class RunConfig:
         _check(0 <= self.optim.warmup_fraction < 1, "optim.warmup_fraction", "must be in [0, 1)")
         _check(0 < self.data.val_fraction < 1, "data.val_fraction", "must be in (0, 1)")
         _check(0 < self.data.sft_val_fraction < 1, "data.sft_val_fraction", "must be in (0, 1)")
+        svd = self.data.sft_val_docs
+        _check(svd is None or svd > 0, "data.sft_val_docs", "must be positive")
         _check(self.eval.every >= 0, "eval.every", "must be >= 0")
         _check(self.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")
         _check(self.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")

@@ -92,3 +92,31 @@ def evaluate(
         results[eval_set.name] = float(total) / n if n else math.nan
     model.train(was_training)
     return results
+
+
+@torch.no_grad()
+def example_losses(
+    model: torch.nn.Module,
+    eval_set: EvalSet,
+    *,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example (summed loss, loss-token count), float64 and int64, in the set's order.
+
+    The mean loss `evaluate` reports is `sums.sum() / counts.sum()`; keeping the examples apart
+    lets the analysis bootstrap over validation examples (the outcome's own sampling error,
+    which seed-to-seed spread leaves out when every seed scores the same examples).
+    """
+    was_training = model.training
+    model.eval()
+    sums, counts = [], []
+    for inputs, targets in eval_set.batches():
+        inputs, targets = inputs.to(device), targets.to(device)
+        for row in range(inputs.size(0)):
+            with autocast or contextlib.nullcontext():
+                one = chunked_loss_sum(model, inputs[row : row + 1], targets[row : row + 1])
+            sums.append(float(one))
+            counts.append(int((targets[row] != IGNORE_INDEX).sum()))
+    model.train(was_training)
+    return np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.int64)

@@ -33,9 +33,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from proximity.atomic import atomic_path
 from proximity.errors import ProximityError
 from training import distributed, phases, starts
 from training.batches import BatchPrefetcher
@@ -47,7 +49,7 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.config import RunConfig
-from training.evaluate import evaluate
+from training.evaluate import evaluate, example_losses
 from training.losses import IGNORE_INDEX, lm_loss, token_loss_sum
 from training.metrics_log import MetricsLog
 from training.presets import flops_per_token
@@ -78,6 +80,7 @@ class RunResult:
     eval_losses: dict[str, float] = field(default_factory=dict)
     last_checkpoint: Path | None = None
     finished: bool = False  # False when max_steps_this_run stopped it early
+    data_counts: dict[str, int] = field(default_factory=dict)  # SFT: examples kept, cut, ...
 
 
 def configure_optimizer(
@@ -420,6 +423,8 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     finished = step >= total_steps
     if finished:
         run_eval()
+        if main and data.example_eval is not None:
+            _write_example_losses(out_dir, raw_model, data.example_eval, device, autocast)
         say(
             f"[{cfg.phase}] done at step {step}: "
             + ", ".join(f"{name} val loss {value:.4f}" for name, value in eval_losses.items())
@@ -434,4 +439,13 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
         eval_losses=dict(eval_losses),
         last_checkpoint=last_checkpoint,
         finished=finished,
+        data_counts=dict(data.counts),
     )
+
+
+def _write_example_losses(out_dir: Path, model, eval_set, device, autocast) -> None:
+    """val_examples.npz: the final model's loss per validation example (atomic), so the
+    analysis can bootstrap the outcome over examples."""
+    sums, counts = example_losses(model, eval_set, device=device, autocast=autocast)
+    with atomic_path(out_dir / "val_examples.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, loss_sum=sums, tokens=counts)

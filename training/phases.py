@@ -19,7 +19,7 @@ The loop (training/loop.py) is the same for every phase. A phase supplies:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,6 +39,10 @@ class TrainData:
     eval_sets: list[EvalSet]
     steps_per_epoch: int | None = None  # SFT only
     description: str = ""
+    # SFT only: example counts of the target (kept, truncated, dropped) for results.csv, and
+    # the target's validation set, scored per example at the end (val_examples.npz).
+    counts: dict[str, int] = field(default_factory=dict)
+    example_eval: EvalSet | None = None
 
 
 def cache_dir(cfg: RunConfig) -> Path:
@@ -220,6 +224,7 @@ def sft_build(cfg: RunConfig, tokenizer: Tokenizer, build: bool):
         data_dir=Path(cfg.data.data_dir) if cfg.data.data_dir else None,
         n_docs=cfg.data.n_docs,
         val_fraction=cfg.data.sft_val_fraction,
+        val_docs=cfg.data.sft_val_docs,
         seed=SPLIT_SEED,
         build=build,
     )
@@ -249,4 +254,12 @@ def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: boo
         steps_per_epoch=steps_per_epoch,
         description=f"{target} ({n_train:,} train / {len(val):,} val examples, "
         f"prompt {'masked' if mask_prompt else 'in the loss'})",
+        counts={
+            "train_examples": n_train,
+            "val_examples": len(val),
+            "truncated": train.n_truncated + val.n_truncated,
+            "dropped": train.n_dropped + val.n_dropped,
+            "steps_per_epoch": steps_per_epoch,
+        },
+        example_eval=sft_eval_set(target, val, cfg.eval.batch_size, None),
     )

@@ -5,8 +5,11 @@ what the model would see in running text: the response keeps its usual leading-s
 (GSM8K's "Answer: " + "Natalia" is `Answer`, `:`, ` Natalia`, not `Answer`, `:`, ` `, `Natalia`).
 Which tokens are prompt comes from the character offsets: a token belongs to the response when
 it ends after the prompt's last character, so a token straddling the boundary is trained on.
-An example longer than `seq_len` loses the end of its response (counted); one whose prompt
-alone fills `seq_len` is dropped (counted).
+An example longer than `seq_len` is cut at `seq_len` (counted). One whose prompt alone fills
+`seq_len` is dropped (counted) only when the prompt is masked, since then no token of it would
+carry loss; when the prompt is in the loss (every target but GSM8K) it is cut like any other,
+so long-passage targets (SciQ, LIMA) keep their examples and the loss sees the same first
+`seq_len` tokens that similarity is measured on.
 
 Storage is O(tokens), not O(examples x seq_len): one flat token array per split plus offsets
 and per-example prompt lengths. Rows are padded only when a batch is built, to the batch's
@@ -51,7 +54,7 @@ class SFTSplit:
     seq_len: int
     pad_id: int
     n_truncated: int = 0  # examples whose response end was cut to fit seq_len
-    n_dropped: int = 0  # examples left out because no response token fitted
+    n_dropped: int = 0  # examples left out: no response, or a masked prompt fills seq_len
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -127,6 +130,7 @@ def build_sft_data(
     data_dir: str | Path | None = None,
     n_docs: int | None = None,
     val_fraction: float = 0.1,
+    val_docs: int | None = None,
     seed: int = 0,
     eos_id: int | None = None,
     pad_id: int | None = None,
@@ -139,6 +143,7 @@ def build_sft_data(
 
     The validation examples are picked per example by a seeded hash of its index (at least one),
     before any is dropped for length, so the split does not move when `seq_len` changes.
+    `val_docs` holds out exactly that many (the smallest hashes) instead of `val_fraction`.
     `pad_id` defaults to `<|padding|>`, else EOS (its value never matters: padding has no loss).
     """
     from proximity.data import load_examples
@@ -169,7 +174,15 @@ def build_sft_data(
             for encoding, example in zip(encodings, chunk, strict=True)
         )
         del encodings
-    is_val = validation_mask(len(examples), val_fraction, seed, min_count=1)
+    if val_docs is not None:
+        if val_docs >= len(examples):
+            raise ProximityError(
+                f"{spec!r}: val_docs={val_docs} leaves no training example of {len(examples)}; "
+                "lower data.sft_val_docs or raise data.n_docs"
+            )
+        is_val = validation_mask(len(examples), 0.0, seed, min_count=val_docs)
+    else:
+        is_val = validation_mask(len(examples), val_fraction, seed, min_count=1)
     splits = []
     for wanted in (False, True):
         chosen = [row for row, held_out in zip(rows, is_val, strict=True) if held_out == wanted]
@@ -219,8 +232,8 @@ def _pack(
     pieces, lengths, masked = [], [], []
     n_truncated = 0
     for ids, n_prompt in rows:
-        if n_prompt >= seq_len or n_prompt >= len(ids):
-            continue  # nothing of the response would be trained on
+        if n_prompt >= len(ids) or (mask_prompt and n_prompt >= seq_len):
+            continue  # nothing of the example would be trained on
         ids = np.append(ids, np.int32(eos_id))
         n_truncated += len(ids) > seq_len
         ids = ids[:seq_len]

@@ -33,7 +33,8 @@ from proximity.errors import ProximityError
 from training.sft_data import SFTSplit, build_sft_data, resolve_pad_id
 from training.tokenized import resolve_eos_id, slug, wait_for_build
 
-SFT_FORMAT_VERSION = 1
+# 2: an example whose prompt fills seq_len is kept (cut) when the prompt is in the loss.
+SFT_FORMAT_VERSION = 2
 _ARRAYS = ("tokens", "offsets", "n_masked")
 _SPLITS = ("train", "val")
 
@@ -77,6 +78,7 @@ def prepare_sft(
     data_dir: str | Path | None = None,
     n_docs: int | None = None,
     val_fraction: float = 0.1,
+    val_docs: int | None = None,
     seed: int = 0,
     build: bool = True,
     wait_timeout_s: float = 7 * 24 * 3600,
@@ -101,6 +103,7 @@ def prepare_sft(
         "mask_prompt": mask_prompt,
         "n_docs": n_docs,
         "val_fraction": val_fraction,
+        **({"val_docs": val_docs} if val_docs is not None else {}),
         "seed": seed,
         "eos_id": eos_id,
         "pad_id": pad_id,
@@ -115,7 +118,8 @@ def prepare_sft(
 
     train, val = build_sft_data(
         spec, tokenizer, seq_len=seq_len, mask_prompt=mask_prompt, data_dir=data_dir,
-        n_docs=n_docs, val_fraction=val_fraction, seed=seed, eos_id=eos_id, pad_id=pad_id,
+        n_docs=n_docs, val_fraction=val_fraction, val_docs=val_docs, seed=seed, eos_id=eos_id,
+        pad_id=pad_id,
     )  # fmt: skip
     # Built in a private folder and renamed into place whole: several processes may build the
     # same target at once (a grid's SFT runs of one target, on --jobs 2), and none may ever

@@ -295,6 +295,8 @@ def _sft_nodes(spec: GridSpec, base: dict, branch: Branch, model: str, seed: int
             cfg["model"]["seq_len"] = s.seq_len
             cfg["data"]["train"] = target
             cfg["data"]["n_docs"] = s.n_docs
+            if s.val_docs is not None:  # only when set: older grids keep their node ids
+                cfg["data"]["sft_val_docs"] = s.val_docs
             cfg["optim"] = {
                 **cfg["optim"],
                 "lr": lr,

@@ -124,6 +124,85 @@ def micro() -> dict[str, Any]:
     }
 
 
+def study() -> dict[str, Any]:
+    """A design that can decide "proximity predicts the gain" on CPU (issue 15, docs/STUDY.md).
+
+    Against `micro`: two model sizes; 6 specialised datasets x 2 weights (+ CPT for code and
+    math, + the start x weight ablation), so 12 mixtures x 6 targets = 72 pairs per size with
+    PA spread in both directions; SFT on 550 examples per target (300 for OpenBookQA) for one
+    epoch with 200 fixed validation examples, scored per example; local stand-ins formatted
+    like the datasets they stand in for, so no prompt template is shared between a mixture and
+    a target. Run in parts (by model size and seed) into one folder: see `make study`.
+    """
+    return {
+        "name": "study",
+        "models": ["micro-2l-128", "micro-4l-256"],
+        "seeds": [0, 1],
+        "tokenizer": {"name": "train", "corpus": "c4", "vocab_size": 4096, "n_docs": 2500},
+        # Every local C4 document (2,509), cut at 8,000 characters as in micro.
+        "data": {"n_docs": None, "max_chars": 8000},
+        "pretrain": {
+            "data": "c4",
+            "steps": 800,
+            "batch_size": 16,
+            "seq_len": 128,
+            "lr": 2e-3,
+            "min_lr": 2e-4,
+            "checkpoint_every": 80,
+        },
+        # Midtraining over the last 20% of the run at 10% and 40%: two weights per domain give
+        # the dose-response, and the 40% branches spread PA.
+        "mixtures": [
+            {
+                "name": "code",
+                "data": "starcoder",
+                "weights": [0.1, 0.4],
+                "start_steps": [640],
+                "cpt": True,
+            },
+            {
+                "name": "math",
+                "data": "math",
+                "weights": [0.1, 0.4],
+                "start_steps": [640],
+                "cpt": True,
+            },
+            {
+                "name": "mathword",
+                "data": "gsm8k?split=test&format=plain",
+                "weights": [0.1, 0.4],
+                "start_steps": [640],
+                "note": "GSM8K's test split (never an SFT example) stands in for the "
+                "GSM8K-derived part of MathInstruct",
+            },
+            {"name": "instruct", "data": "flan", "weights": [0.1, 0.4], "start_steps": [640]},
+            {"name": "legalweb", "data": "fineweb", "weights": [0.1, 0.4], "start_steps": [640]},
+            {"name": "wiki", "data": "wikitext", "weights": [0.1, 0.4], "start_steps": [640]},
+        ],
+        "control": True,
+        "ablation": {
+            "mixture": "code",
+            "start_steps": [480, 640],
+            "weights": [0.1, 0.4],
+            "targets": ["pycode"],
+        },
+        "sft": {
+            "targets": ["gsm8k", "pycode", "lima", "sciq", "openbookqa", "social_iqa"],
+            "lrs": [3e-3, 1e-2],
+            # One epoch, not the paper's 4: the 4 h CPU budget (docs/STUDY.md); every example
+            # is seen once, so the validation loss measures transfer, not memorisation.
+            "epochs": 1,
+            "batch_size": 16,
+            "seq_len": 128,
+            "n_docs": 750,
+            "val_docs": 200,
+        },
+        # 13 batches of 16 cover the 200 validation examples of every target.
+        "eval": {"datasets": ["c4"], "batch_size": 16, "max_batches": 13},
+        "train_set": ["system.deterministic=true"],
+    }
+
+
 def _paper(model: str) -> dict[str, Any]:
     return {
         "name": f"paper-{model}",
@@ -192,6 +271,7 @@ def _paper(model: str) -> dict[str, Any]:
 GRID_PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
     "smoke": smoke,
     "micro": micro,
+    "study": study,
     "paper-70m": lambda: _paper("70m"),
     "paper-160m": lambda: _paper("160m"),
 }

@@ -37,6 +37,11 @@ COLUMNS = [
     "tokens_pretrain",
     "tokens_midtrain",
     "tokens_sft",
+    "sft_train_examples",
+    "sft_val_examples",
+    "sft_truncated",
+    "sft_dropped",
+    "sft_steps",
     "wall_time_s",
     "node_id",
     "branch_node_id",
@@ -78,6 +83,7 @@ def results_table(plan: Plan, out: Path, data_dir: str | None) -> pd.DataFrame:
         if branch.kind != "control":
             mid_tokens = read_result(node_dir(out, branch.node.id))["tokens"]
         target = node.info["target"]
+        examples = sft.get("examples", {})  # absent in grids run before it was recorded
         substitutes = [
             *notes(pretrain_spec),
             *notes(branch.mixture_spec),
@@ -106,6 +112,11 @@ def results_table(plan: Plan, out: Path, data_dir: str | None) -> pd.DataFrame:
                 "tokens_pretrain": branch.start_step * step_tokens,
                 "tokens_midtrain": mid_tokens,
                 "tokens_sft": sft["tokens"],
+                "sft_train_examples": examples.get("train_examples"),
+                "sft_val_examples": examples.get("val_examples"),
+                "sft_truncated": examples.get("truncated"),
+                "sft_dropped": examples.get("dropped"),
+                "sft_steps": sft["end_step"] - sft["start_step"] if examples else None,
                 "wall_time_s": sft["wall_time_s"],
                 "node_id": node.id,
                 "branch_node_id": branch.node.id,

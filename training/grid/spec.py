@@ -97,6 +97,9 @@ class SFTSpec:
     seq_len: int = 256
     # Examples read per target (None = all).
     n_docs: int | None = None
+    # Validation examples held out per target, exactly (None: data.sft_val_fraction). The same
+    # examples for every branch and seed.
+    val_docs: int | None = None
     # Cosine end as a fraction of the peak LR.
     min_lr_ratio: float = 0.1
     warmup_fraction: float = 0.1

@@ -175,6 +175,7 @@ def _training(node: dict[str, Any], folder: Path, threads: int | None) -> dict[s
         "val_start": {r["dataset"]: r["loss"] for r in val if r["step"] == first},
         "val_end": {r["dataset"]: r["loss"] for r in val if r["step"] == last},
         "train_loss_end": run.train_loss,
+        **({"examples": run.data_counts} if run.data_counts else {}),
     }
 
 
