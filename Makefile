@@ -8,7 +8,7 @@ OUT ?= outputs
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo grid-smoke reproduce test lint bench clean
+.PHONY: install demo grid-smoke reproduce reproduce-micro study-part study-merge test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,12 +42,46 @@ JOBS ?= 2
 grid-smoke: install
 	PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/proximity train-grid smoke --out $(RUNS)/smoke
 
-# The whole micro reproduction: the grid (3 seeds), per-layer CKA of its branches, then the
-# correlation, figures and report into figures/micro (results.csv, grid.yaml, the grid's
+# The study (issue 15, docs/STUDY.md): the `study` grid in parts, one model size and seed at a
+# time into one folder (each part resumable after kill -9, each at most ~2 h on 2 cores), then
+# the parts' tables merged and analysed into figures/study. `make study-part MODEL=micro-2l-128
+# SEED=0` runs one part and saves its tables under figures/study/parts/ (commit them); `make
+# study-merge` analyses whatever parts are saved; `make reproduce` runs every part, then merges.
+STUDY_FIGURES ?= figures/study
+STUDY_MODELS ?= micro-2l-128 micro-4l-256
+STUDY_SEEDS ?= 0 1
+MODEL ?= micro-2l-128
+SEED ?= 0
+study-part: install
+	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; \
+	mkdir -p $(RUNS); \
+	/usr/bin/time -f "part $(MODEL) seed $(SEED): %e s wall" -o $(RUNS)/study-$(MODEL)-$(SEED).time \
+		$(BIN)/proximity train-grid study --out $(RUNS)/study --seeds $(SEED) \
+		--set 'models=["$(MODEL)"]' --jobs $(JOBS); \
+	$(BIN)/python -m training.grid.merge_parts collect $(RUNS)/study $(STUDY_FIGURES) \
+		--part $(MODEL)-seed$(SEED); \
+	cp $(RUNS)/study-$(MODEL)-$(SEED).time $(STUDY_FIGURES)/parts/time-$(MODEL)-seed$(SEED).txt
+
+study-merge: install
+	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; \
+	$(BIN)/python -m training.grid.merge_parts merge $(STUDY_FIGURES) --spec study; \
+	$(BIN)/proximity correlate $(STUDY_FIGURES) --metric all --tokenizer grid \
+		--out $(STUDY_FIGURES); \
+	$(BIN)/proximity report $(STUDY_FIGURES) --analysis $(STUDY_FIGURES) \
+		--out $(STUDY_FIGURES)/report.html
+
+reproduce: install
+	for model in $(STUDY_MODELS); do for seed in $(STUDY_SEEDS); do \
+		$(MAKE) study-part MODEL=$$model SEED=$$seed || exit 1; \
+	done; done
+	$(MAKE) study-merge
+
+# The earlier micro reproduction (figures/micro, kept as the record of that design): the grid
+# (3 seeds), per-layer CKA of its branches, then the correlation, figures and report into figures/micro (results.csv, grid.yaml, the grid's
 # own tokenizer and figure 6's three metrics.jsonl copied beside them, so `make demo` can
 # redraw everything, the tokenizer comparison and the phase curves included, from the
 # committed files).
-reproduce: install
+reproduce-micro: install
 	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; P=$(BIN)/proximity; \
 	$$P train-grid micro --seeds 0,1,2 --jobs $(JOBS) --out $(RUNS)/micro; \
 	mkdir -p $(MICRO_FIGURES); \

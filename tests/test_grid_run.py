@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -133,6 +134,30 @@ def test_dry_run_after_the_tokenizer_node_counts_sft_tokens_as_trained(smoke_run
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert "approximate: counted with the Pythia tokenizer" in " ".join(fresh.stdout.split())
+
+
+def test_sft_nodes_score_each_validation_example_and_count_what_they_kept(smoke_run):
+    """val_examples.npz holds one loss per validation example whose token-weighted mean is the
+    node's reported validation loss, and results.csv counts the examples and steps."""
+    table = pd.read_csv(smoke_run / "results.csv")
+    for row in table.itertuples():
+        scored = np.load(smoke_run / "nodes" / row.node_id / "val_examples.npz")
+        assert len(scored["loss_sum"]) == row.sft_val_examples > 0
+        mean = scored["loss_sum"].sum() / scored["tokens"].sum()
+        assert mean == pytest.approx(row.sft_val_loss, rel=1e-9)
+    assert (table.sft_train_examples + table.sft_val_examples + table.sft_dropped <= 48).all()
+    assert (table.sft_steps == table.sft_train_examples // 8).all()  # 1 epoch, batch 8
+
+
+def test_pretraining_csv_puts_the_model_beside_its_n_gram_baselines(smoke_run):
+    pretraining = pd.read_csv(smoke_run / "pretraining.csv")
+    assert len(pretraining) == 1 and pretraining.steps.iloc[0] == 24
+    row = pretraining.iloc[0]
+    results = pd.read_csv(smoke_run / "results.csv")
+    control = results[results.branch_kind == "control"].iloc[0]
+    assert row.c4_val_loss == pytest.approx(control.c4_val_loss_before)  # the same model
+    assert 0 < row.bigram_val_loss < row.unigram_val_loss < np.log(512) + 0.5
+    assert row.scored_tokens == 2 * 8 * 64  # eval.max_batches x batch_size windows of seq_len
 
 
 def test_rerun_skips_done_nodes_and_status_reports_them(smoke_run, shared_data):

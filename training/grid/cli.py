@@ -277,7 +277,12 @@ def run_grid(
     poll_s: float = 10.0,
 ):
     from training.grid.local import run_local, write_node_files
-    from training.grid.results import results_table, write_results
+    from training.grid.results import (
+        pretraining_table,
+        results_table,
+        write_pretraining,
+        write_results,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     resolved = plan.spec.to_dict()
@@ -301,6 +306,7 @@ def run_grid(
     else:
         outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
     paths = write_results(results_table(plan, out, data_dir), out)
+    write_pretraining(pretraining_table(plan, out), out)
     console.print(
         f"{len(outcome.done)}/{total} nodes done ({len(outcome.ran)} now, "
         f"{time.time() - started:.0f} s), {len(outcome.failed)} failed, "

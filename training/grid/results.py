@@ -6,6 +6,7 @@ of an interrupted-and-resumed grid equals an uninterrupted one's (wall_time_s as
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 
@@ -140,3 +141,62 @@ def write_results(table: pd.DataFrame, out: Path) -> list[Path]:
     with atomic_path(parquet) as tmp:
         table.to_parquet(tmp, index=False)
     return [csv, parquet]
+
+
+PRETRAINING_COLUMNS = [
+    "model",
+    "seed",
+    "node_id",
+    "steps",
+    "tokens",
+    "c4_val_loss",
+    "unigram_val_loss",
+    "bigram_val_loss",
+    "bigram_weight",
+    "scored_tokens",
+]
+
+
+def pretraining_table(plan: Plan, out: Path) -> pd.DataFrame:
+    """One row per finished pretraining node: its validation loss on its own data beside the
+    unigram and interpolated-bigram baselines counted from the same training tokens and scored
+    on the same positions (training/ngram_baseline.py). A model that does not beat the bigram
+    has learnt little beyond token statistics (issue 15)."""
+    from training.ngram_baseline import pretraining_baselines
+
+    pretrain_spec = parse_mixture(plan.spec.pretrain.data).canonical()
+    baselines: dict[str, object] = {}
+    rows = []
+    for node in plan.nodes:
+        folder = node_dir(out, node.id)
+        if node.kind != "pretrain" or not is_done(folder):
+            continue
+        run_config = json.loads((folder / "node.json").read_text())["run_config"]
+        key = json.dumps({k: run_config[k] for k in ("data", "eval")}, sort_keys=True)
+        key += str(run_config["model"]["seq_len"])
+        if key not in baselines:
+            baselines[key] = pretraining_baselines(run_config)
+        found = baselines[key]
+        result = read_result(folder)
+        rows.append(
+            {
+                "model": node.info["model"],
+                "seed": node.info["seed"],
+                "node_id": node.id,
+                "steps": result["end_step"],
+                "tokens": result["tokens"],
+                "c4_val_loss": result["val_end"][pretrain_spec],
+                "unigram_val_loss": found.unigram,
+                "bigram_val_loss": found.bigram,
+                "bigram_weight": found.bigram_weight,
+                "scored_tokens": found.scored_tokens,
+            }
+        )
+    return pd.DataFrame(rows, columns=PRETRAINING_COLUMNS)
+
+
+def write_pretraining(table: pd.DataFrame, out: Path) -> Path:
+    path = out / "pretraining.csv"
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return path
