@@ -349,8 +349,7 @@ def bootstrap_two_way(
 
 def _draw_counts(rng: np.random.Generator, n: int, draws: int) -> np.ndarray:
     """draws × n: how often each of n clusters is picked in n draws with replacement."""
-    picks = rng.integers(0, n, size=(draws, n))
-    return np.apply_along_axis(np.bincount, 1, picks, minlength=n)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=draws)
 
 
 def _loto_residuals(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -245,7 +245,12 @@ def findings_table(findings: dict[str, Any]) -> pd.DataFrame:
                 f"{item['mean_improvement_latest']:.2%}; {_paired(same)} ({same['verdict']}). "
                 f"Equal specialised tokens: "
                 + (
-                    f"{_paired(equal)} ({equal['verdict']})"
+                    f"{_paired(equal)} ({equal['verdict']}); "
+                    + "; ".join(
+                        f"{m['comparison']}: {m['tokens_earlier']:,.0f} vs "
+                        f"{m['tokens_later']:,.0f} specialised tokens"
+                        for m in equal["matched"]
+                    )
                     if equal["verdict"] != "not tested"
                     else equal["why"]
                 )
