@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from analysis.correlate import PAPER_R
+from analysis.correlate import PAPER_R, POOLED
 from analysis.figure_set import FIGURES
 from analysis.findings import paper_findings
 from analysis.results import Grid
@@ -316,8 +316,11 @@ def headline_lines(statistics: dict[str, Any], findings: dict[str, Any]) -> list
             f"p = {_fmt(m.get('permutation_within_mixtures_p'))}; two-way bootstrap CI of r "
             f"{_interval(m.get('two_way_ci_low'), m.get('two_way_ci_high'))}{without}; "
             f"pairs as independent: r = {m['r']:.3f} {_interval(m['ci_low'], m['ci_high'])}, "
-            f"p = {m['p']:.2g} ({metric}, {m['n']} pairs){spread}. The paper reports 0.869 "
-            "(v1, 70M) and 0.47–0.62 (v2), pairs as independent."
+            f"p = {m['p']:.2g} ({metric}, {m['n']} pairs){spread}."
+        )
+    if lines:
+        lines.append(
+            "The paper reports r = 0.869 (v1, 70M) and 0.47–0.62 (v2), pairs as independent."
         )
     return lines
 
@@ -500,7 +503,9 @@ def build_report(grid: Grid, analysis: Path) -> Report:
     metric = statistics["inputs"]["metrics"][0]
     figures, missing = figures_in(analysis)
     inputs = statistics["inputs"]
-    n_pairs = max((r["n_pairs"] for r in statistics["relations"]), default=0)
+    n_pairs = max(
+        (r["n_pairs"] for r in statistics["relations"] if r["model"] != POOLED), default=0
+    )
     branches = ", ".join(inputs["branches_in_correlation"])
     summary = [
         f"{len(grid.results)} SFT runs in {grid.root}; {len(outcomes)} (model, seed, branch, "
