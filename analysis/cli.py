@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from analysis.correlate import Correlation
     from analysis.figure_set import FigureSet
     from analysis.results import Grid
+    from proximity.stats import StatsOptions
 
 METRIC_NAMES = tuple(METRICS)
 
@@ -60,6 +61,13 @@ BranchesOpt = Annotated[
     str, typer.Option(help="Branch kinds in the correlation: midtrain (the paper) or midtrain,cpt.")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed of permutations and bootstrap resamples.")]
+MixtureOpt = Annotated[
+    str,
+    typer.Option(
+        help="Mixture similarity for PA: expected (exact count mixture) or resample (the "
+        "authors' document resampling); correlate also computes the other for the report."
+    ),
+]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute token statistics.")]
 
 CORRELATE_HELP = (
@@ -81,6 +89,7 @@ def correlate_command(
     data_dir: DataDirOpt = None,
     branches: BranchesOpt = "midtrain",
     seed: SeedOpt = 0,
+    mixture: MixtureOpt = "expected",
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default RUNS_DIR/analysis).")
     ] = None,
@@ -89,7 +98,7 @@ def correlate_command(
 ) -> None:
     """`proximity correlate`: see CORRELATE_HELP."""
     from analysis.advantage import heatmap_datasets, similarity_matrix
-    from analysis.correlate import correlate, headline, write_correlation
+    from analysis.correlate import correlate, summary_lines, write_correlation
     from analysis.correlation import Settings
     from analysis.results import load_grid
     from proximity.outputs import write_csv, write_json
@@ -105,12 +114,14 @@ def correlate_command(
             metric=metric,
             tokenizer=tokenizer,
             options=options,
+            mixture=_mixture_mode(mixture),
             data_dir=folder,
             branches=[b.strip() for b in branches.split(",") if b.strip()],
             settings=Settings(seed=seed),
             use_cache=not no_cache,
             on_target=lambda m, t: status.update(f"proximity advantage for {t} ({m})"),
             compare_tokenizer=_other_tokenizer(tokenizer, grid),
+            compare_mixture="resample" if mixture == "expected" else "expected",
         )
         status.update("similarity matrix for figure 1")
         tok = result.statistics["inputs"]["tokenizer"]
@@ -124,13 +135,8 @@ def correlate_command(
         )
     for note in grid.substitutes:
         console.print(f"[yellow]substitute[/]: {note}", highlight=False)
-    for relation in result.statistics["relations"]:
-        console.print(headline(relation), highlight=False)
-    comparison = result.statistics.get("tokenizer_comparison")
-    for relation in (comparison or {}).get("relations", []):
-        console.print(
-            f"with the {comparison['tokenizer']} tokenizer: {headline(relation)}", highlight=False
-        )
+    for line in summary_lines(result.statistics):
+        console.print(line, highlight=False)
     paths = write_correlation(result, out)
     paths.append(write_csv(similarity.reset_index(names="dataset"), out / "similarity.csv"))
     written, missing = [], {"all": "--no-plot"}
@@ -144,6 +150,44 @@ def correlate_command(
     paths += [*written, write_json(manifest, out / "figures.json")]
     for path in paths:
         console.print(f"wrote {path}", highlight=False)
+
+
+def _mixture_mode(mixture: str) -> str:
+    from proximity.similarity import MIXTURE_MODES
+
+    if mixture not in MIXTURE_MODES:
+        raise ProximityError(
+            f"--mixture must be one of {', '.join(MIXTURE_MODES)}, got {mixture!r}"
+        )
+    return mixture
+
+
+def recorded_options(
+    inputs: dict,
+    where: Path,
+    *,
+    tokenizer: str | None,
+    n_docs: int | None,
+    mixture: str | None,
+) -> tuple[StatsOptions, str, str]:
+    """The PA options `proximity correlate` recorded in statistics.json (tokenizer, the whole
+    statistics protocol, mixture similarity), so `recommend` measures PA exactly as the line
+    was fitted; an option given on the command line that differs is refused."""
+    from proximity.stats import StatsOptions
+
+    recorded = {
+        "tokenizer": inputs["tokenizer"],
+        "n-docs": inputs["stats_options"].get("n_docs"),
+        "mixture": inputs.get("mixture", "expected"),
+    }
+    for flag, given in (("tokenizer", tokenizer), ("n-docs", n_docs), ("mixture", mixture)):
+        if given is not None and given != recorded[flag]:
+            raise ProximityError(
+                f"--{flag} {given}: {where} was correlated with --{flag} {recorded[flag]}; "
+                f"recommend measures PA as the line was fitted (drop --{flag} or re-run correlate)"
+            )
+    options = StatsOptions(**inputs["stats_options"])
+    return options, recorded["tokenizer"], recorded["mixture"]
 
 
 def _number(value: float | None, spec: str) -> str:
@@ -327,8 +371,23 @@ def recommend_command(
         str | None, typer.Option(help="Pretraining data (default: the grid's, else c4).")
     ] = None,
     metric: MetricOpt = "paper",
-    tokenizer: TokenizerOpt = "pythia",
-    n_docs: NDocsOpt = 1000,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Tokenizer for PA (default pythia; with --runs, what correlate recorded)."
+        ),
+    ] = None,
+    n_docs: Annotated[
+        int | None,
+        typer.Option(help="Documents per dataset (default 1,000; with --runs, as recorded)."),
+    ] = None,
+    mixture: Annotated[
+        str | None,
+        typer.Option(
+            help="Mixture similarity, expected or resample (default expected; with --runs, "
+            "what correlate recorded)."
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/recommend"),
     no_cache: NoCacheOpt = False,
@@ -343,14 +402,16 @@ def recommend_command(
 
     names = [*candidates, *(more or [])]  # `--candidates A B C`: B and C arrive as arguments
     relation, config = None, {}
+    options = StatsOptions(n_docs=1000 if n_docs is None else n_docs)
     if runs is not None:
         grid = load_grid(runs)
         config = grid.config
         stats_path = correlate_output(grid.root, analysis) / "statistics.json"
         statistics = json.loads(stats_path.read_text())
         relation = FittedRelation.from_statistics(statistics, model, metric)
-        tokenizer = statistics["inputs"]["tokenizer"]
-        n_docs = statistics["inputs"]["stats_options"]["n_docs"]
+        options, tokenizer, mixture = recorded_options(
+            statistics["inputs"], stats_path, tokenizer=tokenizer, n_docs=n_docs, mixture=mixture
+        )
         pretrain = pretrain or str(grid.results["pretrain_spec"].iloc[0])
         if target in relation.targets:
             console.print(
@@ -363,8 +424,9 @@ def recommend_command(
         names,
         pretrain=pretrain or "c4",
         metric=metric,
-        tokenizer=tokenizer,
-        options=StatsOptions(n_docs=n_docs),
+        tokenizer=tokenizer or "pythia",
+        options=options,
+        mixture=_mixture_mode(mixture or "expected"),
         data_dir=_data_dir(data_dir, config),
         relation=relation,
         use_cache=not no_cache,
@@ -375,17 +437,22 @@ def recommend_command(
     for column in ("rank", "candidate", "mix", "PA"):
         shown.add_column(column, justify="right" if column in ("rank", "PA") else "left")
     if relation is not None:
-        shown.add_column("predicted improvement [95% PI]", justify="right")
+        shown.add_column("predicted improvement [95% PI, new target]", justify="right")
     for row in table.itertuples():
         cells = [str(row.rank), row.candidate, row.mixture_spec, f"{row.advantage:+.4f}"]
         if relation is not None:
             flag = " (PA outside the grid's range)" if row.pa_outside_grid else ""
             cells.append(
-                f"{row.predicted_improvement:+.2%} [{row.prediction_low:+.2%}, "
+                "refused (below)"
+                if row.note
+                else f"{row.predicted_improvement:+.2%} [{row.prediction_low:+.2%}, "
                 f"{row.prediction_high:+.2%}]{flag}"
             )
         shown.add_row(*cells)
     console.print(shown)
+    for row in table.itertuples():
+        if relation is not None and row.note:
+            console.print(f"[yellow]{row.candidate}[/]: {row.note}", highlight=False)
     if relation is not None:
         console.print(
             f"line fitted on {relation.model}, {len(relation.x)} pairs ({relation.metric}, r = "
@@ -394,6 +461,17 @@ def recommend_command(
             f"{_number(relation.loto_baseline_rmse, '.4f')})",
             highlight=False,
         )
+        held = relation.held_out or {}
+        if held.get("coverage") is not None:
+            console.print(
+                f"held-out targets (each of the grid's {held['n_targets']} left out in turn): the "
+                f"95% interval covered {held['coverage']:.0%} of {held['n_pairs']} pairs (goal "
+                f"≥ 90%); RMSE {held['rmse']:.4f} vs {held['baseline_rmse']:.4f} predicting the "
+                f"mean (ratio {_number(held['rmse_ratio'], '.2f')})",
+                highlight=False,
+            )
+        elif held.get("why"):
+            console.print(f"held-out-target coverage not measured: {held['why']}", highlight=False)
         loto, baseline = relation.loto_rmse, relation.loto_baseline_rmse
         if loto is None or baseline is None or loto >= baseline:
             console.print(

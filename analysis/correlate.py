@@ -17,6 +17,7 @@ import pandas as pd
 
 from analysis.advantage import grid_data_dir, grid_tokenizer, metrics_for, pair_advantages
 from analysis.correlation import DEFAULT_SETTINGS, Settings, relation_statistics
+from analysis.questions import dose_response, forgetting, pretrain_similarities
 from analysis.results import BRANCH_KEYS, Grid, average_seeds, relative_improvements, seed_matrix
 from proximity import __version__
 from proximity.errors import ProximityError
@@ -25,6 +26,8 @@ from proximity.stats import StatsOptions
 
 PAPER_R = {"v1": {"70m": 0.869}, "v2": {"70m": 0.52, "160m": 0.59, "410m": 0.47, "1b": 0.62}}
 """Pearson r the paper reports (PAPER.md, "The correlation"), shown beside ours."""
+POOLED = "pooled"
+"""The `model` of a relation over every model size together."""
 
 
 @dataclass
@@ -51,14 +54,18 @@ def correlate(
     use_cache: bool = True,
     on_target: Callable[[str, str], None] | None = None,
     compare_tokenizer: str | None = None,
+    compare_mixture: str | None = None,
 ) -> Correlation:
     """Relative improvement vs PA for every metric asked and every model size in the grid.
 
     `branches`: which branch kinds enter the correlation (the paper: midtraining mixes,
     control excluded; add `cpt` to put continued pretraining on the same line).
     `compare_tokenizer`: a second tokenizer (`grid`, `pythia`, a path) whose PA gives the
-    first metric's statistics again, so the report shows how much the choice matters. Ablation
-    branches (start step × weight) never enter it; they are in the tables for the figures.
+    first metric's statistics again, so the report shows how much the choice matters;
+    `compare_mixture` (`expected` or `resample`) does the same for the mixture similarity.
+    Ablation branches (start step × weight) never enter r; they are in the tables for the
+    figures and answer the dose-response question. With several model sizes, each metric also
+    gets a `pooled` relation over every size (strata within size).
     """
     metrics = metrics_for(metric)
     options = options or StatsOptions()
@@ -99,32 +106,33 @@ def correlate(
     pairs = pd.concat(tables, ignore_index=True)
     pairs["in_correlation"] = pairs["branch_kind"].isin(list(branches)) & ~pairs["ablation"]
 
+    used = pairs[pairs["in_correlation"]]
     relations = []
-    for (name, model), group in pairs[pairs["in_correlation"]].groupby(["metric", "model"]):
-        group = group.reset_index(drop=True)
-        by_seed = seed_matrix(outcomes, group)
-        stats = relation_statistics(group, by_seed, settings)
-        stats.update(metric=name, model=model, points=_points(group))
-        relations.append(stats)
-    comparison = None
-    if compare_tokenizer:
-        other = (
-            grid_tokenizer(grid.config, grid.root)
-            if compare_tokenizer == "grid"
-            else compare_tokenizer
-        )
-        if other != tok:
-            comparison = _tokenizer_comparison(
-                pairs[(pairs["metric"] == metrics[0]) & pairs["in_correlation"]],
-                outcomes,
-                other,
-                metrics[0],
-                options,
-                mixture,
-                folder,
-                settings,
-                use_cache,
-            )
+    for name in metrics:
+        relations += _relations(used[used["metric"] == name], outcomes, name, settings)
+    first = used[used["metric"] == metrics[0]]
+    comparisons = {}
+    for key, other_tokenizer, other_mixture in (
+        ("tokenizer_comparison", _resolved(compare_tokenizer, grid), mixture),
+        ("mixture_comparison", tok, compare_mixture),
+    ):
+        same = (other_tokenizer, other_mixture) == (tok, mixture)
+        if other_tokenizer is None or other_mixture is None or same:
+            comparisons[key] = None
+        else:
+            comparisons[key] = _pa_comparison(
+                first, outcomes, other_tokenizer, other_mixture, metrics[0], options, folder,
+                settings, use_cache,
+            )  # fmt: skip
+    mid = pairs[(pairs["metric"] == metrics[0]) & (pairs["branch_kind"] == "midtrain")]
+    sims = pretrain_similarities(
+        outcomes, metrics[0], tokenizer=tok, options=options, mixture=mixture,
+        data_dir=folder, use_cache=use_cache,
+    )  # fmt: skip
+    questions = {
+        "dose_response": dose_response(mid, outcomes),
+        "forgetting": forgetting(outcomes, sims, metrics[0], settings),
+    }
     statistics = {
         "command": "correlate",
         "argv": sys.argv,
@@ -146,23 +154,47 @@ def correlate(
         },
         "paper": PAPER_R,
         "relations": relations,
-        "tokenizer_comparison": comparison,
+        **comparisons,
+        "questions": questions,
     }
     return Correlation(outcomes=outcomes, pairs=pairs, statistics=statistics)
 
 
-def _tokenizer_comparison(
+def _resolved(tokenizer: str | None, grid: Grid) -> str | None:
+    if tokenizer == "grid":
+        return grid_tokenizer(grid.config, grid.root)
+    return tokenizer
+
+
+def _relations(
+    used: pd.DataFrame, outcomes: pd.DataFrame, metric: str, settings: Settings
+) -> list[dict[str, Any]]:
+    """Statistics per model size, then pooled over every size when there are several."""
+    groups = [(str(m), g) for m, g in used.groupby("model")]
+    if len(groups) > 1:
+        groups.append((POOLED, used))
+    relations = []
+    for model, group in groups:
+        group = group.reset_index(drop=True)
+        stats = relation_statistics(group, seed_matrix(outcomes, group), settings)
+        stats.update(metric=metric, model=model, points=_points(group))
+        relations.append(stats)
+    return relations
+
+
+def _pa_comparison(
     used: pd.DataFrame,
     outcomes: pd.DataFrame,
     tokenizer: str,
+    mixture: str,
     metric: str,
     options: StatsOptions,
-    mixture: str,
     data_dir: Any,
     settings: Settings,
     use_cache: bool,
 ) -> dict[str, Any]:
-    """The first metric's statistics with PA from another tokenizer, same pairs and outcomes."""
+    """The first metric's statistics with PA from another tokenizer or mixture similarity,
+    same pairs and outcomes."""
     pa = pair_advantages(
         used,
         [metric],
@@ -175,17 +207,14 @@ def _tokenizer_comparison(
     swapped = used.drop(columns="advantage").merge(
         pa, on=["pretrain_spec", "mixture_spec", "target_spec"], how="left"
     )
-    relations = []
-    for model, group in swapped.groupby("model"):
-        group = group.reset_index(drop=True)
-        stats = relation_statistics(group, seed_matrix(outcomes, group), settings)
-        stats.update(metric=metric, model=model, points=_points(group))
-        relations.append(stats)
-    return {"tokenizer": tokenizer, "metric": metric, "relations": relations}
+    relations = _relations(swapped, outcomes, metric, settings)
+    return {"tokenizer": tokenizer, "mixture": mixture, "metric": metric, "relations": relations}
 
 
 def _points(group: pd.DataFrame) -> list[dict[str, Any]]:
     columns = [
+        "model",
+        "branch_kind",
         "mixture",
         "mixture_spec",
         "target",
@@ -208,13 +237,85 @@ def write_correlation(result: Correlation, out: str | Path) -> list[Path]:
 
 
 def headline(relation: dict[str, Any]) -> str:
-    """One line per relation for the terminal and the report."""
+    """One line per relation for the terminal and the report: r with its Fisher interval, the
+    tests that respect the crossed design, r without its most influential pair, the verdict."""
     p = relation["pearson"]
     if p["r"] is None:
         return f"{relation['metric']} / {relation['model']}: too few pairs ({relation['n_pairs']})"
     ci = f" [{p['ci_low']:.2f}, {p['ci_high']:.2f}]" if p["ci_low"] is not None else ""
-    perm = relation["permutation_p"]
-    return (
-        f"{relation['metric']} / {relation['model']}: r = {p['r']:.3f}{ci}, p = {p['p']:.2g}"
-        f" (permutation p = {perm:.2g}), n = {relation['n_pairs']} pairs"
-    )
+    parts = [
+        f"{relation['metric']} / {relation['model']}: r = {p['r']:.3f}{ci} (Fisher), "
+        f"p = {p['p']:.2g}, n = {relation['n_pairs']} pairs"
+    ]
+    perms = []
+    for key, name in (("permutation_within_targets", "targets"),
+                      ("permutation_within_mixtures", "mixtures")):  # fmt: skip
+        perm = relation.get(key) or {}
+        perms.append(f"{name} p = {perm['p']:.2g}" if perm.get("p") is not None else f"{name} –")
+    parts.append("permutation within " + ", within ".join(perms))
+    boot = relation.get("bootstrap_two_way") or {}
+    if boot.get("ci_low") is not None:
+        parts.append(f"two-way bootstrap CI [{boot['ci_low']:.2f}, {boot['ci_high']:.2f}]")
+    pair = (relation.get("leave_one_pair_out") or {}).get("most_influential")
+    if pair:
+        parts.append(
+            f"without {pair['pair']} r = {pair['r_without']:.3f} (p = {pair['p_without']:.2g})"
+        )
+    word = relation.get("verdict")
+    if word:
+        failed = f" (not passed: {', '.join(word['failed'])})" if word["failed"] else ""
+        parts.append(f"verdict: {word['verdict']}{failed}")
+    return "; ".join(parts)
+
+
+def summary_lines(statistics: dict[str, Any]) -> list[str]:
+    """What `proximity correlate` prints: every relation's headline (per model size, then
+    pooled), the same with the other tokenizer and mixture similarity, the two questions
+    beyond the paper, and how `recommend` did on held-out targets."""
+    lines = [headline(r) for r in statistics["relations"]]
+    for key, what in (("tokenizer_comparison", "tokenizer"), ("mixture_comparison", "mixture")):
+        comparison = statistics.get(key) or {}
+        for relation in comparison.get("relations", []):
+            lines.append(f"with the {comparison[what]} {what}: {headline(relation)}")
+    first = statistics["inputs"]["metrics"][0]
+    for relation in statistics["relations"]:
+        held = relation.get("new_target_prediction") or {}
+        if relation["metric"] != first or held.get("coverage") is None:
+            continue
+        ratio = held["rmse_ratio"]
+        lines.append(
+            f"recommend on held-out targets ({first} / {relation['model']}): 95% interval "
+            f"covered {held['coverage']:.0%} of {held['n_pairs']} pairs (goal ≥ 90%), mean "
+            f"width {held['mean_width']:.4f} (outcomes span {held['outcome_range']:.4f}); RMSE "
+            f"{held['rmse']:.4f} vs {held['baseline_rmse']:.4f} predicting the mean"
+            + (f" (ratio {ratio:.2f})" if ratio is not None else "")
+        )
+    questions = statistics.get("questions") or {}
+    dose = questions.get("dose_response") or {}
+    for domain in dose.get("domains", []):
+        lines.append(
+            f"dose-response {domain['model']} / {domain['mixture']}: gain grows with weight as "
+            f"PA does in {domain['agree']}/{domain['cells']} cells "
+            f"({domain['agree_significant']} significant, paired by seed): {domain['verdict']}"
+        )
+    if dose.get("why"):
+        lines.append(f"dose-response: not tested ({dose['why']})")
+    forget = questions.get("forgetting") or {}
+    for relation in forget.get("relations", []):
+        p = relation["pearson"]
+        boot = relation["bootstrap_two_way"]
+        if p["r"] is None:
+            continue
+        interval = (
+            f", two-way bootstrap CI [{boot['ci_low']:.2f}, {boot['ci_high']:.2f}]"
+            if boot["ci_low"] is not None
+            else ""
+        )
+        lines.append(
+            f"forgetting {relation['model']}: r(similarity to the pretraining data, C4 loss "
+            f"change) = {p['r']:.3f}, p = {p['p']:.2g}{interval}, n = {relation['n_pairs']}: "
+            f"{relation['verdict']['verdict']} (expected negative)"
+        )
+    if forget.get("why"):
+        lines.append(f"forgetting: not tested ({forget['why']})")
+    return lines

@@ -14,7 +14,10 @@ from analysis.results import Grid
 
 FIGURES = {
     "fig1_similarity": "Similarity of pretraining data, specialised data and targets",
-    "fig2_pa_vs_improvement": "Proximity advantage vs relative improvement after SFT",
+    "fig2_pa_vs_improvement": "Proximity advantage vs relative improvement after SFT, one panel "
+    "per model size; error bars: ± 1 seed std of the pair's improvement (training noise only, "
+    "same validation examples for every seed); dashed: least-squares line with its 95% "
+    "confidence band",
     "fig2b_metrics": "Pearson r of every similarity metric, side by side",
     "fig3_start_step": "Loss after SFT vs the midtraining start step",
     "fig4_ablation": "Start step × weight grid (code ablation)",

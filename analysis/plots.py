@@ -88,8 +88,10 @@ def pa_scatter(
 ) -> list[Path]:
     """Figure 2: PA (x) vs relative improvement (y), colour = target, marker = mixture.
 
-    One panel per model size; error bars are the seed std; dashed line = least squares with its
-    95% confidence band; the legend gives Pearson r and p as the paper does.
+    One panel per model size; error bars are ± one seed std of the pair's improvement (said in
+    the legend, with the number of seeds); dashed line = least squares with its 95% confidence
+    band; each panel's legend gives Pearson r and p as the paper does, and the two-way
+    bootstrap interval and verdict that respect the crossed design.
     """
     points = pairs[(pairs["metric"] == metric) & pairs["in_correlation"]]
     if points.empty:
@@ -127,6 +129,12 @@ def pa_scatter(
                 grid = np.linspace(x.min(), x.max(), 100)
                 centre, low, high = _fit_band(x, y, grid)
                 label = f"fit: r = {pearson['r']:.2f}, p = {pearson['p']:.2g} (n = {len(x)})"
+                boot = relation.get("bootstrap_two_way") or {}
+                if boot.get("ci_low") is not None:
+                    label += f"\ntwo-way bootstrap CI [{boot['ci_low']:.2f}, {boot['ci_high']:.2f}]"
+                word = (relation.get("verdict") or {}).get("verdict")
+                if word:
+                    label += f"\nverdict: {word}"
                 ax.plot(grid, centre, "--", color="0.25", label=label)
                 ax.fill_between(grid, low, high, color="0.5", alpha=0.18, linewidth=0)
                 ax.legend(loc="upper left", fontsize=9)
@@ -136,7 +144,12 @@ def pa_scatter(
             _percent(ax)
         axes[0].set_ylabel("relative improvement of SFT val loss\n(L_control − L_mix) / L_control")
         blank = mpl.lines.Line2D([], [], linestyle="", marker="")
-        handles, names = [blank], ["SFT target (colour)"]
+        seeds = sorted({int(n) for n in points["n_seeds"].dropna()})
+        bars = mpl.lines.Line2D([], [], color="0.3", marker="|", markersize=14, linestyle="")
+        seed_text = "/".join(str(n) for n in seeds) or "?"
+        handles = [bars, blank]
+        names = [f"error bars: ± 1 seed std\n({seed_text} seeds; training noise only)",
+                 "SFT target (colour)"]  # fmt: skip
         for t in targets:
             handles.append(
                 mpl.lines.Line2D(

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
 
-from analysis.correlate import PAPER_R
+from analysis.correlate import PAPER_R, POOLED
 from analysis.figure_set import FIGURES
 from analysis.findings import paper_findings
 from analysis.results import Grid
@@ -110,6 +112,16 @@ def statistics_table(statistics: dict[str, Any]) -> pd.DataFrame:
                 "95% CI (Fisher)": _interval(p["ci_low"], p["ci_high"]),
                 "p": _fmt(p["p"]),
                 "permutation p": _fmt(rel["permutation_p"]),
+                "permutation p within targets": _fmt(
+                    (rel.get("permutation_within_targets") or {}).get("p")
+                ),
+                "permutation p within mixtures": _fmt(
+                    (rel.get("permutation_within_mixtures") or {}).get("p")
+                ),
+                "two-way bootstrap CI (targets × mixtures)": _interval(
+                    (rel.get("bootstrap_two_way") or {}).get("ci_low"),
+                    (rel.get("bootstrap_two_way") or {}).get("ci_high"),
+                ),
                 "bootstrap CI, pairs": _interval(
                     rel["bootstrap_pairs"]["ci_low"], rel["bootstrap_pairs"]["ci_high"]
                 ),
@@ -122,6 +134,8 @@ def statistics_table(statistics: dict[str, Any]) -> pd.DataFrame:
                 "r without its most influential pair": _without(rel.get("leave_one_pair_out")),
                 "LOTO RMSE (mean-only)": _errors(loto),
                 "LOMO RMSE (mean-only)": _errors(lomo),
+                "PA std": _fmt(rel.get("pa_std"), 4),
+                "verdict": (rel.get("verdict") or {}).get("verdict", "–"),
             }
         )
     return pd.DataFrame(rows)
@@ -155,35 +169,55 @@ def paper_table(statistics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def tokenizer_table(statistics: dict[str, Any]) -> pd.DataFrame | None:
-    """r with PA from the tokenizer used and from the other one (the grid's own or Pythia)."""
-    comparison = statistics.get("tokenizer_comparison")
+def comparison_table(statistics: dict[str, Any], key: str) -> pd.DataFrame | None:
+    """r with PA as used and with the other tokenizer (`tokenizer_comparison`) or the other
+    mixture similarity (`mixture_comparison`): same pairs, same outcomes, only PA differs."""
+    comparison = statistics.get(key)
     if not comparison:
         return None
     metric = comparison["metric"]
+    what = "tokenizer" if key == "tokenizer_comparison" else "mixture"
+    used = statistics["inputs"][what]
     rows = []
     sources = [
-        (
-            statistics["inputs"]["tokenizer"],
-            [r for r in statistics["relations"] if r["metric"] == metric],
-        ),
-        (comparison["tokenizer"], comparison["relations"]),
+        (used, [r for r in statistics["relations"] if r["metric"] == metric]),
+        (comparison[what], comparison["relations"]),
     ]
     for name, relations in sources:
         for rel in relations:
             p = rel["pearson"]
+            boot = rel.get("bootstrap_two_way") or {}
             rows.append(
                 {
-                    "PA tokenizer": name if "/" not in name else f"grid's own ({name})",
+                    f"PA {what}": name if "/" not in name else f"grid's own ({name})",
                     "model": rel["model"],
                     "pairs": rel["n_pairs"],
                     "Pearson r": _fmt(p["r"]),
                     "95% CI": _interval(p["ci_low"], p["ci_high"]),
                     "p": _fmt(p["p"]),
                     "Spearman ρ": _fmt(rel["spearman"]["rho"]),
+                    "two-way bootstrap CI": _interval(boot.get("ci_low"), boot.get("ci_high")),
+                    "r without its most influential pair": _without(rel.get("leave_one_pair_out")),
+                    "verdict": (rel.get("verdict") or {}).get("verdict", "–"),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def tokenizer_table(statistics: dict[str, Any]) -> pd.DataFrame | None:
+    return comparison_table(statistics, "tokenizer_comparison")
+
+
+def _paired(item: dict[str, Any]) -> str:
+    """The paired-by-seed test in words, with its degrees of freedom."""
+    if item.get("p") is None:
+        return item.get("why", "no paired test")
+    dof = item["n_seeds"] - 1
+    return (
+        f"paired by seed: mean difference {item['mean_difference']:+.4f} over "
+        f"{item['n_comparisons']} comparison(s), t-test over {item['n_seeds']} seed(s) "
+        f"({dof} df) p = {_fmt(item['p'])}"
+    )
 
 
 def findings_table(findings: dict[str, Any]) -> pd.DataFrame:
@@ -192,45 +226,199 @@ def findings_table(findings: dict[str, Any]) -> pd.DataFrame:
         item = findings[key]
         if key == "pa_predicts_gains":
             for model, m in item["models"].items():
-                evidence = (
-                    f"r = {_fmt(m.get('r'))} {_interval(m.get('ci_low'), m.get('ci_high'))}, "
-                    f"p = {_fmt(m.get('p'))}, n = {m.get('n')} ({item['metric']})"
-                )
-                without = m.get("without_most_influential")
-                if without:
-                    evidence += (
-                        f"; without {without['pair']}: r = {_fmt(without['r_without'])}, "
-                        f"p = {_fmt(without['p_without'])}"
-                    )
                 rows.append(
                     {
                         "finding": f"{title} — {model}",
                         "at this scale": m["verdict"],
-                        "evidence": evidence,
+                        "evidence": _pa_evidence(m, item["metric"]),
                     }
                 )
             continue
         if item["verdict"] == "not tested":
             evidence = item["why"]
         elif key == "earlier_start_helps_more":
+            same, equal = item["same_weight"], item["equal_tokens"]
             evidence = (
-                f"earliest start better in {item['wins']}/{item['pairs']} (mixture, "
-                f"weight, target) cells; mean improvement "
+                f"same weight: earliest start better in {same['wins']}/{same['pairs']} (mixture, "
+                f"weight, target) cells, mean improvement "
                 f"{item['mean_improvement_earliest']:.2%} vs "
-                f"{item['mean_improvement_latest']:.2%}"
+                f"{item['mean_improvement_latest']:.2%}; {_paired(same)} ({same['verdict']}). "
+                f"Equal specialised tokens: "
+                + (
+                    f"{_paired(equal)} ({equal['verdict']}); "
+                    + "; ".join(
+                        f"{m['comparison']}: {m['tokens_earlier']:,.0f} vs "
+                        f"{m['tokens_later']:,.0f} specialised tokens"
+                        for m in equal["matched"]
+                    )
+                    if equal["verdict"] != "not tested"
+                    else equal["why"]
+                )
             )
         elif key == "less_forgetting_than_cpt":
             evidence = (
                 f"midtraining lower in {item['wins']}/{item['pairs']} pairs; mean C4 loss "
-                f"{item['mean_c4_loss_midtrain']:.3f} vs CPT {item['mean_c4_loss_cpt']:.3f}"
+                f"{item['mean_c4_loss_midtrain']:.3f} vs CPT {item['mean_c4_loss_cpt']:.3f}; "
+                f"{_paired(item)}"
             )
         else:
             evidence = (
                 f"midtraining lower in {item['wins']}/{item['pairs']} {item['scope']}; "
                 f"mean SFT loss {item['mean_sft_loss_midtrain']:.3f} vs CPT "
-                f"{item['mean_sft_loss_cpt']:.3f}"
+                f"{item['mean_sft_loss_cpt']:.3f}; {_paired(item)}"
             )
         rows.append({"finding": title, "at this scale": item["verdict"], "evidence": evidence})
+    return pd.DataFrame(rows)
+
+
+def _pa_evidence(m: dict[str, Any], metric: str) -> str:
+    if m.get("r") is None:
+        return f"too few pairs ({m.get('n')})"
+    text = (
+        f"permutation within targets p = {_fmt(m.get('permutation_within_targets_p'))}, within "
+        f"mixtures p = {_fmt(m.get('permutation_within_mixtures_p'))}; two-way bootstrap CI "
+        f"{_interval(m.get('two_way_ci_low'), m.get('two_way_ci_high'))}; "
+        f"r = {_fmt(m.get('r'))} {_interval(m.get('ci_low'), m.get('ci_high'))} (Fisher), "
+        f"p = {_fmt(m.get('p'))}, n = {m.get('n')} ({metric})"
+    )
+    without = m.get("without_most_influential")
+    if without:
+        text += (
+            f"; without {without['pair']}: r = {_fmt(without['r_without'])}, "
+            f"p = {_fmt(without['p_without'])}"
+        )
+    if m.get("failed"):
+        text += f"; not passed: {', '.join(m['failed'])}"
+    return text
+
+
+def headline_lines(statistics: dict[str, Any], findings: dict[str, Any]) -> list[str]:
+    """The report's first lines, per model size then pooled: the verdict and the numbers that
+    respect the crossed design first, the pair-as-independent ones after, PA's spread."""
+    metric = statistics["inputs"]["metrics"][0]
+    lines = []
+    relations = {r["model"]: r for r in statistics["relations"] if r["metric"] == metric}
+    for model, m in findings["pa_predicts_gains"]["models"].items():
+        if m.get("r") is None:
+            continue
+        rel = relations.get(model, {})
+        pair = (rel.get("leave_one_pair_out") or {}).get("most_influential")
+        without = (
+            f"; without {pair['pair']} r = {pair['r_without']:.3f} (p = {pair['p_without']:.2g})"
+            if pair
+            else ""
+        )
+        pa_std = m.get("pa_std")
+        spread = f"; PA std over pairs {pa_std:.4f} (design goal ≥ 0.03)" if pa_std else ""
+        lines.append(
+            f"{model}: PA predicts the gain — {m['verdict']}. Permutation within targets "
+            f"p = {_fmt(m.get('permutation_within_targets_p'))}, within mixtures "
+            f"p = {_fmt(m.get('permutation_within_mixtures_p'))}; two-way bootstrap CI of r "
+            f"{_interval(m.get('two_way_ci_low'), m.get('two_way_ci_high'))}{without}; "
+            f"pairs as independent: r = {m['r']:.3f} {_interval(m['ci_low'], m['ci_high'])}, "
+            f"p = {m['p']:.2g} ({metric}, {m['n']} pairs){spread}."
+        )
+    if lines:
+        lines.append(
+            "The paper reports r = 0.869 (v1, 70M) and 0.47–0.62 (v2), pairs as independent."
+        )
+    return lines
+
+
+def seed_noise_line(pairs: pd.DataFrame, metric: str) -> str | None:
+    """How far the pairs' seed means are from 0 in their own seed noise, with the t quantile
+    of n_seeds − 1 degrees of freedom (3 seeds: 4.30, not 2)."""
+    used = pairs[(pairs["metric"] == metric) & pairs["in_correlation"]]
+    used = used[(used["n_seeds"] > 1) & used["improvement_std"].notna()]
+    if used.empty:
+        return None
+    se = used["improvement_std"] / np.sqrt(used["n_seeds"])
+    quantile = stats.t.ppf(0.975, used["n_seeds"] - 1)
+    apart = int((used["improvement"].abs() > quantile * se).sum())
+    seeds = sorted(used["n_seeds"].unique())
+    return (
+        f"Seed noise: the relative improvement of a pair has a between-seed std of "
+        f"{used['improvement_std'].mean():.2%} on average (median "
+        f"{used['improvement_std'].median():.2%}); {apart} of {len(used)} pairs differ from 0 by "
+        f"more than their 95% t interval (t with n_seeds − 1 = "
+        f"{', '.join(str(int(n) - 1) for n in seeds)} df: "
+        f"{', '.join(f'{stats.t.ppf(0.975, n - 1):.2f}' for n in seeds)} standard errors). "
+        "This is training noise only: every seed is scored on the same validation examples."
+    )
+
+
+def recommend_table(statistics: dict[str, Any]) -> pd.DataFrame | None:
+    """How `recommend`'s interval did on targets it had not seen (each left out in turn)."""
+    metric = statistics["inputs"]["metrics"][0]
+    rows = []
+    for rel in statistics["relations"]:
+        held = rel.get("new_target_prediction")
+        if rel["metric"] != metric or not held:
+            continue
+        rows.append(
+            {
+                "model": rel["model"],
+                "targets": held["n_targets"],
+                "coverage (nominal 95%, goal ≥ 90%)": _fmt(held["coverage"], 2),
+                "held-out pairs": held["n_pairs"],
+                "mean width": _fmt(held["mean_width"], 4),
+                "range of outcomes": _fmt(held["outcome_range"], 4),
+                "RMSE": _fmt(held["rmse"], 4),
+                "RMSE predicting the mean": _fmt(held["baseline_rmse"], 4),
+                "ratio": _fmt(held["rmse_ratio"], 2),
+                "note": held.get("why", ""),
+            }
+        )
+    return pd.DataFrame(rows) if rows else None
+
+
+def dose_table(statistics: dict[str, Any]) -> pd.DataFrame | None:
+    dose = (statistics.get("questions") or {}).get("dose_response") or {}
+    if not dose.get("cells"):
+        return None
+    verdicts = {(d["model"], d["mixture"]): d["verdict"] for d in dose["domains"]}
+    return pd.DataFrame(
+        [
+            {
+                "model": c["model"],
+                "mixture": c["mixture"],
+                "start": c["start_step"],
+                "target": c["target"],
+                "weights": ", ".join(f"{w:.0%}" for w in c["weights"]),
+                "PA slope": f"{c['pa_slope']:+.3f}",
+                "gain slope (seed mean)": f"{c['gain_slope']:+.3f}",
+                "p (paired by seed)": _fmt(c["p"]),
+                "seeds": c["n_seeds"],
+                "same sign": "yes" if c["agrees"] else "no",
+                "domain verdict": verdicts[(c["model"], c["mixture"])],
+            }
+            for c in dose["cells"]
+        ]
+    )
+
+
+def forgetting_table(statistics: dict[str, Any]) -> pd.DataFrame | None:
+    forget = (statistics.get("questions") or {}).get("forgetting") or {}
+    if not forget.get("relations"):
+        return None
+    rows = []
+    for rel in forget["relations"]:
+        p = rel["pearson"]
+        boot = rel["bootstrap_two_way"]
+        rows.append(
+            {
+                "model": rel["model"],
+                "branches × targets": rel["n_pairs"],
+                "Pearson r": _fmt(p["r"]),
+                "95% CI": _interval(p["ci_low"], p["ci_high"]),
+                "p": _fmt(p["p"]),
+                "permutation p within targets": _fmt(rel["permutation_within_targets"]["p"]),
+                "permutation p within mixtures": _fmt(rel["permutation_within_mixtures"]["p"]),
+                "two-way bootstrap CI": _interval(boot["ci_low"], boot["ci_high"]),
+                "r without its most influential pair": _without(rel.get("leave_one_pair_out")),
+                "verdict (expected r < 0)": rel["verdict"]["verdict"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -315,7 +503,9 @@ def build_report(grid: Grid, analysis: Path) -> Report:
     metric = statistics["inputs"]["metrics"][0]
     figures, missing = figures_in(analysis)
     inputs = statistics["inputs"]
-    n_pairs = max((r["n_pairs"] for r in statistics["relations"]), default=0)
+    n_pairs = max(
+        (r["n_pairs"] for r in statistics["relations"] if r["model"] != POOLED), default=0
+    )
     branches = ", ".join(inputs["branches_in_correlation"])
     summary = [
         f"{len(grid.results)} SFT runs in {grid.root}; {len(outcomes)} (model, seed, branch, "
@@ -324,13 +514,10 @@ def build_report(grid: Grid, analysis: Path) -> Report:
         f"Outcome: {inputs['outcome']}. Branches in r: {branches} (control and ablation "
         "branches excluded).",
     ]
-    for model, m in findings["pa_predicts_gains"]["models"].items():
-        if m.get("r") is not None:
-            summary.append(
-                f"{model}: Pearson r = {m['r']:.3f} {_interval(m['ci_low'], m['ci_high'])}, "
-                f"p = {m['p']:.2g} ({metric}); the paper reports 0.869 (v1, 70M) and "
-                "0.47–0.62 (v2)."
-            )
+    summary = [*headline_lines(statistics, findings), *summary]
+    noise = seed_noise_line(pairs, metric)
+    if noise:
+        summary.append(noise)
     substitutes = grid.substitutes
     pa_notes = sorted(
         {
@@ -363,15 +550,23 @@ def build_report(grid: Grid, analysis: Path) -> Report:
         Table(
             "The paper's findings at this scale",
             findings_table(findings),
-            "A finding holds when it is true in more than half of the comparisons (PA: r > 0 "
-            "and p < 0.05). Nothing was tuned on these values.",
+            "Findings 1-3 are tested paired by seed (a seed's mean difference over the "
+            "comparisons, t-test over seeds, n_seeds − 1 df) and hold only when significant "
+            "in their favour without any single comparison; finding 3 also at equal "
+            "specialised tokens. PA holds only when the parametric test, both stratified "
+            "permutations, the two-way bootstrap interval and leave-one-pair-out all agree; "
+            "'does not hold' needs significant evidence the other way; otherwise "
+            "'inconclusive'. Nothing was tuned on these values.",
         ),
         Table(
             "Every statistic, per metric and model size",
             statistics_table(statistics),
-            "CI: 95%. LOTO/LOMO: leave-one-target-out / leave-one-mixture-out prediction "
-            "error of the fitted line, with the error of predicting the training mean in "
-            "brackets (PA helps only where the first is smaller).",
+            "CI: 95%. Permutations shuffle the outcome within targets (or mixtures); the "
+            "two-way bootstrap draws targets and mixtures independently with replacement "
+            "(pairs of one target or mixture move together). LOTO/LOMO: leave-one-target-out "
+            "/ leave-one-mixture-out prediction error of the fitted line, with the error of "
+            "predicting the training mean in brackets (PA helps only where the first is "
+            "smaller). PA std: over the pairs (ddof 1).",
             after_figures=True,
         ),
         *(
@@ -386,6 +581,34 @@ def build_report(grid: Grid, analysis: Path) -> Report:
             ]
             if (tok_table := tokenizer_table(statistics)) is not None
             else []
+        ),
+        *_optional(
+            f"Does the mixture similarity matter? r with PA from each ({metric})",
+            comparison_table(statistics, "mixture_comparison"),
+            "expected: the exact count mixture; resample: the authors' document resampling "
+            "(the paper's numbers). Same pairs, same outcomes, only PA differs.",
+        ),
+        *_optional(
+            "recommend on a new target: held-out-target coverage of its 95% interval",
+            recommend_table(statistics),
+            "Each target of the grid left out in turn: the line and the interval (leave-one-"
+            "target-out residuals of the other targets, t with effective df) are built without "
+            "it, and its pairs checked. RMSE of that prediction beside predicting the mean.",
+        ),
+        *_optional(
+            "Beyond the paper: does the gain grow with the weight as PA does? (dose-response)",
+            dose_table(statistics),
+            "Per mixture dataset trained at two or more weights (same start step and target): "
+            "slope of PA and of the gain against the weight; the gain's slope is tested "
+            "paired by seed (each seed's own slope, n_seeds − 1 df). A domain holds when "
+            "every cell agrees in sign significantly.",
+        ),
+        *_optional(
+            "Beyond the paper: does similarity to the pretraining data predict forgetting?",
+            forgetting_table(statistics),
+            "x: similarity of each branch's training mixture to the pretraining data; y: "
+            "relative change of C4 loss after SFT over the control (seed mean). Expected "
+            "negative: closer to C4, less forgetting. Same tests as PA.",
         ),
         Table(
             f"Pairs ({metric}): PA and relative improvement, mean ± seed std",
@@ -404,6 +627,10 @@ def build_report(grid: Grid, analysis: Path) -> Report:
         commands=commands,
         findings=findings,
     )
+
+
+def _optional(title: str, frame: pd.DataFrame | None, note: str) -> list[Table]:
+    return [] if frame is None else [Table(title, frame, note, after_figures=True)]
 
 
 CSS = """

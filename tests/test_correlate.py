@@ -231,11 +231,20 @@ def test_each_model_size_gets_its_own_relation(shared_data, tmp_path):
     grid = load_grid(write_grid(results, tmp_path, shared_data))
     result = correlate(grid, options=StatsOptions(n_docs=N_DOCS))
     by_model = {r["model"]: r for r in result.statistics["relations"]}
-    assert set(by_model) == {"70m", "160m"}
+    assert set(by_model) == {"70m", "160m", "pooled"}
     for model, relation in by_model.items():
-        rows = result.pairs[(result.pairs["model"] == model) & result.pairs["in_correlation"]]
+        rows = result.pairs[result.pairs["in_correlation"]]
+        if model != "pooled":
+            rows = rows[rows["model"] == model]
         r = stats.pearsonr(rows["advantage"], rows["improvement"]).statistic
         assert relation["pearson"]["r"] == pytest.approx(r, abs=1e-12)
+    pooled = by_model["pooled"]
+    assert pooled["n_pairs"] == 2 * len(MIXTURES) * len(TARGETS)
+    # Strata within model size (each size has its own control): 2 sizes × 3 targets.
+    assert pooled["permutation_within_targets"]["n_strata"] == 2 * len(TARGETS)
+    # The two-way bootstrap draws the targets and mixtures themselves, across both sizes.
+    assert pooled["bootstrap_two_way"]["n_targets"] == len(TARGETS)
+    assert pooled["bootstrap_two_way"]["n_mixtures"] == len(MIXTURES)
 
     from analysis.plots import _model_order
 
@@ -246,3 +255,31 @@ def test_each_model_size_gets_its_own_relation(shared_data, tmp_path):
         "1b",
         "micro-2l-128",
     ]
+
+
+def test_the_other_mixture_similarity_gives_a_second_set_of_statistics(correlated, shared_data):
+    grid, _ = correlated
+    options = StatsOptions(n_docs=N_DOCS)
+    result = correlate(grid, options=options, compare_mixture="resample")
+    comparison = result.statistics["mixture_comparison"]
+    assert comparison["mixture"] == "resample" and result.statistics["inputs"]["mixture"] == (
+        "expected"
+    )
+    points = pd.DataFrame(comparison["relations"][0]["points"])
+    direct = advantage_table(
+        "c4", "pycode", ["c4:0.8+starcoder:0.2"], options=options, mixture="resample",
+        data_dir=shared_data,
+    )  # fmt: skip
+    row = points[(points["mixture"] == "starcoder") & (points["target"] == "pycode")]
+    assert row["advantage"].item() == pytest.approx(direct["advantage"].item(), abs=1e-12)
+    expected = pd.DataFrame(result.statistics["relations"][0]["points"])
+    assert np.allclose(expected["improvement"], points["improvement"])  # the same outcomes
+    assert (
+        correlate(grid, options=options, compare_mixture="expected").statistics[
+            "mixture_comparison"
+        ]
+        is None
+    )  # the mode already used: nothing to compare
+    questions = result.statistics["questions"]
+    assert questions["forgetting"]["relations"][0]["verdict"]["expected_sign"] == -1
+    assert "cells" in questions["dose_response"]  # the ablation gives weights 0.1, 0.2, 0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,75 @@ def test_with_a_grid_the_prediction_follows_the_fitted_relation(shared_data, tmp
     written = pd.read_csv(tmp_path / "rec" / "recommend.csv")
     assert sorted(written["candidate"]) == ["math:0.12", "starcoder:0.2"]
     assert "leave-one-target-out RMSE" in done.stdout
+
+
+def _fitted(kinds: list[str], n_targets: int = 4) -> FittedRelation:
+    """Midtraining pairs on improvement = 0.2·PA, CPT pairs on improvement = −0.1·PA."""
+    x, y, targets, branch = [], [], [], []
+    for kind in kinds:
+        for t in range(n_targets):
+            for k in range(3):
+                pa = 0.01 * (t + 1) + 0.02 * k
+                x.append(pa)
+                y.append((0.2 if kind == "midtrain" else -0.1) * pa + 0.001 * ((t + k) % 2))
+                targets.append(f"t{t}")
+                branch.append(kind)
+    return FittedRelation(
+        metric="paper", model="m", x=np.array(x), y=np.array(y), loto_rmse=None,
+        loto_baseline_rmse=None, r=None, targets=tuple(sorted(set(targets))),
+        point_targets=tuple(targets), branch_kinds=tuple(branch),
+    )  # fmt: skip
+
+
+def test_cpt_candidates_use_a_line_fitted_on_cpt_branches_or_are_refused():
+    from analysis.recommend import _predict, is_cpt
+
+    assert is_cpt("starcoder", "c4") and not is_cpt("c4:0.8+starcoder:0.2", "c4")
+    table = pd.DataFrame({"advantage": [0.03, 0.05, 0.5]})
+    cpt = np.array([False, True, False])
+    both = _predict(table, _fitted(["midtrain", "cpt"]), cpt)
+    slope_mid = np.polyfit(*_fitted(["midtrain"]).part("midtrain")[:2], 1)
+    slope_cpt = np.polyfit(*_fitted(["cpt"]).part("cpt")[:2], 1)
+    assert both.loc[0, "predicted_improvement"] == pytest.approx(np.polyval(slope_mid, 0.03))
+    assert both.loc[1, "predicted_improvement"] == pytest.approx(np.polyval(slope_cpt, 0.05))
+    assert "cpt pairs" in both.loc[1, "fitted_on"] and both.loc[1, "note"] == ""
+    assert both["pa_outside_grid"].tolist() == [False, False, True]  # 0.5 is past 0.07
+    refused = _predict(table, _fitted(["midtrain"]), cpt)
+    assert np.isnan(refused.loc[1, "predicted_improvement"])
+    assert refused.loc[1, "note"].startswith("refused: a CPT candidate")
+    assert "\n" not in refused.loc[1, "note"]
+    assert np.isfinite(refused.loc[0, "predicted_improvement"])
+
+
+def test_recommend_measures_pa_with_the_options_correlate_recorded(tmp_path):
+    from analysis.cli import recorded_options
+
+    inputs = {
+        "tokenizer": "some/tokenizer.json",
+        "mixture": "resample",
+        "stats_options": asdict(StatsOptions(n_docs=300, max_tokens=128, sample="random")),
+    }
+    options, tokenizer, mixture = recorded_options(
+        inputs, tmp_path / "statistics.json", tokenizer=None, n_docs=None, mixture=None
+    )
+    assert options == StatsOptions(n_docs=300, max_tokens=128, sample="random")
+    assert (tokenizer, mixture) == ("some/tokenizer.json", "resample")
+    same = recorded_options(inputs, tmp_path, tokenizer=None, n_docs=300, mixture="resample")
+    assert same[0].n_docs == 300
+    with pytest.raises(ProximityError, match=r"--mixture expected: .* correlated with --mixture"):
+        recorded_options(inputs, tmp_path, tokenizer=None, n_docs=None, mixture="expected")
+    with pytest.raises(ProximityError, match="--n-docs 1000"):
+        recorded_options(inputs, tmp_path, tokenizer=None, n_docs=1000, mixture=None)
+
+
+def test_the_default_line_is_the_last_model_size_not_the_pooled_one():
+    points = [{"advantage": a, "improvement": a, "target": f"t{a}"} for a in (0, 1, 2)]
+    relation = {"metric": "paper", "points": points, "pearson": {"r": 1.0},
+                "leave_one_target_out": {"rmse": 0.0, "baseline_rmse": 1.0}}  # fmt: skip
+    statistics = {
+        "inputs": {"metrics": ["paper"]},
+        "relations": [{**relation, "model": "70m"}, {**relation, "model": "160m"},
+                      {**relation, "model": "pooled"}],
+    }  # fmt: skip
+    assert FittedRelation.from_statistics(statistics, None).model == "160m"
+    assert FittedRelation.from_statistics(statistics, "pooled").model == "pooled"

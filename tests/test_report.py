@@ -147,6 +147,15 @@ def test_report_is_self_contained_html_and_markdown(grid_dir: Path, tmp_path: Pa
         "grid.yaml",
         "fig7_cka",
         "r without its most influential pair",
+        "Permutation within targets p = ",
+        "two-way bootstrap CI of r",
+        "PA std over pairs",
+        "held-out-target coverage",
+        "Does the mixture similarity matter?",
+        "dose-response",
+        "predict forgetting",
+        "n_seeds − 1 = 2 df: 4.30 standard errors",
+        "error bars: ± 1 seed std",
         f"proximity report {grid_dir} --analysis {grid_dir / 'analysis'} --out",
     ):
         assert needed in text, needed
