@@ -27,6 +27,7 @@ from typing import Any
 
 from proximity.atomic import write_text_atomic
 
+REPO = Path(__file__).resolve().parents[1]
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 NEEDS_CUDA = "needs CUDA"
 PYTHIA = "pythia"  # the paper's tokenizer (50k): the output head is a quarter of 160M's FLOPs
@@ -68,7 +69,7 @@ class Scale:
     grid_jobs: int
     grid_set: tuple[str, ...]
     data_steps: int = 40
-    memory_cases: tuple[tuple[str, int], ...] = (("70m", 16), ("160m", 8))  # paper configs
+    memory_configs: tuple[str, ...] = ("pythia-70m-paper.yaml", "pythia-160m-paper.yaml")
     memory_limit: int = 512  # the largest micro-batch tried at 160M
 
 
@@ -531,10 +532,16 @@ def item_ddp(ctx: Context) -> None:
     steps = 8
     # fp32 without TF32, deterministic: the two runs may differ only in summation order.
     os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+    # A global batch every rank count divides; compile only where DDP wraps the model (the
+    # GPU recipe: DDP, then torch.compile), since one rank runs the plain loop.
+    batch = ranks * max(1, ctx.scale.run_batch // ranks)
+    compiled = ctx.scale.compile and ranks > 1
     settings = {
-        "train": {"steps": steps},
-        "system": {"dtype": "fp32", "deterministic": True, "compile": ctx.scale.compile},
+        "train": {"steps": steps, "batch_size": batch},
+        "system": {"dtype": "fp32", "deterministic": True, "compile": compiled},
     }
+    shape = f"{ctx.scale.run_preset}, batch {batch}x{ctx.scale.run_seq_len}, {steps} steps"
+    ctx.rec.figure("settings", f"{shape}, fp32 (TF32 off), deterministic, compile {compiled}")
     config = ctx.work / "ddp.yaml"
     run_config(ctx, ctx.work / "ddp", **settings).save(config)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -630,14 +637,17 @@ def item_memory(ctx: Context) -> None:
     import torch
 
     from proximity.tokenizer import load_tokenizer
+    from training.config import RunConfig
 
     vocab = load_tokenizer(PYTHIA, data_dir=ctx.args.data_dir).get_vocab_size()
     total = torch.cuda.get_device_properties(0).total_memory
     ctx.rec.figure("GPU memory (GiB)", round(total / 2**30, 1))
     too_big = []
-    for preset, micro in ctx.scale.memory_cases:
-        peak = step_peak_bytes(preset, micro, 2048, vocab)
-        ctx.rec.row(model=preset, micro_batch=micro, seq_len=2048,
+    for name in ctx.scale.memory_configs:  # each size at its config's micro-batch per GPU
+        cfg = RunConfig.from_yaml(REPO / "configs" / name)
+        preset, micro = cfg.model.preset, cfg.train.micro_batch_size or cfg.train.batch_size
+        peak = step_peak_bytes(preset, micro, cfg.model.seq_len, vocab)
+        ctx.rec.row(model=preset, micro_batch=micro, seq_len=cfg.model.seq_len,
                     peak_gib=round(peak / 2**30, 2) if peak else "out of memory")  # fmt: skip
         if peak is None:
             too_big.append(f"{preset} at micro-batch {micro}")

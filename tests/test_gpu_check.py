@@ -165,6 +165,70 @@ def test_cuda_without_a_gpu_is_refused_in_one_line(tmp_path):
     assert "make gpu-check DEVICE=cpu" in str(error.value)
 
 
+# ---- the GPU-only verdicts, on CPU with stand-in measurements ---------------------------------
+
+
+def _gpu_context(tmp_path: Path, key: str):
+    args = _args(tmp_path, "--data-dir", str(tmp_path))
+    args.device = "cuda"
+    rec = gpu_check_items.Recorder(tmp_path / "items" / f"{key}.json")
+    return gpu_check_items.Context(args, gpu_check_items.scale_for("cuda"), rec, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("ours", "bare", "verdict", "reason"),
+    [
+        # 968,629,248 FLOP/token (Pythia-160M at 2,048, by hand) x 470,000 / 989e12 = 46.0%
+        (470_000, 480_000, "pass", "160m: 470,000 tokens/s, 0.979x the bare loop: goals met"),
+        # x 400,000 / 989e12 = 39.2%; 400,000 / 420,000 = 0.952
+        (400_000, 420_000, "fail", "missed: MFU 39.2% < 45%, ours / bare 0.952 < 0.97"),
+    ],
+)
+def test_speed_verdict_holds_160m_to_both_goals(tmp_path, ours, bare, verdict, reason):
+    ctx = _gpu_context(tmp_path, "speed")
+    measured = {("160m", "ours"): ours, ("160m", "bare"): bare, ("70m", "ours"): 1.0}
+    gpu_check_items._speed_verdict(ctx, measured, 989e12, vocab=50_277)
+    assert ctx.rec.data["verdict"] == verdict
+    assert ctx.rec.data["reason"].endswith(reason)
+
+
+def test_data_demand_is_the_speed_items_measurement_on_a_gpu(tmp_path):
+    ctx = _gpu_context(tmp_path, "data")
+    rows = [{"model": "70m", "loop": "ours", "tokens_per_s": 9},
+            {"model": "160m", "loop": "ours", "tokens_per_s": 123_456}]  # fmt: skip
+    (tmp_path / "items" / "speed.json").write_text(json.dumps({"rows": rows}))
+    demand, source = gpu_check_items.gpu_demand(ctx, vocab=50_277)
+    assert demand == 123_456 and source.startswith("measured by the speed item")
+
+
+@pytest.mark.parametrize(("threshold", "verdict", "largest"), [(40, "pass", 40), (12, "fail", 12)])
+def test_memory_item_with_a_stand_in_gpu(
+    tmp_path, monkeypatch, shared_data, threshold, verdict, largest
+):
+    """A GPU where micro-batches up to `threshold` fit: 70M's config asks 16, 160M's 8."""
+    import torch
+
+    def peak(preset, micro, seq_len, vocab):
+        assert seq_len == 2048 and vocab == 50_277
+        return micro * 2**30 if micro <= threshold else None
+
+    monkeypatch.setattr(gpu_check_items, "step_peak_bytes", peak)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda _: type("P", (), {"total_memory": 80 << 30})
+    )
+    ctx = _gpu_context(tmp_path, "memory")
+    ctx.args.data_dir = str(shared_data)
+    gpu_check_items.item_memory(ctx)
+    data = ctx.rec.data
+    assert data["verdict"] == verdict
+    assert data["figures"]["largest micro-batch at 160M (seq 2048, eager)"] == largest
+    rows = {row["model"]: row for row in data["rows"]}
+    assert rows["70m"]["micro_batch"] == 16 and rows["160m"]["micro_batch"] == 8
+    assert rows["160m"]["peak_gib"] == 8
+    if verdict == "fail":
+        assert data["reason"].endswith("does not fit: 70m at micro-batch 16")
+
+
 def test_make_passes_the_device_and_folder():
     if shutil.which("make") is None:
         pytest.skip("make not installed")
