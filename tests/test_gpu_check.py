@@ -68,6 +68,22 @@ def test_a_crashed_item_fails_with_its_last_line_and_the_others_still_run(tmp_pa
     assert json.loads((tmp_path / "results.json").read_text())["items"] == report["items"]
 
 
+def test_on_a_gpu_the_time_an_item_leaves_goes_to_the_next(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "_child_command", _stand_in(WRITES_A_PASS))
+    args = gpu_check.parse_args(
+        ["--device", "cuda", "--out", str(tmp_path), "--budget", "e2e=30", "--budget", "speed=2"]
+    )
+    (tmp_path / "items").mkdir()
+    (tmp_path / "logs").mkdir()
+    results = {r["key"]: r for r in gpu_check.run_all(args)}
+    assert results["e2e"]["box_s"] == 30
+    # resume: its own 40 s plus what e2e left (30 s less the second it took)
+    assert 40 + 25 < results["resume"]["box_s"] <= 40 + 30
+    assert results["speed"]["box_s"] > 2 + 60  # 2 s of its own, ~65 banked
+    assert results["memory"]["verdict"] == "pass"  # a GPU run runs the CUDA-only item
+    assert all(r["box_s"] <= gpu_check.GPU_TOTAL_S for r in results.values())
+
+
 SLEEPS_WITH_A_GRANDCHILD = """
 import json, subprocess, sys, time
 key, out = sys.argv[1], sys.argv[2]
