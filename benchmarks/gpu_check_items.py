@@ -212,29 +212,35 @@ def item_e2e(ctx: Context) -> None:
     with contextlib.suppress(SystemExit):  # failed nodes: counted below from their folders
         run_grid(plan, out, ctx.args.data_dir, jobs=ctx.scale.grid_jobs)
     states = {n.id: node_state(node_dir(out, n.id)) for n in plan.nodes}
+    kinds = {n.id: n.kind for n in plan.nodes}
     for kind in NODE_KINDS:
-        nodes = [n for n in plan.nodes if n.kind == kind]
-        done = sum(states[n.id] == "done" for n in nodes)
-        ctx.rec.row(kind=kind, nodes=len(nodes), done=done)
-    failed = [n for n in plan.nodes if states[n.id] != "done"]
-    for node in failed[:3]:
-        ctx.rec.note(f"{node.id} {states[node.id]}: {error_line(node_dir(out, node.id))[:200]}")
+        ids = [nid for nid, k in kinds.items() if k == kind]
+        ctx.rec.row(kind=kind, nodes=len(ids), done=sum(states[nid] == "done" for nid in ids))
+    for nid in [nid for nid in kinds if states[nid] != "done"][:3]:
+        ctx.rec.note(f"{nid} {states[nid]}: {error_line(node_dir(out, nid))[:200]}")
     results = out / "results.csv"
     table = pd.read_csv(results) if results.exists() else pd.DataFrame()
-    n_sft = sum(n.kind == "sft" for n in plan.nodes)
-    finite = bool(len(table)) and bool(table["sft_val_loss"].map(math.isfinite).all())
     ctx.rec.figure("results.csv rows", len(table))
-    kinds_done = {n.kind for n in plan.nodes if states[n.id] == "done"}
-    summary = f"{len(plan.nodes) - len(failed)}/{len(plan.nodes)} nodes done"
+    ctx.rec.verdict(*grid_verdict(kinds, states, table))
+
+
+def grid_verdict(kinds: dict[str, str], states: dict[str, str], table: Any) -> tuple[str, str]:
+    """Pass when every node (id -> kind) is done, every kind ran, and results.csv has one row
+    with a finite SFT loss per SFT node."""
+    failed = [nid for nid in kinds if states[nid] != "done"]
+    summary = f"{len(kinds) - len(failed)}/{len(kinds)} nodes done"
     if failed:
-        ctx.rec.verdict(FAIL, f"{summary}; first failure: {failed[0].kind} {failed[0].id}")
-    elif kinds_done != set(NODE_KINDS):
-        ctx.rec.verdict(FAIL, f"{summary}, but no {set(NODE_KINDS) - kinds_done} node ran")
-    elif len(table) != n_sft or not finite:
-        ctx.rec.verdict(FAIL, f"{summary}; results.csv has {len(table)} rows for {n_sft} SFT "
-                        f"nodes (finite losses: {finite})")  # fmt: skip
-    else:
-        ctx.rec.verdict(PASS, f"{summary} (every kind); results.csv {len(table)} rows, finite")
+        first = failed[0]
+        return FAIL, f"{summary}; first failure: {kinds[first]} {first} ({states[first]})"
+    missing = set(NODE_KINDS) - set(kinds.values())
+    if missing:
+        return FAIL, f"{summary}, but the grid has no {', '.join(sorted(missing))} node"
+    n_sft = sum(kind == "sft" for kind in kinds.values())
+    finite = bool(len(table)) and bool(table["sft_val_loss"].map(math.isfinite).all())
+    if len(table) != n_sft or not finite:
+        return FAIL, (f"{summary}; results.csv has {len(table)} rows for {n_sft} SFT nodes "
+                      f"(finite losses: {finite})")  # fmt: skip
+    return PASS, f"{summary} (every kind); results.csv {len(table)} rows, finite"
 
 
 # ---- 2. exact resume ----------------------------------------------------------------------------

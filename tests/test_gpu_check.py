@@ -181,6 +181,28 @@ def test_cuda_without_a_gpu_is_refused_in_one_line(tmp_path):
     assert "make gpu-check DEVICE=cpu" in str(error.value)
 
 
+def _grid(states: dict[str, str], losses: list[float]):
+    import pandas as pd
+
+    kinds = {"tok": "tokenizer", "prep": "prepare", "pre": "pretrain", "mid": "midtrain"}
+    kinds |= {"sft-a": "sft", "sft-b": "sft"}
+    states = {nid: states.get(nid, "done") for nid in kinds}
+    return gpu_check_items.grid_verdict(kinds, states, pd.DataFrame({"sft_val_loss": losses}))
+
+
+def test_grid_verdict_needs_every_node_done_and_a_finite_row_per_sft_node():
+    passed = ("pass", "6/6 nodes done (every kind); results.csv 2 rows, finite")
+    assert _grid({}, [2.5, 2.4]) == passed
+    assert _grid({"mid": "failed", "sft-b": "pending"}, [2.5]) == (
+        "fail", "4/6 nodes done; first failure: midtrain mid (failed)",
+    )  # fmt: skip
+    assert _grid({}, [2.5])[1].endswith("1 rows for 2 SFT nodes (finite losses: True)")
+    assert _grid({}, [2.5, float("nan")])[0] == "fail"
+    kinds = {"tok": "tokenizer", "pre": "pretrain"}
+    verdict = gpu_check_items.grid_verdict(kinds, dict.fromkeys(kinds, "done"), None)
+    assert verdict == ("fail", "2/2 nodes done, but the grid has no midtrain, prepare, sft node")
+
+
 # ---- the GPU-only verdicts, on CPU with stand-in measurements ---------------------------------
 
 
