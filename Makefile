@@ -8,7 +8,8 @@ OUT ?= outputs
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo grid-smoke reproduce reproduce-micro study-part study-merge test lint bench clean
+.PHONY: install demo grid-smoke reproduce reproduce-micro study-part study-merge test lint bench \
+	gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +105,14 @@ lint: install
 
 bench: install
 	PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/bench_stats.py
+
+# The prepared first check on a GPU (benchmarks/gpu_check.py; docs/TRAINING.md, "GPU check"):
+# a verdict per item in <= 8 minutes on one H100. DEVICE=cpu is its rehearsal (tiny settings).
+DEVICE ?= cuda
+GPU_CHECK_OUT ?= $(OUT)/gpu-check
+gpu-check: install
+	PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/gpu_check.py --device $(DEVICE) \
+		--out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

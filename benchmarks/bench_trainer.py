@@ -12,7 +12,11 @@ ours / Trainer (goal >= 1.2), and model FLOPs utilisation against the measured f
 peak of this CPU at the same thread count (CPUs have no datasheet number we could trust).
 
 GPU part (only when CUDA is visible): MFU of our loop for Pythia 70m and 160m at seq_len 2048,
-bf16 autocast, fused AdamW, against the GPU's dense bf16 peak.
+bf16 autocast, fused AdamW, against the GPU's dense bf16 peak. `benchmarks/gpu_check.py`
+(`make gpu-check`) runs the three loops below side by side on a GPU with compile.
+
+The three loops (`run_ours`, `run_trainer`, `run_bare`) take one `Bench` (model, batch,
+device, dtype, compile) and return seconds per step, so gpu_check.py times exactly these.
 
 By default the tokenizer is an 8k BPE trained on the C4 sample (the micro grid's setup: on CPU a
 50k output head dominates a tiny model). Needs `accelerate` (Trainer's dependency).
@@ -26,6 +30,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,85 +41,138 @@ from training.presets import flops_per_token, model_config
 LR, MIN_LR, WARMUP = 1e-3, 1e-4, 5
 
 
-def our_config(args, out_dir: Path, tokenizer: str, steps: int, device: str) -> RunConfig:
+@dataclass(frozen=True)
+class Bench:
+    """One speed comparison: every loop trains this model on these batches with these settings."""
+
+    preset: str
+    seq_len: int
+    batch_size: int
+    steps: int
+    skip: int  # warm-up steps (compilation included) left out of the timing
+    tokenizer: str
+    data_dir: str | None
+    cache: Path  # the token cache (one prepared C4 build shared by the loops)
+    n_docs: int | None = None
+    micro_batch_size: int | None = None
+    device: str = "cpu"
+    dtype: str = "fp32"  # fp32, or bf16 autocast
+    compile: bool = False
+    threads: int | None = None
+
+    @property
+    def micro(self) -> int:
+        return self.micro_batch_size or self.batch_size
+
+    @property
+    def step_tokens(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+def our_config(bench: Bench, out_dir: Path) -> RunConfig:
     return RunConfig.from_dict(
         {
             "out_dir": str(out_dir),
-            "model": {"preset": args.preset, "seq_len": args.seq_len},
+            "model": {"preset": bench.preset, "seq_len": bench.seq_len},
             "data": {
                 "train": "c4",
-                "tokenizer": tokenizer,
-                "data_dir": args.data_dir,
-                "cache_dir": str(args.cache),
-                "n_docs": args.n_docs,
+                "tokenizer": bench.tokenizer,
+                "data_dir": bench.data_dir,
+                "cache_dir": str(bench.cache),
+                "n_docs": bench.n_docs,
             },
             "optim": {"lr": LR, "min_lr": MIN_LR, "warmup_steps": WARMUP, "weight_decay": 0.1},
-            "train": {"steps": steps, "batch_size": args.batch_size, "log_every": 1},
+            "train": {
+                "steps": bench.steps,
+                "batch_size": bench.batch_size,
+                "micro_batch_size": bench.micro_batch_size,
+                "log_every": 1,
+            },
             "eval": {"every": 0, "max_batches": 1},
             "checkpoint": {"every": 0},
             "system": {
-                "device": device,
-                "threads": args.threads,
-                "dtype": args.dtype,
+                "device": bench.device,
+                "threads": bench.threads,
+                "dtype": bench.dtype,
+                "compile": bench.compile,
                 "progress": False,
             },
         }
     )
 
 
-def run_ours(args, tokenizer: str) -> list[float]:
-    """Seconds per step of training.loop.train, steps skip+1 .. steps (1-step metrics windows)."""
+def _synchronize(device: str) -> None:
+    # GPU work is queued: a step's end is when the device has finished it, not the host.
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_ours(bench: Bench) -> list[float]:
+    """Seconds per step of training.loop.train, steps skip+1 .. steps (1-step metrics windows;
+    log_every=1 reads the loss every step, so each window ends with the GPU caught up)."""
     from training.evaluate import read_metrics
     from training.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = our_config(args, Path(tmp), tokenizer, args.steps, "cpu")
-        train(cfg)
+        train(our_config(bench, Path(tmp)))
         lines = [m for m in read_metrics(Path(tmp) / "metrics.jsonl") if m["split"] == "train"]
-    step_tokens = args.batch_size * args.seq_len
-    return [step_tokens / m["tokens_per_s"] for m in lines if m["step"] > args.skip]
+    return [bench.step_tokens / m["tokens_per_s"] for m in lines if m["step"] > bench.skip]
 
 
-def run_trainer(args, tokenizer_name: str) -> list[float]:
-    """The same model, batches and optimiser through transformers.Trainer."""
-    from transformers import GPTNeoXForCausalLM, Trainer, TrainerCallback, TrainingArguments
-
+def _same_batches(bench: Bench):
+    """Our data for `bench` (the prepared C4 build): step -> (inputs, targets) on the CPU."""
     from proximity.tokenizer import load_tokenizer
     from training import phases
     from training.distributed import DistInfo
 
-    cfg = our_config(args, Path("unused"), tokenizer_name, args.steps, "cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    tokenizer = load_tokenizer(tokenizer_name, data_dir=args.data_dir)
+    tokenizer = load_tokenizer(bench.tokenizer, data_dir=bench.data_dir)
     info = DistInfo(0, 0, 1, torch.device("cpu"))
-    data = phases.pretraining_data(cfg, tokenizer, info, progress=False)
+    cfg = our_config(bench, Path("unused"))
+    return phases.pretraining_data(cfg, tokenizer, info, progress=False), tokenizer
+
+
+def _fresh_model(bench: Bench, vocab: int):
+    from transformers import GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    return GPTNeoXForCausalLM(model_config(bench.preset, vocab_size=vocab))
+
+
+def run_trainer(bench: Bench) -> list[float]:
+    """The same model, batches and optimiser through transformers.Trainer (needs accelerate)."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    if bench.threads:
+        torch.set_num_threads(bench.threads)
+    data, tokenizer = _same_batches(bench)
 
     class SameBatches(torch.utils.data.IterableDataset):
         # Rows in exactly our order (an iterable dataset gets no shuffling sampler).
         def __iter__(self):
-            for step in range(args.steps):
+            for step in range(bench.steps):
                 inputs, _ = data.batch(step)
                 for row in inputs:
                     # Trainer's model shifts labels itself: same forward/backward cost as ours.
                     yield {"input_ids": row, "labels": row}
 
-    torch.manual_seed(0)
-    model = GPTNeoXForCausalLM(model_config(args.preset, vocab_size=tokenizer.get_vocab_size()))
+    model = _fresh_model(bench, tokenizer.get_vocab_size())
     stamps: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, *_, **__):
+            _synchronize(bench.device)
             stamps.append(time.perf_counter())
 
         def on_train_begin(self, *_, **__):
             stamps.append(time.perf_counter())
 
+    cuda = bench.device.startswith("cuda")
     with tempfile.TemporaryDirectory() as tmp:
         training_args = TrainingArguments(
             output_dir=tmp,
-            per_device_train_batch_size=args.batch_size,
-            max_steps=args.steps,
+            per_device_train_batch_size=bench.micro,
+            gradient_accumulation_steps=bench.batch_size // bench.micro,
+            max_steps=bench.steps,
             learning_rate=LR,
             weight_decay=0.1,
             adam_beta1=0.9,
@@ -123,23 +181,69 @@ def run_trainer(args, tokenizer_name: str) -> list[float]:
             lr_scheduler_type="cosine_with_min_lr",
             lr_scheduler_kwargs={"min_lr": MIN_LR},
             warmup_steps=WARMUP,
-            optim="adamw_torch",
-            use_cpu=True,
-            bf16=args.dtype == "bf16",  # autocast, like ours
+            optim="adamw_torch_fused" if cuda else "adamw_torch",  # ours: fused on CUDA
+            use_cpu=not cuda,
+            bf16=bench.dtype == "bf16",  # autocast, like ours
+            torch_compile=bench.compile,
             save_strategy="no",
             eval_strategy="no",
             logging_strategy="no",
             report_to="none",
             disable_tqdm=True,
             dataloader_num_workers=0,
-            dataloader_pin_memory=False,
+            dataloader_pin_memory=cuda,
             seed=0,
         )
         Trainer(
             model=model, args=training_args, train_dataset=SameBatches(), callbacks=[Clock()]
         ).train()
     # stamps[0] = train begin, stamps[i] = end of step i; time steps skip+1 .. steps.
-    return [b - a for a, b in zip(stamps[args.skip : -1], stamps[args.skip + 1 :], strict=True)]
+    return [b - a for a, b in zip(stamps[bench.skip : -1], stamps[bench.skip + 1 :], strict=True)]
+
+
+def run_bare(bench: Bench) -> list[float]:
+    """The ceiling: the same model and batches in the plainest loop PyTorch allows (forward,
+    loss, backward per micro-batch, then the clipping and AdamW step both loops above do; fused
+    AdamW on CUDA), with nothing else: no schedule, logging, checks or checkpoints."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    if bench.threads:
+        torch.set_num_threads(bench.threads)
+    data, tokenizer = _same_batches(bench)
+    device = torch.device(bench.device)
+    model = _fresh_model(bench, tokenizer.get_vocab_size()).to(device).train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.1,
+        fused=device.type == "cuda",
+    )  # fmt: skip
+    forward = torch.compile(model) if bench.compile else model
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if bench.dtype == "bf16"
+        else contextlib.nullcontext()
+    )
+    accumulation = bench.batch_size // bench.micro
+    times = []
+    for step in range(bench.steps):
+        start = time.perf_counter()
+        inputs, targets = data.batch(step)
+        inputs, targets = inputs.to(device), targets.to(device)
+        for i in range(accumulation):
+            rows = slice(i * bench.micro, (i + 1) * bench.micro)
+            with autocast:
+                logits = forward(input_ids=inputs[rows], use_cache=False).logits
+                loss = F.cross_entropy(
+                    logits.float().view(-1, logits.size(-1)), targets[rows].reshape(-1)
+                )
+            (loss / accumulation).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _synchronize(bench.device)
+        times.append(time.perf_counter() - start)
+    return times[bench.skip :]
 
 
 def matmul_peak(threads: int | None, n: int = 2048, repeats: int = 10, dtype=None) -> float:
@@ -157,47 +261,26 @@ def matmul_peak(threads: int | None, n: int = 2048, repeats: int = 10, dtype=Non
 
 
 def gpu_part(args, tokenizer: str) -> None:
-    from training.evaluate import read_metrics
-    from training.loop import peak_flops_for, train
+    from proximity.tokenizer import load_tokenizer
+    from training.loop import peak_flops_for
 
+    vocab = load_tokenizer(tokenizer, data_dir=args.data_dir).get_vocab_size()
     name = torch.cuda.get_device_name()
     peak = peak_flops_for(name)
     print(f"\nGPU: {name} (dense bf16 peak {peak / 1e12 if peak else 'unknown'} TFLOP/s)")
     for preset, batch, micro in (("70m", 32, 16), ("160m", 32, 8)):
         for compile_ in (False, True):
-            with tempfile.TemporaryDirectory() as tmp:
-                cfg = RunConfig.from_dict(
-                    {
-                        "out_dir": tmp,
-                        "model": {"preset": preset, "seq_len": 2048},
-                        "data": {
-                            "train": "c4",
-                            "tokenizer": tokenizer,
-                            "data_dir": args.data_dir,
-                            "cache_dir": str(args.cache),
-                        },
-                        "optim": {"lr": 3e-4, "min_lr": 1e-6, "warmup_steps": 5},
-                        "train": {
-                            "steps": 30,
-                            "batch_size": batch,
-                            "micro_batch_size": micro,
-                            "log_every": 1,
-                        },
-                        "eval": {"every": 0, "max_batches": 1},
-                        "system": {"device": "cuda", "compile": compile_, "progress": False},
-                    }
-                )
-                train(cfg)
-                lines = [
-                    m
-                    for m in read_metrics(Path(tmp) / "metrics.jsonl")
-                    if m["split"] == "train" and m["step"] > 10
-                ]
-            tps = statistics.median(m["tokens_per_s"] for m in lines)
-            mfu = statistics.median(m.get("mfu", float("nan")) for m in lines)
+            bench = Bench(
+                preset=preset, seq_len=2048, batch_size=batch, steps=30, skip=10,
+                tokenizer=tokenizer, data_dir=args.data_dir, cache=args.cache,
+                micro_batch_size=micro, device="cuda", dtype="bf16", compile=compile_,
+            )  # fmt: skip
+            tps = bench.step_tokens / statistics.median(run_ours(bench))
+            fpt = flops_per_token(model_config(preset, vocab_size=vocab), 2048)
+            mfu = f"MFU {tps * fpt / peak:.1%}" if peak else "MFU unknown"
             print(
                 f"  pythia-{preset:<5} compile={compile_!s:<5} batch {batch}x2048 "
-                f"(micro {micro}): {tps:>12,.0f} tokens/s   MFU {mfu:.1%}"
+                f"(micro {micro}): {tps:>12,.0f} tokens/s   {mfu}"
             )
 
 
@@ -244,11 +327,16 @@ def main() -> None:
 
     # Per-step times pooled over rounds; the median is robust to the other processes that share
     # this machine (a descheduled OpenMP thread makes single steps 10x slower).
-    step_tokens = args.batch_size * args.seq_len
+    bench = Bench(
+        preset=args.preset, seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
+        skip=args.skip, tokenizer=tokenizer, data_dir=args.data_dir, cache=args.cache,
+        n_docs=args.n_docs, dtype=args.dtype, threads=args.threads,
+    )  # fmt: skip
+    step_tokens = bench.step_tokens
     ours, theirs = [], []
     for round_ in range(args.repeats):
-        ours += run_ours(args, tokenizer)
-        theirs += run_trainer(args, tokenizer)
+        ours += run_ours(bench)
+        theirs += run_trainer(bench)
         print(
             f"  round {round_ + 1}: median so far ours {step_tokens / statistics.median(ours):,.0f}"
             f" tokens/s, Trainer {step_tokens / statistics.median(theirs):,.0f}"
