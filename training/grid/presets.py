@@ -208,6 +208,26 @@ def study() -> dict[str, Any]:
     }
 
 
+def template_control() -> dict[str, Any]:
+    """The shared-template control (docs/STUDY.md): does a mixture that teaches the target's
+    prompt template lower its loss beyond what PA sees? Alpaca at 40% in its own template
+    (`### Instruction / ### Response`) and formatted like FLAN (no template), each fine-tuned on
+    Code Alpaca in the Alpaca template and as raw code (the study's Pycode*). The study's
+    micro-2l-128 seed-0 nodes are reused when run into the same folder (same pretraining
+    checkpoints, same code branches)."""
+    spec = study()
+    spec["name"] = "template-control"
+    spec["models"], spec["seeds"] = ["micro-2l-128"], [0]
+    code = next(entry for entry in spec["mixtures"] if entry["name"] == "code")
+    spec["mixtures"] = [
+        code,
+        {"name": "instruct", "data": "flan", "weights": [0.4], "start_steps": [640]},
+        {"name": "instruct-alpaca", "data": "alpaca", "weights": [0.4], "start_steps": [640]},
+    ]
+    spec["sft"]["targets"] = ["pycode", "code_alpaca"]
+    return spec
+
+
 def _paper(model: str) -> dict[str, Any]:
     return {
         "name": f"paper-{model}",
@@ -277,6 +297,7 @@ GRID_PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
     "smoke": smoke,
     "micro": micro,
     "study": study,
+    "template-control": template_control,
     "paper-70m": lambda: _paper("70m"),
     "paper-160m": lambda: _paper("160m"),
 }
