@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from proximity.cli import HELP_OPTIONS, run_app
 from training.config import RunConfig, config_fields
 
 train_app = typer.Typer(
@@ -23,6 +24,7 @@ train_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,  # `python -m training.cli -h` as well as `proximity train -h`
 )
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration.")]
@@ -156,23 +158,8 @@ def keys() -> None:
 
 
 def main() -> None:
-    """`python -m training.cli`: the same one-line errors as the `proximity` command."""
-    import sys
-
-    import click
-
-    from proximity.errors import ProximityError
-
-    try:
-        train_app(standalone_mode=False)
-    except ProximityError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except click.ClickException as error:  # usage errors, in non-standalone mode
-        error.show()
-        sys.exit(error.exit_code)
+    """`python -m training.cli`: the same usage and one-line errors as the `proximity` command."""
+    run_app(train_app)
 
 
 if __name__ == "__main__":

@@ -309,8 +309,8 @@ def run_grid(
     if outcome.failed:
         for nid, line in outcome.failed.items():
             console.print(f"[red]failed[/] {nid}: {line} (see {out / 'nodes' / nid / 'log.txt'})")
-        # SystemExit, not typer.Exit: click returns (rather than raises) Exit in the
-        # non-standalone mode that `proximity` runs in, which would lose the status.
+        # SystemExit, not typer.Exit: it ends the process with this status however the app
+        # is invoked (a non-standalone click returns, rather than raises, Exit's code).
         raise SystemExit(1)
     return outcome
 
