@@ -96,6 +96,7 @@ def correlate_command(
     from proximity.stats import StatsOptions
 
     grid = load_grid(runs_dir)
+    _print_excluded(grid)
     folder = _data_dir(data_dir, grid.config)
     out = out or grid.root / "analysis"
     options = StatsOptions(n_docs=n_docs)
@@ -144,6 +145,12 @@ def correlate_command(
     paths += [*written, write_json(manifest, out / "figures.json")]
     for path in paths:
         console.print(f"wrote {path}", highlight=False)
+
+
+def _print_excluded(grid: Grid) -> None:
+    """Every run left out for a NaN or infinite loss, one line each, before any result."""
+    for note in grid.excluded:
+        console.print(f"[yellow]excluded[/]: {note}", highlight=False)
 
 
 def _number(value: float | None, spec: str) -> str:
@@ -224,6 +231,7 @@ def report_command(
     from analysis.results import load_grid
 
     grid = load_grid(runs_dir)
+    _print_excluded(grid)
     report = build_report(grid, correlate_output(grid.root, analysis))
     for path in write_report(report, out):
         console.print(f"wrote {path}", highlight=False)
@@ -338,13 +346,16 @@ def recommend_command(
 
     from analysis.recommend import FittedRelation, recommend
     from analysis.results import load_grid
+    from proximity.candidates import midtraining_named
     from proximity.outputs import write_csv
+    from proximity.specs import parse_mixture
     from proximity.stats import StatsOptions
 
     names = [*candidates, *(more or [])]  # `--candidates A B C`: B and C arrive as arguments
     relation, config = None, {}
     if runs is not None:
         grid = load_grid(runs)
+        _print_excluded(grid)
         config = grid.config
         stats_path = correlate_output(grid.root, analysis) / "statistics.json"
         statistics = json.loads(stats_path.read_text())
@@ -358,6 +369,9 @@ def recommend_command(
                 "helped fit the line, so the prediction is not out of sample",
                 highlight=False,
             )
+    base = parse_mixture(pretrain or "c4")
+    for name in names:  # refused here, before any data is read, under the flag the user typed
+        midtraining_named(base, name, option="--candidates")
     table = recommend(
         target,
         names,

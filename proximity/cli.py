@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from proximity import __version__
 from proximity.errors import ProximityError
@@ -100,7 +101,11 @@ def run_app(typer_app: typer.Typer) -> None:
     try:
         typer_app(standalone_mode=True)
     except ProximityError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # escaped, no emoji codes: `[x]` and `:abc:` in a message are the user's own text
+        message = escape(str(error))
+        err_console.print(
+            f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, emoji=False
+        )
         sys.exit(2)
 
 

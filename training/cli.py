@@ -41,12 +41,12 @@ OutOption = Annotated[
 
 
 def _run(phase: str, config: Path, overrides: list[str] | None, resume: bool, out: Path | None):
-    from training.loop import train
-
     extra = [f"phase={phase}", *(overrides or [])]
     if out is not None:
         extra.append(f"out_dir={out}")
-    cfg = RunConfig.from_yaml(config, extra)
+    cfg = RunConfig.from_yaml(config, extra)  # a config error is reported before torch loads
+    from training.loop import train  # torch: seconds to import
+
     result = train(cfg, resume=resume)
     if not result.finished:
         raise typer.Exit(3)  # stopped early on purpose (train.max_steps_this_run)
