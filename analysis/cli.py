@@ -67,7 +67,8 @@ CORRELATE_HELP = (
     "with PA of each (mixture, target) and writes outcomes.csv, correlation.csv and "
     "statistics.json (Pearson r with p and CI, Spearman, permutation p, bootstrap CIs over "
     "pairs and seeds, within-target r, leave-one-target/mixture-out error), per model size "
-    "and metric."
+    "and metric, with similarity.csv, the figures (fig*.png and .pdf) and figures.json, all "
+    "to --out (default RUNS_DIR/analysis)."
 )
 correlate_app = _command_app(CORRELATE_HELP)
 
@@ -210,7 +211,8 @@ def _draw(result: Correlation, grid: Grid, out: Path, similarity: pd.DataFrame) 
 REPORT_HELP = (
     "One self-contained HTML report of a grid (figures embedded, tables, the grid's "
     "configuration, data provenance with every substitute named, the commands that reproduce "
-    "it) and the same as Markdown beside it. Reads what `proximity correlate` wrote."
+    "it) and the same as Markdown beside it. Reads what `proximity correlate` wrote and "
+    "writes report.html and report.md beside it (default RUNS_DIR/analysis/report.html)."
 )
 report_app = _command_app(REPORT_HELP)
 
@@ -219,8 +221,12 @@ report_app = _command_app(REPORT_HELP)
 def report_command(
     runs_dir: RunsDir,
     out: Annotated[
-        Path, typer.Option(help="The HTML file; report.md is written beside it.")
-    ] = Path("report.html"),
+        Path | None,
+        typer.Option(
+            help="The HTML file; report.md is written beside it (default: report.html in the "
+            "folder the analysis is read from)."
+        ),
+    ] = None,
     analysis: Annotated[
         Path | None,
         typer.Option(help="Where `proximity correlate` wrote (default RUNS_DIR/analysis)."),
@@ -232,15 +238,17 @@ def report_command(
 
     grid = load_grid(runs_dir)
     _print_excluded(grid)
-    report = build_report(grid, correlate_output(grid.root, analysis))
-    for path in write_report(report, out):
+    folder = correlate_output(grid.root, analysis)
+    report = build_report(grid, folder)
+    for path in write_report(report, out or folder / "report.html"):
         console.print(f"wrote {path}", highlight=False)
 
 
 CKA_HELP = (
     "Per-layer linear CKA between a base model and each other model on held-out text (the "
     "trainer's validation split of --data): how far midtraining moved each layer. Writes "
-    "cka.csv and fig7_cka.png/.pdf to --out (give correlate's folder to put it in the report)."
+    "cka.csv and fig7_cka.png/.pdf to --out (default: with --grid, RUNS/analysis, where "
+    "correlate and report find it; else outputs/cka)."
 )
 cka_app = _command_app(CKA_HELP)
 
@@ -268,7 +276,9 @@ def cka_command(
         int | None, typer.Option(help="Cut documents (as data.max_chars).")
     ] = None,
     data_dir: DataDirOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/cka"),
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default RUNS/analysis or outputs/cka).")
+    ] = None,
 ) -> None:
     """`proximity cka`: see CKA_HELP."""
     from analysis.cka import compare_models, grid_models  # torch: only for this command
@@ -286,6 +296,9 @@ def cka_command(
         val_fraction = settings.get("val_fraction", val_fraction)
     if base is None or not others:
         raise ProximityError("give BASE and at least one OTHER model, or --grid RUNS_DIR")
+    if out is None:  # beside correlate's outputs, so the report shows the CKA figure
+        folder = None if grid is None else (grid if grid.is_dir() else grid.parent)
+        out = folder / "analysis" if folder is not None else Path("outputs/cka")
     table = compare_models(
         base,
         list(others),
@@ -309,7 +322,8 @@ def cka_command(
 RECOMMEND_HELP = (
     "Rank candidate midtraining mixtures for a target by proximity advantage; with --runs "
     "(a correlated grid), by the relative improvement its fitted line predicts, with a 95% "
-    "prediction interval and the line's leave-one-target-out error."
+    "prediction interval and the line's leave-one-target-out error. Writes recommend.csv to "
+    "--out (default outputs/recommend)."
 )
 recommend_app = _command_app(RECOMMEND_HELP)
 
@@ -338,7 +352,9 @@ def recommend_command(
     tokenizer: TokenizerOpt = "pythia",
     n_docs: NDocsOpt = 1000,
     data_dir: DataDirOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/recommend"),
+    out: Annotated[Path, typer.Option(help="Output folder (recommend.csv).")] = Path(
+        "outputs/recommend"
+    ),
     no_cache: NoCacheOpt = False,
 ) -> None:
     """`proximity recommend`: see RECOMMEND_HELP."""

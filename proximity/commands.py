@@ -251,13 +251,17 @@ SIMILARITY_HELP = (
     "Defaults follow the paper: 1,000 documents, 10,000 characters, 512 tokens, no special "
     "tokens, Pythia tokenizer. Row a, column b holds metric(a, b); b is the reference for "
     "the asymmetric ngram_kl. Label a dataset with name=spec (paths default to their file "
-    "name)."
+    "name).\n\n"
+    "Writes similarity.csv (tidy), similarity.json (every option and source) and "
+    "similarity_heatmap.png to --out (default outputs/similarity)."
 )
 ADVANTAGE_HELP = (
     "Rank midtraining mixes by proximity advantage "
     "PA = sim(mix, target) − sim(pretrain, target).\n\n"
     "--mix starcoder:0.2 is the mix pretrain·0.8 + starcoder·0.2; --mix starcoder (or "
-    "starcoder:1) is continued pretraining on starcoder alone, on the same scale."
+    "starcoder:1) is continued pretraining on starcoder alone, on the same scale.\n\n"
+    "Writes advantage.csv (tidy), advantage.json (every option and source) and advantage.png "
+    "to --out (default outputs/advantage)."
 )
 
 

@@ -59,7 +59,10 @@ def pretrain(
     resume: ResumeOption = False,
     out: OutOption = None,
 ) -> None:
-    """Pretrain from scratch (or from model.init_from) for train.tokens or train.steps."""
+    """Pretrain from scratch (or from model.init_from) for train.tokens or train.steps.
+
+    Writes config.yaml, metrics.jsonl and checkpoints/ into out_dir (--out).
+    """
     _run("pretrain", config, set_, resume, out)
 
 
@@ -70,7 +73,10 @@ def midtrain(
     resume: ResumeOption = False,
     out: OutOption = None,
 ) -> None:
-    """Continue a pretraining checkpoint (model.init_from) on a new mixture, same final step."""
+    """Continue a pretraining checkpoint (model.init_from) on a new mixture, same final step.
+
+    Writes config.yaml, metrics.jsonl and checkpoints/ into out_dir (--out).
+    """
     _run("midtrain", config, set_, resume, out)
 
 
@@ -81,7 +87,10 @@ def sft(
     resume: ResumeOption = False,
     out: OutOption = None,
 ) -> None:
-    """Fine-tune a checkpoint on a target dataset (data.train) for train.epochs."""
+    """Fine-tune a checkpoint on a target dataset (data.train) for train.epochs.
+
+    Writes config.yaml, metrics.jsonl and checkpoints/ into out_dir (--out).
+    """
     _run("sft", config, set_, resume, out)
 
 
@@ -114,7 +123,10 @@ def prepare(
         float, typer.Option("--val-fraction", help="Documents held out (data.val_fraction).")
     ] = 0.05,
 ) -> None:
-    """Tokenise datasets into memory-mapped builds before training (resumable, parallel)."""
+    """Tokenise datasets into memory-mapped builds before training (resumable, parallel).
+
+    Writes one build folder per dataset under --out (with --config: the run's data.cache_dir).
+    """
     from proximity.errors import ProximityError
     from training import prepare as preparing
 
@@ -141,7 +153,10 @@ def prepare(
 
 @train_app.command()
 def keys() -> None:
-    """List every config key that --set and the YAML files accept, its default and meaning."""
+    """List every config key that --set and the YAML files accept, its default and meaning.
+
+    Prints only; writes nothing.
+    """
     import textwrap
 
     from training.config import field_help
