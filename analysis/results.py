@@ -84,36 +84,38 @@ def load_grid(root: str | Path) -> Grid:
     return Grid(root=path.parent, results=results, config=config, excluded=excluded)
 
 
-LOSS_COLUMNS = ("sft_val_loss", "c4_val_loss")
-
-
 def _without_nonfinite_losses(results: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Drop selected runs whose loss is NaN or infinite (a diverged run), saying which.
+    """Leave out what a NaN or infinite loss of a selected run would corrupt, saying what.
 
-    Left in, pandas would skip a NaN in the seed mean while the seed count still counted it,
-    and an infinite loss would turn the mean infinite. Dropped, the pair's mean and `n_seeds`
-    are over the seeds that remain; a dropped control also leaves out its seed's branches for
-    that target (no control, no relative improvement). Unselected runs (other learning rates)
-    never enter the statistics and are kept as they are.
+    Left in, pandas would skip a NaN in the seed mean while `n_seeds` still counted it, and an
+    infinite loss would make the mean infinite. A bad `sft_val_loss` drops the run, so the
+    pair's mean and `n_seeds` are over the seeds that remain (a dropped control also leaves
+    out its seed's branches for that target: no control, no relative improvement). A bad
+    `c4_val_loss` alone only blanks that loss (NaN), so forgetting is averaged without it
+    and the improvement is kept. Unselected runs (other learning rates) never enter the
+    statistics and are kept as they are.
     """
-    losses = results[list(LOSS_COLUMNS)].to_numpy(float)
-    bad = results["selected"].to_numpy() & ~np.isfinite(losses).all(axis=1)
+    results = results.copy()
+    selected = results["selected"].to_numpy()
+    sft_bad = selected & ~np.isfinite(results["sft_val_loss"].to_numpy(float))
+    c4_bad = selected & ~sft_bad & ~np.isfinite(results["c4_val_loss"].to_numpy(float))
     notes = []
-    for index, row in results[bad].iterrows():
+    for index, row in results[sft_bad | c4_bad].iterrows():
         line = int(index) + 2  # header is line 1; read_csv numbers the rows from 0
-        values = ", ".join(f"{c} = {row[c]}" for c in LOSS_COLUMNS if not np.isfinite(row[c]))
         node = f"node {row['node_id']}, " if "node_id" in row and pd.notna(row["node_id"]) else ""
-        also = (
-            f"; with it, every branch of seed {row['seed']} for {row['target']}"
-            if row["branch_kind"] == "control"
-            else ""
+        run = (
+            f"({node}{row['model']} seed {row['seed']}, {row['branch_kind']} "
+            f"{row['mixture_spec']} -> {row['target']}, lr {row['lr']:g})"
         )
-        notes.append(
-            f"{path}:{line}: {values} ({node}{row['model']} seed {row['seed']}, "
-            f"{row['branch_kind']} {row['mixture_spec']} -> {row['target']}, lr {row['lr']:g}): "
-            f"left out{also}"
-        )
-    return results[~bad], notes
+        if np.isfinite(row["sft_val_loss"]):
+            what = f"c4_val_loss = {row['c4_val_loss']} {run}: left out of forgetting only"
+        else:
+            control = row["branch_kind"] == "control"
+            also = f"; with it, every branch of seed {row['seed']} for {row['target']}"
+            what = f"sft_val_loss = {row['sft_val_loss']} {run}: left out{also if control else ''}"
+        notes.append(f"{path}:{line}: {what}")
+    results.loc[c4_bad, "c4_val_loss"] = np.nan
+    return results[~sft_bad], notes
 
 
 def _typed(results: pd.DataFrame, path: Path) -> pd.DataFrame:
