@@ -75,7 +75,8 @@ CORRELATE_HELP = (
     "with PA of each (mixture, target) and writes outcomes.csv, correlation.csv and "
     "statistics.json (Pearson r with p and CI, Spearman, permutation p, bootstrap CIs over "
     "pairs and seeds, within-target r, leave-one-target/mixture-out error), per model size "
-    "and metric."
+    "and metric, with similarity.csv, the figures (fig*.png and .pdf) and figures.json, all "
+    "to --out (default RUNS_DIR/analysis)."
 )
 correlate_app = _command_app(CORRELATE_HELP)
 
@@ -105,6 +106,7 @@ def correlate_command(
     from proximity.stats import StatsOptions
 
     grid = load_grid(runs_dir)
+    _print_excluded(grid)
     folder = _data_dir(data_dir, grid.config)
     out = out or grid.root / "analysis"
     options = StatsOptions(n_docs=n_docs)
@@ -190,6 +192,12 @@ def recorded_options(
     return options, recorded["tokenizer"], recorded["mixture"]
 
 
+def _print_excluded(grid: Grid) -> None:
+    """Every run left out for a NaN or infinite loss, one line each, before any result."""
+    for note in grid.excluded:
+        console.print(f"[yellow]excluded[/]: {note}", highlight=False)
+
+
 def _number(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
@@ -247,7 +255,8 @@ def _draw(result: Correlation, grid: Grid, out: Path, similarity: pd.DataFrame) 
 REPORT_HELP = (
     "One self-contained HTML report of a grid (figures embedded, tables, the grid's "
     "configuration, data provenance with every substitute named, the commands that reproduce "
-    "it) and the same as Markdown beside it. Reads what `proximity correlate` wrote."
+    "it) and the same as Markdown beside it. Reads what `proximity correlate` wrote and "
+    "writes report.html and report.md beside it (default RUNS_DIR/analysis/report.html)."
 )
 report_app = _command_app(REPORT_HELP)
 
@@ -256,8 +265,12 @@ report_app = _command_app(REPORT_HELP)
 def report_command(
     runs_dir: RunsDir,
     out: Annotated[
-        Path, typer.Option(help="The HTML file; report.md is written beside it.")
-    ] = Path("report.html"),
+        Path | None,
+        typer.Option(
+            help="The HTML file; report.md is written beside it (default: report.html in the "
+            "folder the analysis is read from)."
+        ),
+    ] = None,
     analysis: Annotated[
         Path | None,
         typer.Option(help="Where `proximity correlate` wrote (default RUNS_DIR/analysis)."),
@@ -268,15 +281,18 @@ def report_command(
     from analysis.results import load_grid
 
     grid = load_grid(runs_dir)
-    report = build_report(grid, correlate_output(grid.root, analysis))
-    for path in write_report(report, out):
+    _print_excluded(grid)
+    folder = correlate_output(grid.root, analysis)
+    report = build_report(grid, folder)
+    for path in write_report(report, out or folder / "report.html"):
         console.print(f"wrote {path}", highlight=False)
 
 
 CKA_HELP = (
     "Per-layer linear CKA between a base model and each other model on held-out text (the "
     "trainer's validation split of --data): how far midtraining moved each layer. Writes "
-    "cka.csv and fig7_cka.png/.pdf to --out (give correlate's folder to put it in the report)."
+    "cka.csv and fig7_cka.png/.pdf to --out (default: with --grid, RUNS/analysis, where "
+    "correlate and report find it; else outputs/cka)."
 )
 cka_app = _command_app(CKA_HELP)
 
@@ -304,7 +320,9 @@ def cka_command(
         int | None, typer.Option(help="Cut documents (as data.max_chars).")
     ] = None,
     data_dir: DataDirOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/cka"),
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default RUNS/analysis or outputs/cka).")
+    ] = None,
 ) -> None:
     """`proximity cka`: see CKA_HELP."""
     from analysis.cka import compare_models, grid_models  # torch: only for this command
@@ -322,6 +340,9 @@ def cka_command(
         val_fraction = settings.get("val_fraction", val_fraction)
     if base is None or not others:
         raise ProximityError("give BASE and at least one OTHER model, or --grid RUNS_DIR")
+    if out is None:  # beside correlate's outputs, so the report shows the CKA figure
+        folder = None if grid is None else (grid if grid.is_dir() else grid.parent)
+        out = folder / "analysis" if folder is not None else Path("outputs/cka")
     table = compare_models(
         base,
         list(others),
@@ -345,7 +366,8 @@ def cka_command(
 RECOMMEND_HELP = (
     "Rank candidate midtraining mixtures for a target by proximity advantage; with --runs "
     "(a correlated grid), by the relative improvement its fitted line predicts, with a 95% "
-    "prediction interval and the line's leave-one-target-out error."
+    "prediction interval and the line's leave-one-target-out error. Writes recommend.csv to "
+    "--out (default outputs/recommend)."
 )
 recommend_app = _command_app(RECOMMEND_HELP)
 
@@ -389,7 +411,9 @@ def recommend_command(
         ),
     ] = None,
     data_dir: DataDirOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/recommend"),
+    out: Annotated[Path, typer.Option(help="Output folder (recommend.csv).")] = Path(
+        "outputs/recommend"
+    ),
     no_cache: NoCacheOpt = False,
 ) -> None:
     """`proximity recommend`: see RECOMMEND_HELP."""
@@ -397,7 +421,9 @@ def recommend_command(
 
     from analysis.recommend import FittedRelation, recommend
     from analysis.results import load_grid
+    from proximity.candidates import midtraining_named
     from proximity.outputs import write_csv
+    from proximity.specs import parse_mixture
     from proximity.stats import StatsOptions
 
     names = [*candidates, *(more or [])]  # `--candidates A B C`: B and C arrive as arguments
@@ -405,6 +431,7 @@ def recommend_command(
     options = StatsOptions(n_docs=1000 if n_docs is None else n_docs)
     if runs is not None:
         grid = load_grid(runs)
+        _print_excluded(grid)
         config = grid.config
         stats_path = correlate_output(grid.root, analysis) / "statistics.json"
         statistics = json.loads(stats_path.read_text())
@@ -419,6 +446,9 @@ def recommend_command(
                 "helped fit the line, so the prediction is not out of sample",
                 highlight=False,
             )
+    base = parse_mixture(pretrain or "c4")
+    for name in names:  # refused here, before any data is read, under the flag the user typed
+        midtraining_named(base, name, option="--candidates")
     table = recommend(
         target,
         names,

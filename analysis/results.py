@@ -38,6 +38,8 @@ class Grid:
     root: Path
     results: pd.DataFrame
     config: dict[str, Any] = field(default_factory=dict)
+    excluded: list[str] = field(default_factory=list)
+    """One line per selected run left out for a NaN or infinite loss (commands print them)."""
 
     @property
     def substitutes(self) -> list[str]:
@@ -57,7 +59,15 @@ def load_grid(root: str | Path) -> Grid:
             f"{path}: no results.csv; run `proximity train-grid ... --out {root}` first "
             "or pass the folder it wrote"
         )
-    results = pd.read_csv(path, keep_default_na=True)
+    try:
+        results = pd.read_csv(path, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise ProximityError(
+            f"{path}: empty file (no header, no rows); rerun `proximity train-grid` on its folder "
+            "to rewrite it"
+        ) from None
+    except pd.errors.ParserError as error:
+        raise ProximityError(f"{path}: not a readable CSV ({error})") from None
     missing = [c for c in RESULTS_COLUMNS if c not in results.columns]
     if missing:
         raise ProximityError(
@@ -66,11 +76,46 @@ def load_grid(root: str | Path) -> Grid:
     if results.empty:
         raise ProximityError(f"{path}: no rows; the grid has not finished any SFT run yet")
     results = _typed(results, path)
+    results, excluded = _without_nonfinite_losses(results, path)
     config_path = path.parent / "grid.yaml"
     config = {}
     if config_path.exists():
         config = yaml.safe_load(config_path.read_text()) or {}
-    return Grid(root=path.parent, results=results, config=config)
+    return Grid(root=path.parent, results=results, config=config, excluded=excluded)
+
+
+def _without_nonfinite_losses(results: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Leave out what a NaN or infinite loss of a selected run would corrupt, saying what.
+
+    Left in, pandas would skip a NaN in the seed mean while `n_seeds` still counted it, and an
+    infinite loss would make the mean infinite. A bad `sft_val_loss` drops the run, so the
+    pair's mean and `n_seeds` are over the seeds that remain (a dropped control also leaves
+    out its seed's branches for that target: no control, no relative improvement). A bad
+    `c4_val_loss` alone only blanks that loss (NaN), so forgetting is averaged without it
+    and the improvement is kept. Unselected runs (other learning rates) never enter the
+    statistics and are kept as they are.
+    """
+    results = results.copy()
+    selected = results["selected"].to_numpy()
+    sft_bad = selected & ~np.isfinite(results["sft_val_loss"].to_numpy(float))
+    c4_bad = selected & ~sft_bad & ~np.isfinite(results["c4_val_loss"].to_numpy(float))
+    notes = []
+    for index, row in results[sft_bad | c4_bad].iterrows():
+        line = int(index) + 2  # header is line 1; read_csv numbers the rows from 0
+        node = f"node {row['node_id']}, " if "node_id" in row and pd.notna(row["node_id"]) else ""
+        run = (
+            f"({node}{row['model']} seed {row['seed']}, {row['branch_kind']} "
+            f"{row['mixture_spec']} -> {row['target']}, lr {row['lr']:g})"
+        )
+        if np.isfinite(row["sft_val_loss"]):
+            what = f"c4_val_loss = {row['c4_val_loss']} {run}: left out of forgetting only"
+        else:
+            control = row["branch_kind"] == "control"
+            also = f"; with it, every branch of seed {row['seed']} for {row['target']}"
+            what = f"sft_val_loss = {row['sft_val_loss']} {run}: left out{also if control else ''}"
+        notes.append(f"{path}:{line}: {what}")
+    results.loc[c4_bad, "c4_val_loss"] = np.nan
+    return results[~sft_bad], notes
 
 
 def _typed(results: pd.DataFrame, path: Path) -> pd.DataFrame:

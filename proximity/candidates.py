@@ -41,9 +41,10 @@ def named(text: str | MixtureSpec) -> Named:
     return Named(mixture, tuple(mixture_names(mixture)), False)
 
 
-def midtraining_named(pretrain: MixtureSpec, text: str) -> Named:
+def midtraining_named(pretrain: MixtureSpec, text: str, option: str = "--mix") -> Named:
     """A `--mix` value: `name:w` is pretrain·(1−w) + name·w; `name` or `name:1` is continued
-    pretraining on `name` alone; anything with a `+` is a full mixture, as written."""
+    pretraining on `name` alone; anything with a `+` is a full mixture, as written. An error
+    names `option`, the flag the user typed the value under."""
     label, body = split_label(text)
     if "+" in body:
         return named(text)
@@ -51,7 +52,7 @@ def midtraining_named(pretrain: MixtureSpec, text: str) -> Named:
     addition = parse_mixture(spec_text)
     if weight is not None and not 0 < weight <= 1:
         raise ProximityError(
-            f"--mix {text}: the weight must be in (0, 1], e.g. starcoder:0.2 for "
+            f"{option} {text}: the weight must be in (0, 1], e.g. starcoder:0.2 for "
             f"{pretrain.canonical()}:0.8+starcoder:0.2, or starcoder:1 (continued pretraining)"
         )
     mixture = blend(pretrain, addition, 1.0 if weight is None else weight)

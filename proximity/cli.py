@@ -8,11 +8,17 @@ never imports them (no upward imports).
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from proximity import __version__
 from proximity.errors import ProximityError
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+"""`-h` as well as `--help`, like most command lines; sub-commands inherit it from the root."""
 
 app = typer.Typer(
     name="proximity",
@@ -20,9 +26,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings=HELP_OPTIONS,
 )
 err_console = Console(stderr=True)
 CORE_COMMANDS = ("similarity", "advantage")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"proximity {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Domain proximity for language-model midtraining."""
 
 
 def _register_plugins() -> None:
@@ -64,25 +89,29 @@ def _register_core_commands() -> None:
     from proximity import commands  # noqa: F401
 
 
-def main() -> None:
-    """Console-script entry: run the app, turning `ProximityError` into one line."""
-    _register_core_commands()
-    if len(sys.argv) < 2 or sys.argv[1] not in CORE_COMMANDS:
-        _register_plugins()  # a core command runs without importing the others (~50 ms)
-    try:
-        app(standalone_mode=False)
-    except ProximityError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as error:  # click usage errors arrive here in non-standalone mode
-        import click
+def run_app(typer_app: typer.Typer) -> None:
+    """Run a typer app as a console script: usage errors as click shows them, `ProximityError`
+    as one line, both with exit status 2 and no traceback.
 
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
+    Standalone mode lets typer itself print a usage error (the usage line, a hint and the
+    message) and exit 2; that works whichever click typer uses (typer 0.28 bundles its own
+    copy as `typer._click`, whose exceptions `click.ClickException` does not catch).
+    `ProximityError` is ours, so typer lets it through to here.
+    """
+    try:
+        typer_app(standalone_mode=True)
+    except ProximityError as error:
+        # escaped, no emoji codes: `[x]` and `:abc:` in a message are the user's own text
+        message = escape(str(error))
+        err_console.print(
+            f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, emoji=False
+        )
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console-script entry: `proximity ...` with its plugin commands registered."""
+    _register_core_commands()
+    if len(sys.argv) < 2 or sys.argv[1] not in (*CORE_COMMANDS, "--version"):
+        _register_plugins()  # a core command runs without importing the others (~50 ms)
+    run_app(app)

@@ -25,18 +25,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from proximity import __version__
+from proximity.api import similarity_settings
 from proximity.bootstrap import Bootstrap
 from proximity.cli import app
 from proximity.data import DATA_DIR_ENV, resolve_data_dir
-from proximity.errors import ProximityError
-from proximity.metrics import Metric, get_metric, metrics_help
+from proximity.metrics import Metric, metrics_help
 from proximity.outputs import figure_key, png_figure_key, write_csv, write_json
 from proximity.registry import Registry
-from proximity.similarity import MIXTURE_MODES, Run, run_advantage, run_similarity
+from proximity.similarity import Run, run_advantage, run_similarity
 from proximity.stats import (
     PAPER_MAX_CHARS,
     PAPER_MAX_TOKENS,
-    PAPER_N_DOCS,
     StatsOptions,
     TokenStats,
 )
@@ -112,47 +111,6 @@ RegistryOpt = Annotated[
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute, ignore the cache.")]
 NoPlotOpt = Annotated[bool, typer.Option("--no-plot", help="Write the table files only.")]
 OutOpt = Annotated[Path, typer.Option(help="Output folder.")]
-
-
-def _protocol(
-    metric_name: str,
-    n_docs: int | None,
-    sample: str,
-    seed: int,
-    max_chars: int,
-    max_tokens: int,
-    equal_tokens: int | None,
-    ngram_order: int,
-    ngram_buckets: int,
-    mixture: str,
-    bootstrap: int,
-    bootstrap_seed: int,
-    ci_level: float,
-    ci_method: str,
-) -> tuple[Metric, StatsOptions, Bootstrap]:
-    """The metric, the counting options and the bootstrap both commands share, validated."""
-    metric = get_metric(metric_name)
-    if n_docs is None and (equal_tokens is None or sample == "random"):
-        n_docs = PAPER_N_DOCS
-    if metric.uses == "ngram" and not ngram_order:
-        ngram_order = 2
-    if mixture not in MIXTURE_MODES:
-        raise ProximityError(
-            f"--mixture must be one of {', '.join(MIXTURE_MODES)}, got {mixture!r}"
-        )
-    options = StatsOptions(
-        n_docs=n_docs,
-        sample=sample,  # type: ignore[arg-type]  # validated by StatsOptions
-        seed=seed,
-        max_chars=max_chars or None,
-        max_tokens=max_tokens or None,
-        token_budget=equal_tokens,
-        ngram_order=ngram_order,
-        ngram_buckets=ngram_buckets,
-        per_document=bootstrap > 0 or mixture == "resample",
-    )
-    boot = Bootstrap(bootstrap, bootstrap_seed, ci_level, ci_method)  # type: ignore[arg-type]
-    return metric, options, boot
 
 
 class _Bars:
@@ -251,13 +209,17 @@ SIMILARITY_HELP = (
     "Defaults follow the paper: 1,000 documents, 10,000 characters, 512 tokens, no special "
     "tokens, Pythia tokenizer. Row a, column b holds metric(a, b); b is the reference for "
     "the asymmetric ngram_kl. Label a dataset with name=spec (paths default to their file "
-    "name)."
+    "name).\n\n"
+    "Writes similarity.csv (tidy), similarity.json (every option and source) and "
+    "similarity_heatmap.png to --out (default outputs/similarity)."
 )
 ADVANTAGE_HELP = (
     "Rank midtraining mixes by proximity advantage "
     "PA = sim(mix, target) − sim(pretrain, target).\n\n"
     "--mix starcoder:0.2 is the mix pretrain·0.8 + starcoder·0.2; --mix starcoder (or "
-    "starcoder:1) is continued pretraining on starcoder alone, on the same scale."
+    "starcoder:1) is continued pretraining on starcoder alone, on the same scale.\n\n"
+    "Writes advantage.csv (tidy), advantage.json (every option and source) and advantage.png "
+    "to --out (default outputs/advantage)."
 )
 
 
@@ -292,7 +254,7 @@ def similarity_command(
     no_plot: NoPlotOpt = False,
 ) -> None:
     """`proximity similarity`: see SIMILARITY_HELP."""
-    chosen, options, boot = _protocol(
+    chosen, options, boot = similarity_settings(
         metric, n_docs, sample, seed, max_chars, max_tokens, equal_tokens, ngram_order,
         ngram_buckets, mixture, bootstrap, bootstrap_seed, ci_level, ci_method,
     )  # fmt: skip
@@ -365,7 +327,7 @@ def advantage_command(
     no_plot: NoPlotOpt = False,
 ) -> None:
     """`proximity advantage`: see ADVANTAGE_HELP."""
-    chosen, options, boot = _protocol(
+    chosen, options, boot = similarity_settings(
         metric, n_docs, sample, seed, max_chars, max_tokens, equal_tokens, ngram_order,
         ngram_buckets, mixture, bootstrap, bootstrap_seed, ci_level, ci_method,
     )  # fmt: skip

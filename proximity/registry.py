@@ -106,6 +106,14 @@ class Registry:
         return sorted(self.entries)
 
     def unknown_name_message(self, name: str) -> str:
+        """What to change: a known name with a weight that is not a number names the weight
+        (`starcoder:abc`); any other name gets the closest known names."""
+        head, sep, tail = name.rpartition(":")
+        if sep and head in self.entries:
+            return (
+                f"weight {tail!r} in {name} is not a number (a weight is in (0, 1], "
+                f"e.g. {head}:0.2)"
+            )
         close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         return (

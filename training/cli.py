@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from proximity.cli import HELP_OPTIONS, run_app
 from training.config import RunConfig, config_fields
 
 train_app = typer.Typer(
@@ -23,6 +24,7 @@ train_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,  # `python -m training.cli -h` as well as `proximity train -h`
 )
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration.")]
@@ -39,12 +41,12 @@ OutOption = Annotated[
 
 
 def _run(phase: str, config: Path, overrides: list[str] | None, resume: bool, out: Path | None):
-    from training.loop import train
-
     extra = [f"phase={phase}", *(overrides or [])]
     if out is not None:
         extra.append(f"out_dir={out}")
-    cfg = RunConfig.from_yaml(config, extra)
+    cfg = RunConfig.from_yaml(config, extra)  # a config error is reported before torch loads
+    from training.loop import train  # torch: seconds to import
+
     result = train(cfg, resume=resume)
     if not result.finished:
         raise typer.Exit(3)  # stopped early on purpose (train.max_steps_this_run)
@@ -57,7 +59,10 @@ def pretrain(
     resume: ResumeOption = False,
     out: OutOption = None,
 ) -> None:
-    """Pretrain from scratch (or from model.init_from) for train.tokens or train.steps."""
+    """Pretrain from scratch (or from model.init_from) for train.tokens or train.steps.
+
+    Writes config.yaml, metrics.jsonl and checkpoints/ into out_dir (--out).
+    """
     _run("pretrain", config, set_, resume, out)
 
 
@@ -68,7 +73,10 @@ def midtrain(
     resume: ResumeOption = False,
     out: OutOption = None,
 ) -> None:
-    """Continue a pretraining checkpoint (model.init_from) on a new mixture, same final step."""
+    """Continue a pretraining checkpoint (model.init_from) on a new mixture, same final step.
+
+    Writes config.yaml, metrics.jsonl and checkpoints/ into out_dir (--out).
+    """
     _run("midtrain", config, set_, resume, out)
 
 
@@ -79,7 +87,10 @@ def sft(
     resume: ResumeOption = False,
     out: OutOption = None,
 ) -> None:
-    """Fine-tune a checkpoint on a target dataset (data.train) for train.epochs."""
+    """Fine-tune a checkpoint on a target dataset (data.train) for train.epochs.
+
+    Writes config.yaml, metrics.jsonl and checkpoints/ into out_dir (--out).
+    """
     _run("sft", config, set_, resume, out)
 
 
@@ -112,7 +123,10 @@ def prepare(
         float, typer.Option("--val-fraction", help="Documents held out (data.val_fraction).")
     ] = 0.05,
 ) -> None:
-    """Tokenise datasets into memory-mapped builds before training (resumable, parallel)."""
+    """Tokenise datasets into memory-mapped builds before training (resumable, parallel).
+
+    Writes one build folder per dataset under --out (with --config: the run's data.cache_dir).
+    """
     from proximity.errors import ProximityError
     from training import prepare as preparing
 
@@ -139,7 +153,10 @@ def prepare(
 
 @train_app.command()
 def keys() -> None:
-    """List every config key that --set and the YAML files accept, its default and meaning."""
+    """List every config key that --set and the YAML files accept, its default and meaning.
+
+    Prints only; writes nothing.
+    """
     import textwrap
 
     from training.config import field_help
@@ -156,23 +173,8 @@ def keys() -> None:
 
 
 def main() -> None:
-    """`python -m training.cli`: the same one-line errors as the `proximity` command."""
-    import sys
-
-    import click
-
-    from proximity.errors import ProximityError
-
-    try:
-        train_app(standalone_mode=False)
-    except ProximityError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except click.ClickException as error:  # usage errors, in non-standalone mode
-        error.show()
-        sys.exit(error.exit_code)
+    """`python -m training.cli`: the same usage and one-line errors as the `proximity` command."""
+    run_app(train_app)
 
 
 if __name__ == "__main__":

@@ -219,17 +219,27 @@ class RunConfig:
         path = Path(path)
         if not path.exists():
             raise ProximityError(f"config file not found: {path} (--config)")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            first_line = str(error).splitlines()[0]
-            raise ProximityError(f"{path}: not valid YAML ({first_line})") from None
-        if not isinstance(data, dict):
-            raise ProximityError(f"{path}: expected a mapping of sections at the top level")
-        return cls.from_dict(data, overrides)
+        return cls.from_dict(read_yaml_mapping(path, "sections"), overrides)
 
     def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> RunConfig:
         return RunConfig.from_dict(self.to_dict(), overrides)
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (of `what`); a syntax error names the file,
+    line and column where the parser gave up, as an editor would show them (1-based)."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = error.problem + (f" ({error.context})" if error.context else "")
+        raise ProximityError(f"{where}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as error:
+        raise ProximityError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ProximityError(f"{path}: expected a mapping of {what} at the top level")
+    return data
 
 
 def _check(ok: bool, name: str, message: str) -> None:

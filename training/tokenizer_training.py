@@ -118,7 +118,8 @@ def train_command(
     ] = 2,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Train a byte-level BPE tokenizer on a corpus and save it as OUT/tokenizer.json."""
+    """Train a byte-level BPE tokenizer on a corpus; writes OUT/tokenizer.json and
+    OUT/tokenizer_info.json (what it was trained on)."""
     from proximity.data import describe_source, load_texts
 
     if n_docs < 1:
@@ -170,7 +171,8 @@ def info_command(
     ] = "Hello world! def f(x): return 2 * x",
     data_dir: DataDirOption = None,
 ) -> None:
-    """Print a tokenizer's size, special tokens, fingerprint, and how it splits a text."""
+    """Print a tokenizer's size, special tokens, fingerprint, and how it splits a text (writes
+    nothing)."""
     from proximity.tokenizer import load_tokenizer, tokenizer_fingerprint
 
     loaded = load_tokenizer(tokenizer, data_dir=data_dir)

@@ -25,7 +25,10 @@ from proximity.errors import ProximityError
 console = Console()
 grid_app = typer.Typer(
     help="Run the paper's experiment grid as a resumable plan that shares work "
-    "(`train-grid SPEC --out DIR`), or show a grid's state (`train-grid status DIR`).",
+    "(`train-grid SPEC --out DIR`), or show a grid's state (`train-grid status DIR`).\n\n"
+    "Writes into DIR: grid.yaml (the resolved spec), nodes/<node id>/ (one folder per node: "
+    "its config, log, metrics and checkpoints), results.csv and results.parquet (one row per "
+    "SFT run; docs/RESULTS.md). --dry-run and status write nothing.",
     no_args_is_help=True,
     add_completion=False,
     invoke_without_command=True,
@@ -315,8 +318,8 @@ def run_grid(
     if outcome.failed:
         for nid, line in outcome.failed.items():
             console.print(f"[red]failed[/] {nid}: {line} (see {out / 'nodes' / nid / 'log.txt'})")
-        # SystemExit, not typer.Exit: click returns (rather than raises) Exit in the
-        # non-standalone mode that `proximity` runs in, which would lose the status.
+        # SystemExit, not typer.Exit: it ends the process with this status however the app
+        # is invoked (a non-standalone click returns, rather than raises, Exit's code).
         raise SystemExit(1)
     return outcome
 

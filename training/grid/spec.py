@@ -18,8 +18,17 @@ import yaml
 
 from proximity.errors import ProximityError
 from proximity.specs import parse_mixture
-from training.config import _build, _merge_overrides  # the one typed-YAML reader of training/
+from training.config import _build, _merge_overrides, read_yaml_mapping  # one YAML reader
 from training.presets import PRESETS
+
+POSITIVE_KEYS = (
+    "pretrain.steps", "pretrain.tokens", "pretrain.batch_size", "pretrain.seq_len", "pretrain.lr",
+    "tokenizer.vocab_size", "tokenizer.n_docs", "tokenizer.max_chars", "data.n_docs",
+    "data.max_chars", "sft.epochs", "sft.batch_size", "sft.seq_len", "sft.n_docs",
+    "eval.batch_size", "eval.max_batches",
+)  # fmt: skip
+"""Grid keys that must be positive when set (None: unset), checked under these names."""
+FRACTION_KEYS = ("pretrain.warmup_fraction", "sft.warmup_fraction")
 
 
 @dataclass
@@ -234,6 +243,20 @@ class GridSpec:
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "repeats a seed")
         p = self.pretrain
         check(p.steps is not None or p.tokens is not None, "pretrain", "set steps or tokens")
+        # Checked here under the grid's own keys: a node's run config would name its internal
+        # key (train.steps for pretrain.steps), or a start step would fail first.
+        for key in POSITIVE_KEYS:
+            value = self._value(key)
+            check(value is None or value > 0, key, f"{value} must be positive")
+        for key in FRACTION_KEYS:
+            value = self._value(key)
+            check(0 <= value < 1, key, f"{value} must be in [0, 1)")
+        check(0 <= p.min_lr <= p.lr, "pretrain.min_lr", f"{p.min_lr} must be in [0, pretrain.lr]")
+        check(p.checkpoint_every >= 0, "pretrain.checkpoint_every", "must be >= 0")
+        check(0 <= self.sft.min_lr_ratio <= 1, "sft.min_lr_ratio", "must be in [0, 1]")
+        for key in ("data.val_fraction", "data.sft_val_fraction"):
+            value = self._value(key)
+            check(0 < value < 1, key, f"{value} must be in (0, 1)")
         final = self.final_step
         names = [m.name for m in self.mixtures]
         check(len(set(names)) == len(names), "mixtures", "two entries share a name")
@@ -277,6 +300,10 @@ class GridSpec:
                     f"{where}sbatch[{i}]",
                     f"{item!r}: expected key=value or a flag name, without leading dashes",
                 )
+
+    def _value(self, key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(self, section), name)
 
     @property
     def final_step(self) -> int:
@@ -323,12 +350,7 @@ def load_grid(spec: str, overrides: list[str] | tuple[str, ...] = (), seeds: str
             raise ProximityError(
                 f"grid spec {spec!r}: not a preset ({', '.join(GRID_PRESETS)}) nor a YAML file"
             )
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ProximityError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ProximityError(f"{path}: expected a mapping of grid sections at the top level")
+        data = read_yaml_mapping(path, "grid sections")
     data = _merge_overrides(dict(data), list(overrides))
     if seeds is not None:
         try:
