@@ -138,13 +138,14 @@ def test_dry_run_after_the_tokenizer_node_counts_sft_tokens_as_trained(smoke_run
 
 def test_sft_nodes_score_each_validation_example_and_count_what_they_kept(smoke_run):
     """val_examples.npz holds one loss per validation example whose token-weighted mean is the
-    node's reported validation loss, and results.csv counts the examples and steps."""
+    node's reported validation loss (to float32 rounding: examples are scored one at a time,
+    the mean in padded batches), and results.csv counts the examples and steps."""
     table = pd.read_csv(smoke_run / "results.csv")
     for row in table.itertuples():
         scored = np.load(smoke_run / "nodes" / row.node_id / "val_examples.npz")
         assert len(scored["loss_sum"]) == row.sft_val_examples > 0
         mean = scored["loss_sum"].sum() / scored["tokens"].sum()
-        assert mean == pytest.approx(row.sft_val_loss, rel=1e-9)
+        assert mean == pytest.approx(row.sft_val_loss, rel=1e-6)
     assert (table.sft_train_examples + table.sft_val_examples + table.sft_dropped <= 48).all()
     assert (table.sft_steps == table.sft_train_examples // 8).all()  # 1 epoch, batch 8
 
