@@ -17,6 +17,7 @@ import pandas as pd
 
 from analysis.advantage import grid_data_dir, grid_tokenizer, metrics_for, pair_advantages
 from analysis.correlation import DEFAULT_SETTINGS, Settings, relation_statistics
+from analysis.example_bootstrap import example_bootstrap, sampling_error_lines
 from analysis.questions import dose_response, forgetting, pretrain_similarities
 from analysis.results import BRANCH_KEYS, Grid, average_seeds, relative_improvements, seed_matrix
 from proximity import __version__
@@ -83,6 +84,10 @@ def correlate(
     summary = average_seeds(outcomes)
     specs = outcomes[[*BRANCH_KEYS, "pretrain_spec", "target_spec"]].drop_duplicates(BRANCH_KEYS)
     summary = summary.merge(specs, on=BRANCH_KEYS, how="left")
+    sampling = example_bootstrap(
+        grid.results, outcomes, grid.root, n_bootstrap=settings.n_bootstrap, seed=settings.seed
+    )
+    summary = _with_example_se(summary, sampling)
     wanted = summary[summary["branch_kind"] != "control"]
     pa = pair_advantages(
         wanted,
@@ -154,10 +159,21 @@ def correlate(
         },
         "paper": PAPER_R,
         "relations": relations,
+        "outcome_sampling_error": sampling,
         **comparisons,
         "questions": questions,
     }
     return Correlation(outcomes=outcomes, pairs=pairs, statistics=statistics)
+
+
+def _with_example_se(summary: pd.DataFrame, sampling: dict[str, Any]) -> pd.DataFrame:
+    """Each pair's bootstrap SE over validation examples beside its seed spread (NaN where
+    the grid did not record per-example losses)."""
+    if not sampling.get("pairs"):
+        return summary.assign(improvement_se_examples=float("nan"))
+    found = pd.DataFrame(sampling["pairs"])[[*BRANCH_KEYS, "improvement_se_examples"]]
+    found = found.astype({k: summary[k].dtype for k in BRANCH_KEYS})
+    return summary.merge(found, on=BRANCH_KEYS, how="left")
 
 
 def _resolved(tokenizer: str | None, grid: Grid) -> str | None:
@@ -273,6 +289,7 @@ def summary_lines(statistics: dict[str, Any]) -> list[str]:
     pooled), the same with the other tokenizer and mixture similarity, the two questions
     beyond the paper, and how `recommend` did on held-out targets."""
     lines = [headline(r) for r in statistics["relations"]]
+    lines += sampling_error_lines(statistics)
     for key, what in (("tokenizer_comparison", "tokenizer"), ("mixture_comparison", "mixture")):
         comparison = statistics.get(key) or {}
         for relation in comparison.get("relations", []):

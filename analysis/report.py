@@ -24,6 +24,7 @@ import yaml
 from scipy import stats
 
 from analysis.correlate import PAPER_R, POOLED
+from analysis.example_bootstrap import sampling_error_lines
 from analysis.figure_set import FIGURES
 from analysis.findings import paper_findings
 from analysis.results import Grid
@@ -438,6 +439,9 @@ def pairs_table(pairs: pd.DataFrame, metric: str) -> pd.DataFrame:
                 for m, s in zip(shown["improvement"], shown["improvement_std"], strict=True)
             ],
             "seeds": shown["n_seeds"],
+            "SE over val. examples": shown.get(
+                "improvement_se_examples", pd.Series(np.nan, index=shown.index)
+            ).map(lambda v: f"{v:.2%}" if pd.notna(v) else "not recorded"),
             "in r": shown["in_correlation"].map({True: "yes", False: ""}),
         }
     )
@@ -518,6 +522,7 @@ def build_report(grid: Grid, analysis: Path) -> Report:
     noise = seed_noise_line(pairs, metric)
     if noise:
         summary.append(noise)
+    summary += sampling_error_lines(statistics)
     substitutes = grid.substitutes
     pa_notes = sorted(
         {
@@ -611,7 +616,8 @@ def build_report(grid: Grid, analysis: Path) -> Report:
             "negative: closer to C4, less forgetting. Same tests as PA.",
         ),
         Table(
-            f"Pairs ({metric}): PA and relative improvement, mean ± seed std",
+            f"Pairs ({metric}): PA and relative improvement, mean ± seed std, and its "
+            "bootstrap SE over validation examples",
             pairs_table(pairs, metric),
             after_figures=True,
         ),
