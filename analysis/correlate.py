@@ -23,12 +23,67 @@ from analysis.results import BRANCH_KEYS, Grid, average_seeds, relative_improvem
 from proximity import __version__
 from proximity.errors import ProximityError
 from proximity.outputs import write_csv, write_json
-from proximity.stats import StatsOptions
+from proximity.stats import PAPER_MAX_TOKENS, PAPER_N_DOCS, StatsOptions
 
 PAPER_R = {"v1": {"70m": 0.869}, "v2": {"70m": 0.52, "160m": 0.59, "410m": 0.47, "1b": 0.62}}
 """Pearson r the paper reports (PAPER.md, "The correlation"), shown beside ours."""
 POOLED = "pooled"
 """The `model` of a relation over every model size together."""
+
+
+@dataclass(frozen=True)
+class PAProtocol:
+    """What text PA is measured on: the tokenizer, the statistics protocol, and why."""
+
+    tokenizer: str
+    """`grid`, `pythia` or a path, as given to `correlate`."""
+    options: StatsOptions
+    text: str
+    """`trained` (the SFT text as the model is trained and scored on it) or `paper`."""
+    why: str
+
+
+def pa_protocol(
+    config: dict[str, Any],
+    *,
+    tokenizer: str | None = None,
+    n_docs: int | None = None,
+    max_tokens: int | None = None,
+) -> PAProtocol:
+    """PA's defaults for a grid, each overridden by the option given (`max_tokens` 0: whole
+    documents).
+
+    A grid that holds out a fixed SFT validation set (grid.yaml `sft.val_docs`, the study's
+    design) is measured on the text its models are trained and scored on: the grid's own
+    tokenizer, documents cut to `sft.seq_len` tokens, `sft.n_docs` documents per dataset
+    (issue 15). Older grids (figures/micro records `sft.seq_len` but no `val_docs`) keep the
+    paper's protocol, Pythia's tokenizer, 1,000 documents of up to 512 tokens, so their
+    committed numbers are reproduced unchanged.
+    """
+    sft = config.get("sft") if isinstance(config.get("sft"), dict) else {}
+    trained = sft.get("val_docs") is not None and sft.get("seq_len") is not None
+    if trained:
+        defaults = {"tokenizer": "grid", "n_docs": sft.get("n_docs"),
+                    "max_tokens": int(sft["seq_len"])}  # fmt: skip
+        why = (
+            f"grid.yaml sft: val_docs {sft['val_docs']}, seq_len {sft['seq_len']}, n_docs "
+            f"{sft.get('n_docs')}: PA on the text the models are trained and scored on"
+        )
+    else:
+        defaults = {"tokenizer": "pythia", "n_docs": PAPER_N_DOCS, "max_tokens": PAPER_MAX_TOKENS}
+        why = "grid.yaml holds out no fixed SFT validation set (sft.val_docs): the paper's protocol"
+    given = {"tokenizer": tokenizer, "n_docs": n_docs, "max_tokens": max_tokens}
+    chosen = {k: defaults[k] if v is None else v for k, v in given.items()}
+    overridden = [f"--{k.replace('_', '-')} {v}" for k, v in given.items() if v is not None]
+    if overridden:
+        why += "; given: " + ", ".join(overridden)
+    options = StatsOptions(n_docs=chosen["n_docs"], max_tokens=chosen["max_tokens"] or None)
+    return PAProtocol(
+        tokenizer=chosen["tokenizer"],
+        options=options,
+        text="trained" if trained else "paper",
+        why=why,
+    )
 
 
 @dataclass
@@ -56,6 +111,7 @@ def correlate(
     on_target: Callable[[str, str], None] | None = None,
     compare_tokenizer: str | None = None,
     compare_mixture: str | None = None,
+    protocol_note: str | None = None,
 ) -> Correlation:
     """Relative improvement vs PA for every metric asked and every model size in the grid.
 
@@ -63,6 +119,7 @@ def correlate(
     control excluded; add `cpt` to put continued pretraining on the same line).
     `compare_tokenizer`: a second tokenizer (`grid`, `pythia`, a path) whose PA gives the
     first metric's statistics again, so the report shows how much the choice matters;
+    `protocol_note`: why PA is measured as it is (`PAProtocol.why`), recorded;
     `compare_mixture` (`expected` or `resample`) does the same for the mixture similarity.
     Ablation branches (start step × weight) never enter r; they are in the tables for the
     figures and answer the dose-response question. With several model sizes, each metric also
@@ -150,6 +207,7 @@ def correlate(
             "tokenizer": tok,
             "mixture": mixture,
             "stats_options": asdict(options),
+            "pa_protocol": protocol_note,
             "data_dir": str(folder) if folder else None,
             "branches_in_correlation": list(branches),
             "outcome": "(L_control − L_branch) / L_control on sft_val_loss, same model, seed "

@@ -536,7 +536,8 @@ def build_report(grid: Grid, analysis: Path) -> Report:
         f"proximity {statistics.get('proximity_version')} (report by {__version__}), "
         f"correlate run {statistics.get('created')}",
         f"data folder: {inputs.get('data_dir') or 'none (hub)'}; "
-        f"PA tokenizer: {inputs['tokenizer']}; mixture similarity: {inputs['mixture']}",
+        f"PA tokenizer: {inputs['tokenizer']}; mixture similarity: {inputs['mixture']}; "
+        f"why: {inputs.get('pa_protocol') or 'not recorded'}",
         "statistics protocol: "
         + ", ".join(
             f"{k}={v}"
