@@ -17,6 +17,7 @@ import pandas as pd
 
 from analysis.advantage import grid_data_dir, grid_tokenizer, metrics_for, pair_advantages
 from analysis.correlation import DEFAULT_SETTINGS, Settings, relation_statistics
+from analysis.design import design_lines, design_summary
 from analysis.example_bootstrap import example_bootstrap, sampling_error_lines
 from analysis.questions import dose_response, forgetting, pretrain_similarities
 from analysis.results import BRANCH_KEYS, Grid, average_seeds, relative_improvements, seed_matrix
@@ -218,6 +219,7 @@ def correlate(
         "paper": PAPER_R,
         "relations": relations,
         "outcome_sampling_error": sampling,
+        "design": design_summary(grid),
         **comparisons,
         "questions": questions,
     }
@@ -348,6 +350,7 @@ def summary_lines(statistics: dict[str, Any]) -> list[str]:
     beyond the paper, and how `recommend` did on held-out targets."""
     lines = [headline(r) for r in statistics["relations"]]
     lines += sampling_error_lines(statistics)
+    lines += design_lines(statistics.get("design"))
     for key, what in (("tokenizer_comparison", "tokenizer"), ("mixture_comparison", "mixture")):
         comparison = statistics.get(key) or {}
         for relation in comparison.get("relations", []):

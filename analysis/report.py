@@ -24,6 +24,7 @@ import yaml
 from scipy import stats
 
 from analysis.correlate import PAPER_R, POOLED
+from analysis.design import design_lines, design_summary, lr_table, pretraining_table, sft_table
 from analysis.example_bootstrap import sampling_error_lines
 from analysis.figure_set import FIGURES
 from analysis.findings import paper_findings
@@ -523,6 +524,8 @@ def build_report(grid: Grid, analysis: Path) -> Report:
     if noise:
         summary.append(noise)
     summary += sampling_error_lines(statistics)
+    design = statistics.get("design") or design_summary(grid)  # older analyses: from the files
+    summary += design_lines(design)
     substitutes = grid.substitutes
     pa_notes = sorted(
         {
@@ -593,6 +596,26 @@ def build_report(grid: Grid, analysis: Path) -> Report:
             comparison_table(statistics, "mixture_comparison"),
             "expected: the exact count mixture; resample: the authors' document resampling "
             "(the paper's numbers). Same pairs, same outcomes, only PA differs.",
+        ),
+        *_optional(
+            "Pretrained models against n-gram baselines (per model size)",
+            pretraining_table(design),
+            "C4 validation loss of the pretrained model (mean over seeds ± seed std) beside "
+            "unigram and interpolated-bigram models counted from the same pretraining tokens "
+            "under the same tokenizer and scored on the same positions (nats per token).",
+        ),
+        *_optional(
+            "SFT examples per target",
+            sft_table(design),
+            "Examples trained on and scored (validation, the same for every branch and seed), "
+            "cut at seq_len (truncated) or dropped (a masked prompt filling seq_len), and "
+            "optimizer steps, for the selected runs.",
+        ),
+        *_optional(
+            "Selected learning rates at the edge of the sweep",
+            lr_table(design),
+            "Per (seed, branch, target) group: the LR with the lowest SFT validation loss. "
+            "Many selections at the highest LR say the optimum may lie beyond the sweep.",
         ),
         *_optional(
             "recommend on a new target: held-out-target coverage of its 95% interval",
