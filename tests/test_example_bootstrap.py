@@ -142,3 +142,37 @@ def test_a_grid_without_per_example_losses_says_not_recorded(tmp_path):
         f"outcome sampling error over validation examples: not recorded ({found['why']})"
     ]
     assert "not recorded" in sampling_error_lines({})[0]
+
+
+def test_correlate_and_report_carry_the_standard_error(shared_data, tmp_path):
+    """Through `correlate` on a generated grid whose selected runs kept per-example losses:
+    each pair's SE lands in the pairs table and statistics.json, and the report says it."""
+    from grid_utils import generated_results, write_grid
+
+    from analysis.correlate import correlate, summary_lines, write_correlation
+    from analysis.report import build_report
+    from analysis.results import load_grid
+    from proximity.stats import StatsOptions
+
+    results = generated_results(seeds=(0, 1), noise=0.01)
+    rng = np.random.default_rng(4)
+    tokens = {t: rng.integers(5, 40, 60) for t in results["target"].unique()}
+    arrays = {}
+    for row in results[results["selected"]].itertuples():
+        weights = rng.gamma(4.0, 0.25, 60) * tokens[row.target]
+        per_token = weights / weights.sum() * tokens[row.target].sum()  # token-weighted mean 1
+        arrays[f"{row.node_id}/loss_sum"] = row.sft_val_loss * per_token
+        arrays[f"{row.node_id}/tokens"] = tokens[row.target]
+    root = write_grid(results, tmp_path / "grid", shared_data)
+    np.savez(root / "val_examples.npz", **arrays)
+    result = correlate(load_grid(root), options=StatsOptions(n_docs=150))
+    error = result.statistics["outcome_sampling_error"]
+    assert error["recorded"] and error["max_relative_loss_gap"] < 1e-12
+    used = result.pairs[result.pairs["in_correlation"]]
+    assert used["improvement_se_examples"].notna().all()
+    assert (used["improvement_se_examples"] > 0).all()
+    assert any(line.startswith("outcome sampling error micro-2l-128") for line in
+               summary_lines(result.statistics))  # fmt: skip
+    write_correlation(result, tmp_path / "an")
+    report = build_report(load_grid(root), tmp_path / "an")
+    assert any("bootstrap SE over validation examples" in line for line in report.summary)
