@@ -161,7 +161,7 @@ def correlate(
     for name in metrics:
         part = summary.copy()
         part.insert(0, "metric", name)
-        these = pa[pa["metric"] == name].drop(columns="metric") if len(pa) else pa
+        these = pa[pa["metric"] == name].drop(columns="metric")
         part = part.merge(these, on=["pretrain_spec", "mixture_spec", "target_spec"], how="left")
         control = part["branch_kind"] == "control"
         part.loc[control, ["advantage"]] = 0.0

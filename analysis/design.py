@@ -147,7 +147,23 @@ def design_lines(design: dict[str, Any] | None) -> list[str]:
     sft = design["sft"]
     if not sft["recorded"]:
         lines.append(f"SFT examples per target: not recorded ({sft['why']})")
+    for model in sorted({row["model"] for row in sft.get("targets", [])}):
+        cells = [
+            f"{row['target']} {'/'.join(_cell(row[k]) for k in SFT_COLUMNS.values())}"
+            for row in sft["targets"]
+            if row["model"] == model
+        ]
+        lines.append(
+            f"SFT {model}, per target train/val examples/truncated/dropped/steps: "
+            + "; ".join(cells)
+        )
     return lines
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "?"
+    return f"{value[0]}–{value[1]}" if isinstance(value, list) else str(value)
 
 
 def sft_table(design: dict[str, Any] | None) -> pd.DataFrame | None:

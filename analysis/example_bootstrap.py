@@ -149,7 +149,13 @@ def example_bootstrap(
                 }
             )
     if not rows:
-        return {"recorded": False, "why": "no branch has every run (and its control) scored"}
+        branches = (outcomes["branch_kind"] != "control").any()
+        why = (
+            "no branch has every run (and its control) scored"
+            if branches
+            else ("no branch beside the control has a selected run yet")
+        )
+        return {"recorded": False, "why": why}
     return {
         "recorded": True,
         "method": "bootstrap standard error: validation examples resampled with "

@@ -679,7 +679,7 @@ font-size:.85em}.note{color:#555;font-size:.9em}
 
 def _html_table(table: Table) -> str:
     note = f"<p class='note'>{html.escape(table.note)}</p>" if table.note else ""
-    wrap = ["wrap"] if table.frame.columns[-1] == "evidence" else []
+    wrap = ["wrap"] if list(table.frame.columns[-1:]) == ["evidence"] else []
     body = table.frame.to_html(index=False, escape=True, border=0, classes=wrap)
     return f"<h2>{html.escape(table.title)}</h2>{note}{body}"
 
