@@ -20,6 +20,8 @@ from proximity.specs import parse_mixture
 from proximity.stats import StatsOptions
 
 METRIC_NAMES = tuple(METRICS)
+PA_COLUMNS = ["metric", "pretrain_spec", "mixture_spec", "target_spec", "advantage",
+              "sim_mix_target", "sim_pretrain_target", "pa_notes"]  # fmt: skip
 
 
 def metrics_for(choice: str) -> list[str]:
@@ -106,7 +108,7 @@ def pair_advantages(
                     "sim_pretrain_target": float(row["sim_pretrain_target"]),
                     "pa_notes": row["notes"],
                 })  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=PA_COLUMNS)  # the columns even when no pair has PA yet
 
 
 def _differs(spec: str, base: str) -> bool:

@@ -48,11 +48,6 @@ MetricOpt = Annotated[
         help=f"Similarity metric for PA: {', '.join(METRIC_NAMES)}, or all (side by side)."
     ),
 ]
-TokenizerOpt = Annotated[
-    str,
-    typer.Option(help="Tokenizer for PA: pythia (the paper), grid (the grid's own), or a path."),
-]
-NDocsOpt = Annotated[int, typer.Option(help="Documents per dataset for PA (the paper: 1,000).")]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(help="Data folder (default: grid.yaml's data_dir, else $PROXIMITY_DATA_DIR)."),
@@ -85,8 +80,28 @@ correlate_app = _command_app(CORRELATE_HELP)
 def correlate_command(
     runs_dir: RunsDir,
     metric: MetricOpt = "paper",
-    tokenizer: TokenizerOpt = "pythia",
-    n_docs: NDocsOpt = 1000,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Tokenizer for PA: pythia (the paper), grid (the grid's own), or a path. "
+            "Default: grid when grid.yaml holds out a fixed SFT validation set (sft.val_docs), "
+            "else pythia."
+        ),
+    ] = None,
+    n_docs: Annotated[
+        int | None,
+        typer.Option(
+            help="Documents per dataset for PA. Default: grid.yaml's sft.n_docs when it holds "
+            "out a fixed SFT validation set, else 1,000 (the paper)."
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep each document's first N tokens before counting (0: all). Default: "
+            "grid.yaml's sft.seq_len when it holds out a fixed SFT validation set, else 512."
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     branches: BranchesOpt = "midtrain",
     seed: SeedOpt = 0,
@@ -99,17 +114,22 @@ def correlate_command(
 ) -> None:
     """`proximity correlate`: see CORRELATE_HELP."""
     from analysis.advantage import heatmap_datasets, similarity_matrix
-    from analysis.correlate import correlate, summary_lines, write_correlation
+    from analysis.correlate import correlate, pa_protocol, summary_lines, write_correlation
     from analysis.correlation import Settings
     from analysis.results import load_grid
     from proximity.outputs import write_csv, write_json
-    from proximity.stats import StatsOptions
 
     grid = load_grid(runs_dir)
     _print_excluded(grid)
     folder = _data_dir(data_dir, grid.config)
     out = out or grid.root / "analysis"
-    options = StatsOptions(n_docs=n_docs)
+    protocol = pa_protocol(grid.config, tokenizer=tokenizer, n_docs=n_docs, max_tokens=max_tokens)
+    tokenizer, options = protocol.tokenizer, protocol.options
+    console.print(
+        f"PA: tokenizer {tokenizer}, {options.n_docs or 'all'} documents of up to "
+        f"{options.max_tokens or 'all'} tokens ({protocol.why})",
+        highlight=False,
+    )
     with console.status("computing proximity advantage") as status:
         result = correlate(
             grid,
@@ -124,6 +144,7 @@ def correlate_command(
             on_target=lambda m, t: status.update(f"proximity advantage for {t} ({m})"),
             compare_tokenizer=_other_tokenizer(tokenizer, grid),
             compare_mixture="resample" if mixture == "expected" else "expected",
+            protocol_note=protocol.why,
         )
         status.update("similarity matrix for figure 1")
         tok = result.statistics["inputs"]["tokenizer"]

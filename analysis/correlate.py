@@ -17,17 +17,74 @@ import pandas as pd
 
 from analysis.advantage import grid_data_dir, grid_tokenizer, metrics_for, pair_advantages
 from analysis.correlation import DEFAULT_SETTINGS, Settings, relation_statistics
+from analysis.design import design_lines, design_summary
+from analysis.example_bootstrap import example_bootstrap, sampling_error_lines
 from analysis.questions import dose_response, forgetting, pretrain_similarities
 from analysis.results import BRANCH_KEYS, Grid, average_seeds, relative_improvements, seed_matrix
 from proximity import __version__
 from proximity.errors import ProximityError
 from proximity.outputs import write_csv, write_json
-from proximity.stats import StatsOptions
+from proximity.stats import PAPER_MAX_TOKENS, PAPER_N_DOCS, StatsOptions
 
 PAPER_R = {"v1": {"70m": 0.869}, "v2": {"70m": 0.52, "160m": 0.59, "410m": 0.47, "1b": 0.62}}
 """Pearson r the paper reports (PAPER.md, "The correlation"), shown beside ours."""
 POOLED = "pooled"
 """The `model` of a relation over every model size together."""
+
+
+@dataclass(frozen=True)
+class PAProtocol:
+    """What text PA is measured on: the tokenizer, the statistics protocol, and why."""
+
+    tokenizer: str
+    """`grid`, `pythia` or a path, as given to `correlate`."""
+    options: StatsOptions
+    text: str
+    """`trained` (the SFT text as the model is trained and scored on it) or `paper`."""
+    why: str
+
+
+def pa_protocol(
+    config: dict[str, Any],
+    *,
+    tokenizer: str | None = None,
+    n_docs: int | None = None,
+    max_tokens: int | None = None,
+) -> PAProtocol:
+    """PA's defaults for a grid, each overridden by the option given (`max_tokens` 0: whole
+    documents).
+
+    A grid that holds out a fixed SFT validation set (grid.yaml `sft.val_docs`, the study's
+    design) is measured on the text its models are trained and scored on: the grid's own
+    tokenizer, documents cut to `sft.seq_len` tokens, `sft.n_docs` documents per dataset
+    (issue 15). Older grids (figures/micro records `sft.seq_len` but no `val_docs`) keep the
+    paper's protocol, Pythia's tokenizer, 1,000 documents of up to 512 tokens, so their
+    committed numbers are reproduced unchanged.
+    """
+    sft = config.get("sft") if isinstance(config.get("sft"), dict) else {}
+    trained = sft.get("val_docs") is not None and sft.get("seq_len") is not None
+    if trained:
+        defaults = {"tokenizer": "grid", "n_docs": sft.get("n_docs"),
+                    "max_tokens": int(sft["seq_len"])}  # fmt: skip
+        why = (
+            f"grid.yaml sft: val_docs {sft['val_docs']}, seq_len {sft['seq_len']}, n_docs "
+            f"{sft.get('n_docs')}: PA on the text the models are trained and scored on"
+        )
+    else:
+        defaults = {"tokenizer": "pythia", "n_docs": PAPER_N_DOCS, "max_tokens": PAPER_MAX_TOKENS}
+        why = "grid.yaml holds out no fixed SFT validation set (sft.val_docs): the paper's protocol"
+    given = {"tokenizer": tokenizer, "n_docs": n_docs, "max_tokens": max_tokens}
+    chosen = {k: defaults[k] if v is None else v for k, v in given.items()}
+    overridden = [f"--{k.replace('_', '-')} {v}" for k, v in given.items() if v is not None]
+    if overridden:
+        why += "; given: " + ", ".join(overridden)
+    options = StatsOptions(n_docs=chosen["n_docs"], max_tokens=chosen["max_tokens"] or None)
+    return PAProtocol(
+        tokenizer=chosen["tokenizer"],
+        options=options,
+        text="trained" if trained else "paper",
+        why=why,
+    )
 
 
 @dataclass
@@ -55,6 +112,7 @@ def correlate(
     on_target: Callable[[str, str], None] | None = None,
     compare_tokenizer: str | None = None,
     compare_mixture: str | None = None,
+    protocol_note: str | None = None,
 ) -> Correlation:
     """Relative improvement vs PA for every metric asked and every model size in the grid.
 
@@ -62,6 +120,7 @@ def correlate(
     control excluded; add `cpt` to put continued pretraining on the same line).
     `compare_tokenizer`: a second tokenizer (`grid`, `pythia`, a path) whose PA gives the
     first metric's statistics again, so the report shows how much the choice matters;
+    `protocol_note`: why PA is measured as it is (`PAProtocol.why`), recorded;
     `compare_mixture` (`expected` or `resample`) does the same for the mixture similarity.
     Ablation branches (start step × weight) never enter r; they are in the tables for the
     figures and answer the dose-response question. With several model sizes, each metric also
@@ -83,6 +142,10 @@ def correlate(
     summary = average_seeds(outcomes)
     specs = outcomes[[*BRANCH_KEYS, "pretrain_spec", "target_spec"]].drop_duplicates(BRANCH_KEYS)
     summary = summary.merge(specs, on=BRANCH_KEYS, how="left")
+    sampling = example_bootstrap(
+        grid.results, outcomes, grid.root, n_bootstrap=settings.n_bootstrap, seed=settings.seed
+    )
+    summary = _with_example_se(summary, sampling)
     wanted = summary[summary["branch_kind"] != "control"]
     pa = pair_advantages(
         wanted,
@@ -98,7 +161,7 @@ def correlate(
     for name in metrics:
         part = summary.copy()
         part.insert(0, "metric", name)
-        these = pa[pa["metric"] == name].drop(columns="metric") if len(pa) else pa
+        these = pa[pa["metric"] == name].drop(columns="metric")
         part = part.merge(these, on=["pretrain_spec", "mixture_spec", "target_spec"], how="left")
         control = part["branch_kind"] == "control"
         part.loc[control, ["advantage"]] = 0.0
@@ -145,6 +208,7 @@ def correlate(
             "tokenizer": tok,
             "mixture": mixture,
             "stats_options": asdict(options),
+            "pa_protocol": protocol_note,
             "data_dir": str(folder) if folder else None,
             "branches_in_correlation": list(branches),
             "outcome": "(L_control − L_branch) / L_control on sft_val_loss, same model, seed "
@@ -154,10 +218,22 @@ def correlate(
         },
         "paper": PAPER_R,
         "relations": relations,
+        "outcome_sampling_error": sampling,
+        "design": design_summary(grid),
         **comparisons,
         "questions": questions,
     }
     return Correlation(outcomes=outcomes, pairs=pairs, statistics=statistics)
+
+
+def _with_example_se(summary: pd.DataFrame, sampling: dict[str, Any]) -> pd.DataFrame:
+    """Each pair's bootstrap SE over validation examples beside its seed spread (NaN where
+    the grid did not record per-example losses)."""
+    if not sampling.get("pairs"):
+        return summary.assign(improvement_se_examples=float("nan"))
+    found = pd.DataFrame(sampling["pairs"])[[*BRANCH_KEYS, "improvement_se_examples"]]
+    found = found.astype({k: summary[k].dtype for k in BRANCH_KEYS})
+    return summary.merge(found, on=BRANCH_KEYS, how="left")
 
 
 def _resolved(tokenizer: str | None, grid: Grid) -> str | None:
@@ -273,6 +349,8 @@ def summary_lines(statistics: dict[str, Any]) -> list[str]:
     pooled), the same with the other tokenizer and mixture similarity, the two questions
     beyond the paper, and how `recommend` did on held-out targets."""
     lines = [headline(r) for r in statistics["relations"]]
+    lines += sampling_error_lines(statistics)
+    lines += design_lines(statistics.get("design"))
     for key, what in (("tokenizer_comparison", "tokenizer"), ("mixture_comparison", "mixture")):
         comparison = statistics.get(key) or {}
         for relation in comparison.get("relations", []):

@@ -32,6 +32,9 @@ STYLE = {
     "legend.frameon": False,
     "pdf.fonttype": 42,  # editable text in the PDF, as journals ask
 }
+CB_ORDER = (0, 1, 2, 4, 9, 3, 5, 7, 8, 6)
+"""seaborn's colour-blind palette, reordered so the first six hues are the most distinct
+(blue, orange, green, pink, sky blue, vermilion; its tan and light pink come later)."""
 BRANCH_ORDER = ("control", "midtrain", "cpt")
 BRANCH_NAMES = {"control": "control (C4)", "midtrain": "midtraining", "cpt": "CPT (100%)"}
 
@@ -83,45 +86,95 @@ def _fit_band(x: np.ndarray, y: np.ndarray, grid: np.ndarray, level: float = 0.9
     return centre, centre - half, centre + half
 
 
+def mixture_label(mixture: str, mixture_spec: str, pretrain_spec: str = "c4") -> str:
+    """A legend name for a grid mixture: its short name and the dataset it adds (options such
+    as `?split=test` dropped), e.g. `mathword: gsm8k`; the name alone when they agree."""
+    base = {part.split(":")[0] for part in str(pretrain_spec).split("+")}
+    added = [part.split(":")[0] for part in str(mixture_spec).split("+")]
+    datasets = [d.split("?")[0] for d in added if d not in base] or [added[0].split("?")[0]]
+    dataset = "+".join(dict.fromkeys(Path(d).stem if "/" in d else d for d in datasets))
+    return mixture if dataset == mixture else f"{mixture}: {dataset}"
+
+
+def _dodge(points: pd.DataFrame, targets: Sequence[str], span: float) -> np.ndarray:
+    """Horizontal offsets that pull apart points of different targets at (nearly) the same
+    PA: targets spread over ±1% of the panel's PA range, so a tie shows as a row."""
+    order = {t: i for i, t in enumerate(targets)}
+    step = 0.02 * span / max(len(targets) - 1, 1)
+    centre = (len(targets) - 1) / 2
+    return np.array([(order[t] - centre) * step for t in points["target"]])
+
+
 def pa_scatter(
     pairs: pd.DataFrame, statistics: dict[str, Any], metric: str, path: Path
 ) -> list[Path]:
-    """Figure 2: PA (x) vs relative improvement (y), colour = target, marker = mixture.
+    """Figure 2: PA (x) vs relative improvement (y), colour = target, marker = mixture dataset,
+    fill = mixture weight (filled: the dataset's largest weight, open: its smallest).
 
-    One panel per model size; error bars are ± one seed std of the pair's improvement (said in
-    the legend, with the number of seeds); dashed line = least squares with its 95% confidence
-    band; each panel's legend gives Pearson r and p as the paper does, and the two-way
-    bootstrap interval and verdict that respect the crossed design.
+    One panel per model size; thin error bars are ± one seed std of the pair's improvement,
+    thick translucent ones ± its bootstrap SE over validation examples when the grid recorded
+    them (both said in the legend, with the number of seeds); points of different targets are
+    dodged horizontally by at most ±1% of the PA range so ties stay visible; dashed line =
+    least squares with its 95% confidence band; each panel's legend gives Pearson r and p as
+    the paper does, and the two-way bootstrap interval and verdict that respect the crossed
+    design. Colours: seaborn's colour-blind-safe palette (CB_ORDER; tab20 past 10 targets).
     """
     points = pairs[(pairs["metric"] == metric) & pairs["in_correlation"]]
     if points.empty:
         return []
+    pretrain = points.get("pretrain_spec", pd.Series("c4", index=points.index))
+    points = points.assign(
+        label=[
+            mixture_label(m, s, p) + (" (CPT)" if kind == "cpt" else "")
+            for m, s, p, kind in zip(
+                points["mixture"], points["mixture_spec"], pretrain, points["branch_kind"],
+                strict=True,
+            )
+        ]
+    )  # fmt: skip
     models = _model_order(points["model"])
     targets = sorted(points["target"].unique())
-    mixtures = sorted(points["mixture"].unique())
-    palette = dict(zip(targets, sns.color_palette("colorblind", len(targets)), strict=True))
-    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(mixtures)}
+    labels = sorted(points["label"].unique())
+    hues = (
+        [sns.color_palette("colorblind")[i] for i in CB_ORDER[: len(targets)]]
+        if len(targets) <= len(CB_ORDER)
+        else sns.color_palette("tab20", len(targets))
+    )
+    palette = dict(zip(targets, hues, strict=True))
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(labels)}
+    highest = points.groupby("label")["weight"].transform("max")
+    points = points.assign(filled=points["weight"] == highest)
+    has_se = "improvement_se_examples" in points and points["improvement_se_examples"].notna().any()
     relations = {(r["metric"], r["model"]): r for r in statistics["relations"]}
     with mpl.rc_context(STYLE):
-        fig = _figure(4.6 * len(models) + 2.2, 4.4)
+        fig = _figure(4.8 * len(models) + 2.6, 5.0)
         axes = np.atleast_1d(fig.subplots(1, len(models), sharey=True, squeeze=False)[0])
         for ax, model in zip(axes, models, strict=True):
             group = points[points["model"] == model]
             x = group["advantage"].to_numpy(float)
             y = group["improvement"].to_numpy(float)
-            for row in group.itertuples():
+            shift = _dodge(group, targets, float(np.ptp(x)) if len(x) else 0.0)
+            for row, dx in zip(group.itertuples(), shift, strict=True):
+                colour = palette[row.target]
+                if has_se and np.isfinite(row.improvement_se_examples):
+                    ax.errorbar(
+                        row.advantage + dx, row.improvement, yerr=row.improvement_se_examples,
+                        fmt="none", ecolor=colour, elinewidth=5, alpha=0.35, capsize=0,
+                    )  # fmt: skip
                 std = row.improvement_std if np.isfinite(row.improvement_std) else 0.0
                 ax.errorbar(
-                    row.advantage,
+                    row.advantage + dx,
                     row.improvement,
                     yerr=std,
-                    fmt=markers[row.mixture],
-                    color=palette[row.target],
-                    markersize=8,
-                    capsize=3,
-                    markeredgecolor="black",
-                    markeredgewidth=0.6,
-                    elinewidth=1,
+                    fmt=markers[row.label],
+                    color=colour,
+                    markerfacecolor=colour if row.filled else "white",
+                    markeredgecolor="black" if row.filled else colour,
+                    markeredgewidth=0.6 if row.filled else 1.6,
+                    markersize=7,
+                    capsize=2.5,
+                    elinewidth=0.9,
+                    alpha=0.9,
                 )
             relation = relations.get((metric, model), {})
             pearson = relation.get("pearson", {})
@@ -137,41 +190,69 @@ def pa_scatter(
                     label += f"\nverdict: {word}"
                 ax.plot(grid, centre, "--", color="0.25", label=label)
                 ax.fill_between(grid, low, high, color="0.5", alpha=0.18, linewidth=0)
-                ax.legend(loc="upper left", fontsize=9)
+                ax.legend(loc="best", fontsize=8)
             ax.axhline(0, color="0.4", linewidth=0.8)
+            ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(5))
             ax.set_title(model)
             ax.set_xlabel(f"proximity advantage ({metric})")
             _percent(ax)
         axes[0].set_ylabel("relative improvement of SFT val loss\n(L_control − L_mix) / L_control")
-        blank = mpl.lines.Line2D([], [], linestyle="", marker="")
-        seeds = sorted({int(n) for n in points["n_seeds"].dropna()})
-        bars = mpl.lines.Line2D([], [], color="0.3", marker="|", markersize=14, linestyle="")
-        seed_text = "/".join(str(n) for n in seeds) or "?"
-        handles = [bars, blank]
-        names = [f"error bars: ± 1 seed std\n({seed_text} seeds; training noise only)",
-                 "SFT target (colour)"]  # fmt: skip
-        for t in targets:
-            handles.append(
-                mpl.lines.Line2D(
-                    [], [], marker="o", linestyle="", color=palette[t], markeredgecolor="black"
-                )
-            )
-            names.append(t)
-        handles.append(blank)
-        names.append("mixture (marker)")
-        for m in mixtures:
-            handles.append(
-                mpl.lines.Line2D(
-                    [], [], marker=markers[m], linestyle="", color="0.6", markeredgecolor="black"
-                )
-            )
-            names.append(m)
-        legend = fig.legend(handles, names, loc="outside right center")
+        handles, names = _pa_legend(points, targets, palette, labels, markers, has_se)
+        legend = fig.legend(handles, names, loc="outside right center", fontsize=9)
         for text, name in zip(legend.get_texts(), names, strict=True):
-            if name.endswith("(colour)") or name.endswith("(marker)"):
+            if name.endswith(")") and name.split(" (")[-1] in ("colour)", "marker)", "fill)"):
                 text.set_fontweight("bold")
         fig.suptitle("Does proximity advantage predict the gain of midtraining?")
         return save(fig, path)
+
+
+def _pa_legend(
+    points: pd.DataFrame,
+    targets: Sequence[str],
+    palette: dict[str, Any],
+    labels: Sequence[str],
+    markers: dict[str, str],
+    has_se: bool,
+) -> tuple[list[Any], list[str]]:
+    """Figure 2's shared legend: the error bars, then targets, mixtures and weights."""
+    line = mpl.lines.Line2D
+    blank = line([], [], linestyle="", marker="")
+    seeds = "/".join(str(n) for n in sorted({int(n) for n in points["n_seeds"].dropna()})) or "?"
+    handles = [line([], [], color="0.3", marker="|", markersize=14, linestyle="")]
+    bars = "thin bars" if has_se else "error bars"
+    names = [f"{bars}: ± 1 seed std\n({seeds} seeds; training noise)"]
+    if has_se:
+        handles.append(line([], [], color="0.3", linewidth=5, alpha=0.35))
+        names.append("thick bars: ± 1 bootstrap SE\nover validation examples")
+    handles.append(blank)
+    names.append("SFT target (colour)")
+    for t in targets:
+        handles.append(line([], [], marker="o", linestyle="", color=palette[t],
+                            markeredgecolor="black"))  # fmt: skip
+        names.append(t)
+    handles.append(blank)
+    names.append("mixture dataset (marker)")
+    for m in labels:
+        handles.append(line([], [], marker=markers[m], linestyle="", color="0.55",
+                            markeredgecolor="black"))  # fmt: skip
+        names.append(m)
+    by_label = points.groupby("label")["weight"]
+    low, high = by_label.min(), by_label.max()
+    open_ = sorted(set(low[low < high]))
+    closed = sorted(set(high))
+    if open_:  # some dataset at two or more weights: the fill tells them apart
+        handles.append(blank)
+        names.append("mixture weight (fill)")
+        for fill, ws in (("white", open_), ("0.55", closed)):
+            if not ws:
+                continue
+            handles.append(line([], [], marker="o", linestyle="", markerfacecolor=fill,
+                                markeredgecolor="0.3", markeredgewidth=1.4))  # fmt: skip
+            names.append(
+                ("open: " if fill == "white" else "filled: ")
+                + ", ".join("CPT (100%)" if w >= 1 else f"{w:.0%}" for w in ws)
+            )
+    return handles, names
 
 
 def metric_comparison(statistics: dict[str, Any], path: Path) -> list[Path]:

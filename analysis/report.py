@@ -24,6 +24,8 @@ import yaml
 from scipy import stats
 
 from analysis.correlate import PAPER_R, POOLED
+from analysis.design import design_lines, design_summary, lr_table, pretraining_table, sft_table
+from analysis.example_bootstrap import sampling_error_lines
 from analysis.figure_set import FIGURES
 from analysis.findings import paper_findings
 from analysis.results import Grid
@@ -438,6 +440,9 @@ def pairs_table(pairs: pd.DataFrame, metric: str) -> pd.DataFrame:
                 for m, s in zip(shown["improvement"], shown["improvement_std"], strict=True)
             ],
             "seeds": shown["n_seeds"],
+            "SE over val. examples": shown.get(
+                "improvement_se_examples", pd.Series(np.nan, index=shown.index)
+            ).map(lambda v: f"{v:.2%}" if pd.notna(v) else "not recorded"),
             "in r": shown["in_correlation"].map({True: "yes", False: ""}),
         }
     )
@@ -518,6 +523,9 @@ def build_report(grid: Grid, analysis: Path) -> Report:
     noise = seed_noise_line(pairs, metric)
     if noise:
         summary.append(noise)
+    summary += sampling_error_lines(statistics)
+    design = statistics.get("design") or design_summary(grid)  # older analyses: from the files
+    summary += design_lines(design)
     substitutes = grid.substitutes
     pa_notes = sorted(
         {
@@ -531,7 +539,8 @@ def build_report(grid: Grid, analysis: Path) -> Report:
         f"proximity {statistics.get('proximity_version')} (report by {__version__}), "
         f"correlate run {statistics.get('created')}",
         f"data folder: {inputs.get('data_dir') or 'none (hub)'}; "
-        f"PA tokenizer: {inputs['tokenizer']}; mixture similarity: {inputs['mixture']}",
+        f"PA tokenizer: {inputs['tokenizer']}; mixture similarity: {inputs['mixture']}; "
+        f"why: {inputs.get('pa_protocol') or 'not recorded'}",
         "statistics protocol: "
         + ", ".join(
             f"{k}={v}"
@@ -589,6 +598,26 @@ def build_report(grid: Grid, analysis: Path) -> Report:
             "(the paper's numbers). Same pairs, same outcomes, only PA differs.",
         ),
         *_optional(
+            "Pretrained models against n-gram baselines (per model size)",
+            pretraining_table(design),
+            "C4 validation loss of the pretrained model (mean over seeds ± seed std) beside "
+            "unigram and interpolated-bigram models counted from the same pretraining tokens "
+            "under the same tokenizer and scored on the same positions (nats per token).",
+        ),
+        *_optional(
+            "SFT examples per target",
+            sft_table(design),
+            "Examples trained on and scored (validation, the same for every branch and seed), "
+            "cut at seq_len (truncated) or dropped (a masked prompt filling seq_len), and "
+            "optimizer steps, for the selected runs.",
+        ),
+        *_optional(
+            "Selected learning rates at the edge of the sweep",
+            lr_table(design),
+            "Per (seed, branch, target) group: the LR with the lowest SFT validation loss. "
+            "Many selections at the highest LR say the optimum may lie beyond the sweep.",
+        ),
+        *_optional(
             "recommend on a new target: held-out-target coverage of its 95% interval",
             recommend_table(statistics),
             "Each target of the grid left out in turn: the line and the interval (leave-one-"
@@ -611,7 +640,8 @@ def build_report(grid: Grid, analysis: Path) -> Report:
             "negative: closer to C4, less forgetting. Same tests as PA.",
         ),
         Table(
-            f"Pairs ({metric}): PA and relative improvement, mean ± seed std",
+            f"Pairs ({metric}): PA and relative improvement, mean ± seed std, and its "
+            "bootstrap SE over validation examples",
             pairs_table(pairs, metric),
             after_figures=True,
         ),
@@ -649,7 +679,7 @@ font-size:.85em}.note{color:#555;font-size:.9em}
 
 def _html_table(table: Table) -> str:
     note = f"<p class='note'>{html.escape(table.note)}</p>" if table.note else ""
-    wrap = ["wrap"] if table.frame.columns[-1] == "evidence" else []
+    wrap = ["wrap"] if list(table.frame.columns[-1:]) == ["evidence"] else []
     body = table.frame.to_html(index=False, escape=True, border=0, classes=wrap)
     return f"<h2>{html.escape(table.title)}</h2>{note}{body}"
 
