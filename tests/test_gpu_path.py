@@ -228,3 +228,30 @@ def test_the_loss_is_fp32_under_autocast_without_an_explicit_copy():
         upcast = F.cross_entropy(logits.float().view(-1, 512), x.reshape(-1))
     assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
     assert torch.equal(loss, upcast)
+
+
+# ---- 6. smaller items -------------------------------------------------------------------------
+
+
+def test_dtype_auto_picks_bf16_only_on_gpus_with_bf16_tensor_cores(monkeypatch):
+    cfg, cuda = RunConfig(), torch.device("cuda", 0)
+    for capability, expected in (((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d, c=capability: c)
+        assert loop.uses_bf16(cfg, cuda) is expected  # V100, T4, A100, H100
+    assert not loop.uses_bf16(cfg, torch.device("cpu"))
+    assert loop.uses_bf16(cfg.with_overrides(["system.dtype=bf16"]), torch.device("cpu"))
+
+
+def test_one_process_on_cuda_1_makes_it_the_current_device(monkeypatch):
+    """Else CUDA RNG save/restore (the current device's) would act on GPU 0."""
+    from training import distributed
+
+    made_current = []
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    info = distributed.setup("cuda:1")
+    assert info.device == torch.device("cuda", 1) and made_current == [torch.device("cuda", 1)]
+    made_current.clear()
+    distributed.setup("cuda")  # no index: the current device already is the one used
+    assert made_current == []
