@@ -8,7 +8,7 @@ OUT ?= outputs
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo grid-smoke reproduce test lint bench clean
+.PHONY: install demo grid-smoke reproduce test lint bench clean gpu-check
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: install
 			--out $(OUT)/micro && \
 		$(BIN)/proximity report $(MICRO_FIGURES) --analysis $(OUT)/micro --out $(OUT)/micro/report.html; \
 	else echo "no $(MICRO_FIGURES)/results.csv yet: run make reproduce"; fi
+
+# The first-GPU check (docs/TRAINING.md, "First GPU run"): peak memory against the estimate,
+# the Flash kernel and no host sync, eager and compiled, at the paper's 70M shape; one GPU.
+gpu-check: install
+	$(BIN)/python -m training.gpu_check --preset 70m --micro-batch 32
 
 # The paper's grid at smoke scale (every node kind, about a minute): the quick look at train-grid.
 RUNS ?= runs

@@ -255,3 +255,11 @@ def test_one_process_on_cuda_1_makes_it_the_current_device(monkeypatch):
     made_current.clear()
     distributed.setup("cuda")  # no index: the current device already is the one used
     assert made_current == []
+
+
+def test_the_gpu_check_refuses_to_run_without_a_gpu(monkeypatch):
+    from training import gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ProximityError, match="needs a CUDA GPU"):
+        gpu_check.main([])
