@@ -110,9 +110,15 @@ bench: install
 # a verdict per item in <= 8 minutes on one H100. DEVICE=cpu is its rehearsal (tiny settings).
 DEVICE ?= cuda
 GPU_CHECK_OUT ?= $(OUT)/gpu-check
+# On CUDA it then runs the GPU-path check of issue 16 (training/gpu_check.py: peak memory against
+# the estimate, the Flash kernel, no host sync, eager and compiled, at the paper's 70M shape).
 gpu-check: install
 	PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/gpu_check.py --device $(DEVICE) \
-		--out $(GPU_CHECK_OUT)
+		--out $(GPU_CHECK_OUT); status=$$?; \
+	if [ "$(DEVICE)" = cuda ]; then \
+		$(BIN)/python -m training.gpu_check --preset 70m --micro-batch 32 \
+			| tee $(GPU_CHECK_OUT)/gpu_path.txt || status=1; \
+	fi; exit $$status
 
 clean:
 	rm -rf $(OUT) .pytest_cache

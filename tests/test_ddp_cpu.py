@@ -92,3 +92,35 @@ def test_compiled_ddp_with_accumulation_matches_one_eager_process(
     assert not state_dicts_equal(a, GPTNeoXForCausalLM(a.config))  # trained, not fresh
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.allclose(sa[k], sb[k], atol=1e-4) for k in sa)
+
+
+@pytest.mark.slow
+def test_a_grid_node_resumes_on_rank_0s_decision_when_a_rank_sees_no_checkpoint(
+    tokenizer_file, shared_data, tmp_path
+):
+    """Issue 16 item 7: the grid worker decided `resume` on each rank, so rank 1, seeing no
+    checkpoint, refused the folder rank 0 resumed in and torchrun stopped the node."""
+    import json
+
+    folder = tmp_path / "node"
+    cfg = tiny_config(tokenizer_file, shared_data, folder, checkpoint={"every": 6})
+    first = train(tiny_config(
+        tokenizer_file, shared_data, folder, checkpoint={"every": 6},
+        train={"steps": 12, "max_steps_this_run": 6},
+    ))  # fmt: skip
+    assert first.step == 6 and not first.finished
+    node = {"id": "pretrain-test", "kind": "pretrain", "label": "test", "run_config": cfg.to_dict()}
+    (folder / "node.json").write_text(json.dumps(node))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed beside this Python")
+    run = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2",
+         str(WORKER.with_name("grid_ddp_worker.py")), str(folder), "--threads", "1"],
+        capture_output=True, text=True, cwd=REPO, timeout=400,
+    )  # fmt: skip
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    result = json.loads((folder / "result.json").read_text())
+    assert result["end_step"] == 12
+    steps = [m["step"] for m in read_metrics(folder / "metrics.jsonl") if m["split"] == "train"]
+    assert steps == list(range(1, 13))  # resumed at 6, nothing redone from 0

@@ -122,7 +122,8 @@ def test_torchrun_command_for_ddp_nodes(tmp_path):
 
 def test_slurm_section_is_checked_and_never_changes_node_ids():
     base = [n.id for n in build_plan(load_grid("smoke")).nodes]
-    other = ["slurm.partition=gpu", "slurm.gpus_per_node=8", "slurm.sft.time_minutes=5"]
+    other = ["slurm.partition=gpu", "slurm.gpus_per_node=8", "slurm.cpus_per_task=8",
+             "slurm.sft.time_minutes=5"]  # fmt: skip
     assert [n.id for n in build_plan(load_grid("smoke", other)).nodes] == base
     with pytest.raises(ProximityError, match=r"unknown config key 'slurm\.gpus'"):
         load_grid("smoke", ["slurm.gpus=2"])
@@ -132,6 +133,32 @@ def test_slurm_section_is_checked_and_never_changes_node_ids():
         load_grid("smoke", ["slurm.sft.setup=[x]"])
     with pytest.raises(ProximityError, match=r"slurm\.sbatch\[0\]"):
         load_grid("smoke", ["slurm.sbatch=[--exclusive]"])
+
+
+def test_the_srun_step_gets_the_jobs_cpus_and_ranks_get_one_cpu_each_at_least(
+    tmp_path, monkeypatch
+):
+    """Slurm 22.05-23.02's srun does not inherit --cpus-per-task from sbatch: the rendered
+    script's srun line must carry it, or torchrun and all its ranks share one CPU."""
+    import submitit
+
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    sections = ["slurm.gpus_per_node=4", "slurm.cpus_per_task=32"]
+    spec = load_grid("smoke", [*sections, "slurm.sft.gpus_per_node=1", "slurm.sft.cpus_per_task=6"])
+    plan = build_plan(spec)
+    for kind, cpus in (("pretrain", "32"), ("sft", "6"), ("tokenizer", "32")):
+        node = next(n for n in plan.nodes if n.kind == kind)
+        script = slurm.make_executor(tmp_path / kind, spec.slurm.for_kind(kind), node, [])
+        text = script._make_submission_file_text("true", "0")
+        (srun,) = [line for line in text.splitlines() if line.startswith("srun ")]
+        assert f"--cpus-per-task={cpus}" in srun.split()
+        assert f"#SBATCH --cpus-per-task={cpus}" in text.splitlines()
+    with pytest.raises(ProximityError, match=r"slurm\.cpus_per_task: 1 is fewer than the 8 ranks"):
+        load_grid("smoke", ["slurm.gpus_per_node=8"])
+    with pytest.raises(ProximityError, match=r"slurm\.sft\.cpus_per_task: 2 is fewer than the 4"):
+        load_grid("smoke", ["slurm.sft.gpus_per_node=4", "slurm.sft.cpus_per_task=2"])
+    load_grid("smoke", ["slurm.prepare.cpus_per_task=1", "slurm.gpus_per_node=2",
+                        "slurm.cpus_per_task=2"])  # CPU kinds run one process  # fmt: skip
 
 
 def test_jobs_depend_on_unfinished_parents_and_done_or_queued_nodes_are_not_resubmitted(

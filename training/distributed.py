@@ -49,7 +49,12 @@ def setup(requested_device: str = "auto", timeout_minutes: float = 30) -> DistIn
     wait on the prepared data's manifest file instead; see training/tokenized.py).
     """
     if "RANK" not in os.environ:
-        return DistInfo(rank=0, local_rank=0, world_size=1, device=pick_device(requested_device))
+        device = pick_device(requested_device)
+        if device.type == "cuda" and device.index is not None:
+            # cuda:1 in one process: make it the current device, so that everything keyed to
+            # "the current device" (CUDA RNG save/restore, default allocations) means it.
+            torch.cuda.set_device(device)
+        return DistInfo(rank=0, local_rank=0, world_size=1, device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     if torch.cuda.is_available() and requested_device != "cpu":

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from proximity.atomic import atomic_path
 from proximity.errors import ProximityError
 from training import distributed, phases, starts
+from training.attention import use_causal_attention
 from training.batches import BatchPrefetcher
 from training.checkpoint import (
     capture_rng,
@@ -51,8 +52,9 @@ from training.checkpoint import (
 from training.config import RunConfig
 from training.evaluate import evaluate, example_losses
 from training.losses import IGNORE_INDEX, lm_loss, token_loss_sum
+from training.memory import GIB, check_fits
 from training.metrics_log import MetricsLog
-from training.presets import flops_per_token
+from training.presets import flops_per_token, memory_shape
 
 # Dense (not sparse) bf16 peak FLOP/s of ONE GPU, from the vendors' data sheets, for model FLOPs
 # utilisation. Matched in order, case-insensitively, against torch.cuda.get_device_name(): the
@@ -101,11 +103,32 @@ def configure_optimizer(
     )
 
 
+def uses_bf16(cfg: RunConfig, device: torch.device) -> bool:
+    """bf16 autocast: when asked for, or with dtype auto on a GPU that has bf16 tensor cores
+    (compute capability 8.0, Ampere, and later; older GPUs would fail or emulate it)."""
+    if cfg.system.dtype == "auto":
+        return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+    return cfg.system.dtype == "bf16"
+
+
 def autocast_context(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    use_bf16 = cfg.system.dtype == "bf16" or (cfg.system.dtype == "auto" and device.type == "cuda")
-    if use_bf16:
+    if uses_bf16(cfg, device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def check_gpu_memory(
+    cfg: RunConfig, model_config, micro: int, local_batch: int, ddp: bool, device_gib: float,
+    device_name: str, bf16: bool,
+) -> None:  # fmt: skip
+    """Refuse, in one line naming train.micro_batch_size, a run whose estimated peak memory
+    (training/memory.py) does not fit this GPU: better than an out-of-memory error after
+    loading data and compiling."""
+    check_fits(
+        memory_shape(model_config), micro_batch=micro, per_rank_batch=local_batch,
+        seq_len=cfg.model.seq_len, bf16=bf16, ddp=ddp, device_gib=device_gib,
+        device=device_name,
+    )  # fmt: skip
 
 
 def peak_flops_for(device_name: str) -> float | None:
@@ -168,8 +191,21 @@ def load_optimizer_state(optimizer: torch.optim.AdamW, state: dict, device: torc
     optimizer.load_state_dict(state)
 
 
-def train(cfg: RunConfig, *, resume: bool = False) -> RunResult:
-    """Run (or resume) one phase as `cfg` describes; returns where it ended."""
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DDP without buffer broadcasts: GPT-NeoX's only buffers are its rotary frequencies,
+    the same constants on every rank, so DDP's default (a broadcast before every forward,
+    one extra NCCL call per micro-batch, inside no_sync too) would move nothing new."""
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False,
+    )  # fmt: skip
+
+
+def train(cfg: RunConfig, *, resume: bool | None = False) -> RunResult:
+    """Run (or resume) one phase as `cfg` describes; returns where it ended.
+
+    `resume=None` resumes when rank 0 finds a checkpoint and starts fresh otherwise (grid
+    workers: a killed attempt's node carries on), decided once for every rank."""
     info = distributed.setup(cfg.system.device, cfg.system.timeout_minutes)
     try:
         return _train(cfg, info, resume)
@@ -177,7 +213,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> RunResult:
         distributed.cleanup(info)
 
 
-def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResult:
+def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> RunResult:
     from proximity.tokenizer import load_tokenizer
 
     _set_up_torch(cfg)
@@ -202,6 +238,8 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
     # Rank 0 alone looks at the folder and every rank follows its decision: on several nodes a
     # rank must never start fresh while another resumes (a shared filesystem may lag).
     existing = distributed.broadcast_object(latest_checkpoint(ckpt_root) if main else None, info)
+    if resume is None:
+        resume = existing is not None
     if resume and existing is not None:
         start = starts.resume_start(cfg, load_checkpoint(existing), tokenizer)
     else:
@@ -213,6 +251,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
         start = starts.initial_start(cfg, tokenizer)
     model = start.model
     starts.check_vocab(model, tokenizer, cfg.model.init_from or cfg.model.preset)
+    use_causal_attention(model)  # no mask, is_causal=True: eager and compiled alike
     model.to(device)
     model.train()
     total_steps = starts.total_steps(cfg, data, start)
@@ -233,9 +272,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
         restore_rng(rng)
     raw_model = model  # what we save and evaluate: never the compiled or DDP wrapper
     if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+        model = wrap_ddp(model, device)
     if cfg.system.compile:
         # Compile the DDP-wrapped model (PyTorch's recommended order): DDPOptimizer then splits
         # the graph at bucket boundaries so gradient all-reduce overlaps the backward pass.
@@ -245,13 +282,21 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool) -> RunResul
 
     # ---- batch geometry: global batch = world size x accumulation x micro-batch --------------
     local_batch = phases.local_batch_size(cfg, info)
-    micro = cfg.train.micro_batch_size or local_batch
+    # A micro-batch is a memory cap: one larger than this rank's share is the whole share
+    # (e.g. the SFT config's 8 on 16 GPUs, 4 rows each).
+    micro = min(cfg.train.micro_batch_size or local_batch, local_batch)
     if local_batch % micro:
         raise ProximityError(
             f"train.micro_batch_size={micro} must divide the per-process batch {local_batch} "
             f"(train.batch_size / processes)"
         )
     accumulation = local_batch // micro
+    if device.type == "cuda":
+        check_gpu_memory(
+            cfg, raw_model.config, micro, local_batch, info.enabled,
+            torch.cuda.get_device_properties(device).total_memory / GIB,
+            torch.cuda.get_device_name(device), uses_bf16(cfg, device),
+        )  # fmt: skip
     # Tokens (and FLOPs) a step processes follow the batch's width: seq_len for packed
     # pretraining batches, the longest example (rounded up) for SFT batches.
     step_flops_per_token = functools.cache(lambda width: flops_per_token(raw_model.config, width))

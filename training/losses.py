@@ -19,11 +19,14 @@ def lm_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor)
     """Mean next-token loss over targets that are not IGNORE_INDEX.
 
     We shift outside the model and compute the loss here (not via `labels=`) so that pretraining
-    and SFT share one code path and logits are upcast to fp32 once, under our control.
+    and SFT share one code path. The logits are not upcast here: cross_entropy is one of
+    autocast's float32 ops (CUDA and CPU), so under bf16 autocast it runs in fp32 on its own,
+    with the values an explicit `.float()` gives (tested), and on fp32 logits it is the same
+    call; an explicit copy would only add a vocabulary-wide tensor.
     """
     logits = model(input_ids=inputs, use_cache=False).logits
     return F.cross_entropy(
-        logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+        logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
     )
 
 
@@ -35,9 +38,9 @@ def token_loss_sum(
     SFT divides this by the trained tokens of the whole global batch, so every trained token
     weighs the same whatever the micro-batch size, accumulation and number of GPUs.
     """
-    logits = model(input_ids=inputs, use_cache=False).logits
+    logits = model(input_ids=inputs, use_cache=False).logits  # fp32 loss: see lm_loss
     return F.cross_entropy(
-        logits.float().view(-1, logits.size(-1)),
+        logits.view(-1, logits.size(-1)),
         targets.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",

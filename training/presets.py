@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from transformers import GPTNeoXConfig
 
 from proximity.errors import ProximityError
+from training.memory import ModelShape
 
 
 @dataclass(frozen=True)
@@ -111,3 +112,14 @@ def flops_per_token(config: GPTNeoXConfig, seq_len: int) -> float:
     """
     n = count_parameters(config) - config.vocab_size * config.hidden_size
     return 6 * n + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+
+
+def memory_shape(config: GPTNeoXConfig) -> ModelShape:
+    """What training/memory.py's estimate needs of a model config."""
+    return ModelShape(
+        layers=config.num_hidden_layers,
+        hidden=config.hidden_size,
+        heads=config.num_attention_heads,
+        vocab=config.vocab_size,
+        parameters=count_parameters(config),
+    )

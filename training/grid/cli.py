@@ -69,7 +69,14 @@ def _plan_record(plan) -> dict:
 
 
 def dry_run(plan, data_dir: str | None, jobs: int, out: Path | None = None) -> None:
-    from training.grid.estimate import estimate, naive_tokens
+    from training.grid.estimate import (
+        check_memory,
+        estimate,
+        memory_by_kind,
+        naive_tokens,
+        plan_gpu,
+        vocab_size,
+    )
     from training.grid.nodes import node_dir
 
     trained = None  # the grid's own tokenizer, when --out names a folder where it has run
@@ -124,6 +131,36 @@ def dry_run(plan, data_dir: str | None, jobs: int, out: Path | None = None) -> N
             f"estimated time: {_fmt_seconds(sum(seconds))} ({how}; ignores start-up and "
             f"evaluation; --jobs {jobs} divides it at best)"
         )
+    gpu = plan_gpu(plan)
+    if gpu is not None:
+        memory = memory_by_kind(plan, vocab_size(plan, data_dir))
+        memory_table(memory, *gpu)
+        check_memory(plan, memory)  # after the table, so a refusal shows what did not fit
+
+
+def memory_table(memory, gpu: str, gpu_gib: float) -> None:
+    """Estimated peak GPU memory per node kind (training/memory.py), in GiB."""
+    from training.memory import FIT_FRACTION
+
+    table = Table(title=f"estimated peak memory per GPU, GiB ({gpu}: {gpu_gib:.1f})")
+    columns = ("kind", "model", "GPUs", "micro", "seq", "state", "act.", "logits", "peak", "fits")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("kind", "model") else "right")
+    for m in memory:
+        g = m.estimate.gib()
+        state = g["weights"] + g["gradients"] + g["optimizer"] + g["ddp_buckets"]
+        table.add_row(
+            m.kind, m.model, str(m.gpus), str(m.micro_batch), str(m.seq_len), f"{state:.1f}",
+            f"{g['activations'] + g['autocast_copies']:.1f}", f"{g['logits']:.1f}",
+            f"{g['total']:.1f}", "yes" if m.estimate.fits(gpu_gib) else "NO",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"state: weights, gradients, AdamW (and DDP's buckets); act.: activations kept for "
+        f"backward; logits: logits and loss. fits: peak <= {FIT_FRACTION:.0%} of the GPU "
+        f"(the rest: CUDA context, workspaces, fragmentation)",
+        highlight=False,
+    )
 
 
 def slurm_resources(plan) -> None:
@@ -256,6 +293,10 @@ def train_grid(
     data = str(folder.resolve()) if folder else None
     check_datasets(grid, data)
     plan = build_plan(grid)
+    if not dry_run_:
+        from training.grid.estimate import check_plan_memory
+
+        check_plan_memory(plan, data)  # before anything runs or is submitted
     if dry_run_:
         dry_run(plan, data, jobs, out)
         if executor == "slurm":

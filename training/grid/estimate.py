@@ -10,11 +10,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from proximity.errors import ProximityError
 from training.grid.plan import Plan
+from training.grid.presets import PYTHIA_VOCAB
 from training.loop import peak_flops_for
-from training.presets import flops_per_token, model_config
-
-PYTHIA_VOCAB = 50_277
+from training.memory import (
+    MemoryEstimate,
+    ModelShape,
+    check_fits,
+    gpu_memory_gib,
+    training_memory,
+)
+from training.presets import flops_per_token, memory_shape, model_config
 
 
 @dataclass
@@ -152,6 +159,85 @@ def estimate(
             seconds = tokens / speed[key]
         out[node.id] = NodeEstimate(tokens, flops, seconds)
     return out
+
+
+@dataclass(frozen=True)
+class KindMemory:
+    """Peak GPU memory of one node kind's training step, and the geometry it assumes."""
+
+    kind: str
+    model: str
+    gpus: int  # ranks the kind's run is split over
+    per_rank_batch: int
+    micro_batch: int
+    seq_len: int
+    bf16: bool
+    shape: ModelShape
+    estimate: MemoryEstimate
+
+
+def plan_gpu(plan: Plan) -> tuple[str, float] | None:
+    """The GPU the spec names and its memory in GiB: estimate.device, else a GPU name in a
+    slurm.sbatch option (e.g. constraint=h100); None when it names none (a CPU grid)."""
+    spec = plan.spec
+    if spec.estimate.gpu_memory_gib is not None:
+        return spec.estimate.device, spec.estimate.gpu_memory_gib
+    names = [spec.estimate.device, *(item.partition("=")[2] for item in spec.slurm.sbatch)]
+    return next(((n, gib) for n in names if (gib := gpu_memory_gib(n)) is not None), None)
+
+
+def memory_by_kind(plan: Plan, vocab: int) -> list[KindMemory]:
+    """The estimated peak per training node kind and model, at each node's own micro-batch
+    (train.micro_batch_size capped at the per-GPU batch, else that whole batch, as the loop
+    runs it); a kind runs on its slurm section's GPUs, else on estimate.gpus."""
+    spec = plan.spec
+    out: dict[tuple[str, str], KindMemory] = {}
+    for node in plan.nodes:
+        cfg = node.settings
+        if node.kind not in ("pretrain", "midtrain", "sft"):
+            continue
+        if (node.kind, cfg["model"]["preset"]) in out:
+            continue
+        resources = spec.slurm.for_kind(node.kind)
+        gpus = resources.nodes * resources.ranks_per_node if resources.gpus_per_node else 0
+        gpus = gpus or spec.estimate.gpus
+        per_rank = max(1, cfg["train"]["batch_size"] // gpus)
+        micro = min(cfg["train"]["micro_batch_size"] or per_rank, per_rank)
+        seq, bf16 = cfg["model"]["seq_len"], cfg["system"]["dtype"] != "fp32"
+        shape = memory_shape(model_config(cfg["model"]["preset"], vocab_size=vocab))
+        estimate = training_memory(shape, micro_batch=micro, seq_len=seq, bf16=bf16, ddp=gpus > 1)
+        out[node.kind, cfg["model"]["preset"]] = KindMemory(
+            node.kind, cfg["model"]["preset"], gpus, per_rank, micro, seq, bf16, shape, estimate
+        )
+    return list(out.values())
+
+
+def check_memory(plan: Plan, memory: list[KindMemory]) -> None:
+    """Refuse, in one line naming the key to set, a plan whose training nodes do not fit the
+    GPU the spec names (nothing to check on a CPU grid)."""
+    gpu = plan_gpu(plan)
+    if gpu is None:
+        return
+    for m in memory:
+        try:
+            check_fits(
+                m.shape, micro_batch=m.micro_batch, per_rank_batch=m.per_rank_batch,
+                seq_len=m.seq_len, bf16=m.bf16, ddp=m.gpus > 1, device_gib=gpu[1],
+                device=gpu[0], key="train_set: train.micro_batch_size",
+            )  # fmt: skip
+        except ProximityError as error:
+            raise ProximityError(
+                f"grid {m.kind} nodes ({m.model}, {m.gpus} GPUs): {error}"
+            ) from None
+
+
+def check_plan_memory(plan: Plan, data_dir: str | None) -> list[KindMemory]:
+    """`check_memory` before a plan runs; the estimates ([] on a CPU grid, nothing loaded)."""
+    if plan_gpu(plan) is None:
+        return []
+    memory = memory_by_kind(plan, vocab_size(plan, data_dir))
+    check_memory(plan, memory)
+    return memory
 
 
 def naive_tokens(plan: Plan, estimates: dict[str, NodeEstimate]) -> int | None:

@@ -9,8 +9,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+PYTHIA_VOCAB = 50_277  # the Pythia tokenizer's tokens (50,304 output rows once padded)
+
 # The paper's pretraining: 128B tokens = 61,035 steps x 1,024 sequences x 2,048 tokens.
 PAPER_STEPS = 61_035
+PAPER_GPU = "h100"  # the GPU the paper presets are sized for (estimate.device)
+
+
+def paper_micro_batch(model: str, per_rank_batches: tuple[int, ...], seq_len: int) -> int:
+    """The paper presets' train.micro_batch_size, by one written rule: the largest divisor of
+    every training node's per-GPU batch (so accumulation is exact everywhere) whose estimated
+    peak memory under bf16 and DDP (training/memory.py) stays within FIT_FRACTION of one
+    PAPER_GPU. Without it each GPU would run its whole share in one pass (128 x 2,048 tokens:
+    about 178 GiB at 70M, the logits alone 147)."""
+    from math import gcd
+
+    from training.memory import gpu_memory_gib, largest_fitting_micro_batch
+    from training.presets import memory_shape, model_config
+
+    shape = memory_shape(model_config(model, vocab_size=PYTHIA_VOCAB))
+    micro = largest_fitting_micro_batch(
+        shape, per_rank_batch=gcd(*per_rank_batches), seq_len=seq_len, bf16=True, ddp=True,
+        device_gib=gpu_memory_gib(PAPER_GPU) or 0.0,
+    )  # fmt: skip
+    if micro is None:
+        raise ValueError(f"paper-{model}: not one sequence fits a {PAPER_GPU}")
+    return micro
 
 
 def smoke() -> dict[str, Any]:
@@ -229,6 +253,8 @@ def template_control() -> dict[str, Any]:
 
 
 def _paper(model: str) -> dict[str, Any]:
+    pretrain_gpus, sft_gpus, batch, sft_batch, seq_len = 8, 1, 1024, 64, 2048
+    micro = paper_micro_batch(model, (batch // pretrain_gpus, sft_batch // sft_gpus), seq_len)
     return {
         "name": f"paper-{model}",
         "models": [model],
@@ -238,8 +264,8 @@ def _paper(model: str) -> dict[str, Any]:
         "pretrain": {
             "data": "c4",
             "steps": PAPER_STEPS,
-            "batch_size": 1024,
-            "seq_len": 2048,
+            "batch_size": batch,
+            "seq_len": seq_len,
             "lr": 3e-4,
             "min_lr": 1e-6,
             "checkpoint_every": 1000,
@@ -274,21 +300,21 @@ def _paper(model: str) -> dict[str, Any]:
             "targets": ["gsm8k", "pycode", "lima", "sciq"],
             "lrs": [1e-5, 3e-5, 1e-4],
             "epochs": 4,
-            "batch_size": 64,
-            "seq_len": 2048,
+            "batch_size": sft_batch,
+            "seq_len": seq_len,
         },
         "eval": {"datasets": ["c4"], "batch_size": 32, "max_batches": 50},
-        "train_set": ["system.dtype=bf16"],
-        "estimate": {"device": "h100", "mfu": 0.4, "gpus": 8},
+        "train_set": ["system.dtype=bf16", f"train.micro_batch_size={micro}"],
+        "estimate": {"device": PAPER_GPU, "mfu": 0.4, "gpus": pretrain_gpus},
         # Starting points, never run (no GPU cluster here): one 8-GPU node per training node,
         # SFT on one GPU, data preparation on CPUs only (forced for that kind); check the
         # time limits against `--dry-run`'s estimate.
         "slurm": {
             "time_minutes": 2880,
-            "gpus_per_node": 8,
+            "gpus_per_node": pretrain_gpus,
             "cpus_per_task": 64,
             "midtrain": {"time_minutes": 1440},
-            "sft": {"time_minutes": 240, "gpus_per_node": 1, "cpus_per_task": 8},
+            "sft": {"time_minutes": 240, "gpus_per_node": sft_gpus, "cpus_per_task": 8},
         },
     }
 

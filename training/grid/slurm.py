@@ -100,6 +100,9 @@ def job_parameters(resources: SlurmSpec, node: Node, dependencies: list[str]) ->
         "ntasks_per_node": 1,
         "cpus_per_task": resources.cpus_per_task,
         "stderr_to_stdout": True,
+        # The step's own CPU count: from Slurm 22.05 to 23.02 srun does not inherit the job's
+        # --cpus-per-task, and its one task (torchrun and all its ranks) would get one CPU.
+        "srun_args": [f"--cpus-per-task={resources.cpus_per_task}"],
         "setup": list(resources.setup),
         "additional_parameters": extra,
     }

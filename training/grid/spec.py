@@ -129,6 +129,9 @@ class EstimateSpec:
     device: str = "cpu"
     mfu: float = 0.4
     gpus: int = 1
+    # One GPU's memory in GiB, for GPUs whose name training/memory.py does not know (None:
+    # from `device`, else a GPU named in slurm.sbatch); the plan must fit it (--dry-run).
+    gpu_memory_gib: float | None = None
 
 
 @dataclass
@@ -292,6 +295,16 @@ class GridSpec:
             check(r.gpus_per_node >= 0, where + "gpus_per_node", "must be >= 0")
             check(r.ranks_per_node >= 1, where + "processes_per_node", "must be >= 1")
             check(r.cpus_per_task >= 1, where + "cpus_per_task", "must be >= 1")
+            # torchrun's ranks share the task's CPUs: at least one each (training kinds only;
+            # the section's own value is checked through the kinds that inherit it).
+            own = kind and getattr(self.slurm, kind[:-1]).cpus_per_task is not None
+            check(
+                kind in ("tokenizer.", "prepare.", "") or r.cpus_per_task >= r.ranks_per_node,
+                where + "cpus_per_task" if own else "slurm.cpus_per_task",
+                f"{r.cpus_per_task} is fewer than the {r.ranks_per_node} ranks per node of "
+                f"{kind[:-1]} nodes (one CPU each at least; e.g. {r.ranks_per_node * 8} for 8 "
+                f"threads per rank)",
+            )
             check(r.mem_gb is None or r.mem_gb > 0, where + "mem_gb", "must be > 0")
             for i, item in enumerate(r.sbatch):
                 key = item.split("=", 1)[0].strip()

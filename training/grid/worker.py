@@ -155,11 +155,12 @@ def _training(node: dict[str, Any], folder: Path, threads: int | None) -> dict[s
 
     overrides = [f"system.threads={threads}"] if threads else []
     cfg = RunConfig.from_dict(node["run_config"], overrides)
-    resume = latest_checkpoint(folder / "checkpoints") is not None
     main = global_rank() == 0  # under torchrun only rank 0 touches the node's files
-    if not resume and main:
+    if main and latest_checkpoint(folder / "checkpoints") is None:
         (folder / "metrics.jsonl").unlink(missing_ok=True)  # a killed attempt's partial lines
-    run = train(cfg, resume=resume)
+    # Resume or not is rank 0's decision, broadcast inside the loop: a rank whose view of a
+    # shared filesystem lags must not start fresh while rank 0 resumes.
+    run = train(cfg, resume=None)
     if not run.finished or not main:
         return None  # a rank > 0 stops here: rank 0 may still be writing the metrics it reads
     records = [r for r in read_metrics(folder / "metrics.jsonl") if r.get("phase") == cfg.phase]
