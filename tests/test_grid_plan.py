@@ -23,7 +23,8 @@ CONTRACT_COLUMNS = [  # docs/RESULTS.md, in its order
     "model", "seed", "branch_kind", "mixture", "mixture_spec", "pretrain_spec", "weight",
     "start_step", "ablation", "target", "target_spec", "lr", "selected", "sft_val_loss",
     "c4_val_loss", "target_val_loss_before", "c4_val_loss_before", "tokens_pretrain",
-    "tokens_midtrain", "tokens_sft", "wall_time_s", "node_id", "branch_node_id",
+    "tokens_midtrain", "tokens_sft", "sft_train_examples", "sft_val_examples", "sft_truncated",
+    "sft_dropped", "sft_steps", "wall_time_s", "node_id", "branch_node_id",
     "pretrain_node_id", "substitutes",
 ]  # fmt: skip
 

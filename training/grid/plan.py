@@ -93,6 +93,12 @@ class Plan:
         return [node for node in self.nodes if node.kind == "sft"]
 
 
+# Run-config keys added after grids were run, with the value that means "as before": left out
+# of a node's identity while they hold it, so adding a setting never renames finished nodes
+# (tests/test_grid_plan.py checks the committed figures/micro ids).
+ADDED_KEYS: dict[str, Any] = {"data.sft_val_docs": None}
+
+
 def node_id(kind: str, settings: dict[str, Any], parents, init_from) -> str:
     """`<kind>-<12 hex>`: sha256 of the settings that change numbers, parents and start point."""
     stable = copy.deepcopy(settings)
@@ -103,6 +109,13 @@ def node_id(kind: str, settings: dict[str, Any], parents, init_from) -> str:
             for part in path:
                 node = node.get(part, {})
             node.pop(last, None)
+        for key, default in ADDED_KEYS.items():
+            *path, last = key.split(".")
+            node = stable
+            for part in path:
+                node = node.get(part, {})
+            if last in node and node[last] == default:
+                del node[last]
     payload = {"kind": kind, "settings": stable, "parents": list(parents), "init_from": init_from}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return f"{kind}-{digest[:12]}"
