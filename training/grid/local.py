@@ -89,6 +89,16 @@ def _with_paths(plan: Plan, cfg: dict, out: Path, data_dir: str | None) -> dict:
     return cfg
 
 
+def _how_it_runs(pid: int, batch: int) -> str:
+    """Why a node's start may come later than its process's (said in the per-node lines)."""
+    if batch == 1:
+        return f"(worker process {pid})"
+    return (
+        f"(worker process {pid}, shared with {batch - 1} sibling node(s) of the same kind and "
+        "parent, run one after another so torch is imported once)"
+    )
+
+
 def write_node_files(plan: Plan, out: Path, data_dir: str | None) -> None:
     for node in plan.nodes:
         folder = node_dir(out, node.id)
@@ -115,6 +125,7 @@ def run_local(
     # one worker process per batch of sibling nodes: (process, node ids, start time)
     running: dict[int, tuple[subprocess.Popen, list[str], float]] = {}
     busy: set[str] = set()  # ids inside a running batch
+    unstarted: dict[str, str] = {}  # busy id -> how it runs, until its worker takes its lock
     elsewhere: dict[str, float] = {}  # node id -> when we started waiting for it
     say = on_change or (lambda *a: None)
 
@@ -137,7 +148,16 @@ def run_local(
         running[proc.pid] = (proc, [node.id for node in batch], time.time())
         busy.update(node.id for node in batch)
         for node in batch:
-            say("start", node, "")
+            unstarted[node.id] = _how_it_runs(proc.pid, len(batch))
+
+    def report_starts() -> None:
+        """A node starts when its worker takes its lock (what `status` reads), not at launch:
+        siblings in one worker process run one after another."""
+        for nid, how in list(unstarted.items()):
+            folder = node_dir(out, nid)
+            if is_locked(folder) or is_done(folder) or (folder / ERROR).exists():
+                del unstarted[nid]
+                say("start", by_id[nid], how)
 
     def ready(node: Node) -> bool:
         nid = node.id
@@ -179,10 +199,14 @@ def run_local(
             size = min(max_batch, -(-(len(siblings) + 1) // jobs))
             launch([node, *siblings[: size - 1]])
             progressed = True
+        report_starts()
         for pid, (proc, ids, started) in list(running.items()):
             rc = proc.poll()
             if rc is None:
                 continue
+            report_starts()
+            for nid in ids:
+                unstarted.pop(nid, None)
             del running[pid]
             busy.difference_update(ids)
             progressed = True
@@ -193,7 +217,7 @@ def run_local(
                 if is_done(folder):
                     done.add(nid)
                     outcome.ran.append(nid)
-                    say("done", by_id[nid], f"batch of {len(ids)}, {time.time() - started:.1f} s")
+                    say("done", by_id[nid], _how_it_runs(pid, len(ids)))
                     continue
                 if crashed and not (error.exists() and error.stat().st_mtime >= started - 1):
                     # the first unfinished node of the batch is the one it was running
