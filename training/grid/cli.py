@@ -30,8 +30,10 @@ grid_app = typer.Typer(
     help="Run the paper's experiment grid as a resumable plan that shares work "
     "(`train-grid SPEC --out DIR`), or show a grid's state (`train-grid status DIR`).\n\n"
     "Writes into DIR: grid.yaml (the resolved spec), nodes/<node id>/ (one folder per node: "
-    "its config, log, metrics and checkpoints), results.csv and results.parquet (one row per "
-    "SFT run; docs/RESULTS.md). --dry-run and status write nothing.",
+    "its config, log, metrics and checkpoints), grid.log (each node's start/done line), "
+    "results.csv and results.parquet (one row per SFT run; docs/RESULTS.md); with "
+    "train_set log.tensorboard=true, tensorboard/<kind>/<node id>/. --dry-run and status "
+    "write nothing.",
     no_args_is_help=True,
     add_completion=False,
     invoke_without_command=True,

@@ -75,8 +75,26 @@ def node_payload(plan: Plan, node: Node, out: Path, data_dir: str | None) -> dic
         cfg["model"]["init_from"] = str(
             source if step is None else source / "checkpoints" / f"step-{step:06d}"
         )
+    _group_trackers(cfg["log"], plan, node, out)
     payload["run_config"] = cfg
     return payload
+
+
+def _group_trackers(log: dict, plan: Plan, node: Node, out: Path) -> None:
+    """Trackers asked for through `train_set` group a grid's runs: W&B group = the grid,
+    job type = the node's kind, name = its id; TensorBoard under DIR/tensorboard/<kind>/<id>,
+    so `tensorboard --logdir DIR/tensorboard` shows the whole grid. Values set in train_set win."""
+    if not (log.get("tensorboard") or log.get("wandb")):
+        return
+    defaults = {
+        "group": f"{plan.spec.name} {out.name}",
+        "job_type": node.kind,
+        "name": node.id,
+        "tb_dir": str(out / "tensorboard" / node.kind / node.id),
+    }
+    for key, value in defaults.items():
+        if log.get(key) is None:
+            log[key] = value
 
 
 def _with_paths(plan: Plan, cfg: dict, out: Path, data_dir: str | None) -> dict:
