@@ -171,3 +171,27 @@ def test_a_tracker_that_cannot_start_never_stops_the_run(tmp_path, capsys, monke
     assert len(read_metrics(tmp_path / "metrics.jsonl")) == 2
     err = capsys.readouterr().err
     assert err.count("W&B logging needs the wandb package") == 1 and "proximity[tracking]" in err
+
+
+def test_wandb_without_a_key_logs_offline_at_once(tmp_path, monkeypatch):
+    """No WANDB_MODE and no API key (nothing in the environment or ~/.netrc): an online start
+    would ask for a key or wait on the network, so the run is logged offline instead."""
+    if not _has_wandb():
+        pytest.skip("wandb not installed")
+    import time
+
+    from training.config import RunConfig
+    from training.metrics_log import MetricsLog
+
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = RunConfig.from_dict({"out_dir": str(tmp_path)}, ["log.wandb=p"])
+    started = time.monotonic()
+    log = MetricsLog(tmp_path / "metrics.jsonl", tracking=cfg)
+    log.write(phase="pretrain", step=1, split="train", loss=2.0)
+    log.close()
+    assert time.monotonic() - started < 60
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
