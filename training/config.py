@@ -161,9 +161,11 @@ class LogConfig:
     tb_dir: str | None = None
     # Also log to this Weights & Biases project (offline when WANDB_MODE=offline or no API key).
     wandb: str | None = None
-    # W&B run group, job type and name (the grid sets them: grid, node kind, node id).
+    # W&B run group (a grid sets it to the grid's name and folder).
     group: str | None = None
+    # W&B job type (a grid sets it to the node's kind).
     job_type: str | None = None
+    # W&B run name (a grid sets it to the node's id).
     name: str | None = None
 
 
