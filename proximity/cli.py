@@ -11,8 +11,6 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from proximity import __version__
 from proximity.errors import ProximityError
@@ -28,7 +26,16 @@ app = typer.Typer(
     add_completion=False,
     context_settings=HELP_OPTIONS,
 )
-err_console = Console(stderr=True)
+
+
+def _err_console():
+    """rich, for the few messages that need it: `import proximity.cli` (help, --version, every
+    command's start) does not pay for it (~40 ms)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 CORE_COMMANDS = ("similarity", "advantage")
 
 
@@ -61,7 +68,9 @@ def _register_plugins() -> None:
         except ImportError as error:
             # A broken optional part (e.g. training without torch) must not take down
             # `proximity similarity`; say what is missing instead.
-            err_console.print(f"[yellow]warning:[/] `proximity {entry.name}` unavailable: {error}")
+            _err_console().print(
+                f"[yellow]warning:[/] `proximity {entry.name}` unavailable: {error}"
+            )
             continue
         command = _single_command(sub_app)
         if command is not None:
@@ -101,9 +110,11 @@ def run_app(typer_app: typer.Typer) -> None:
     try:
         typer_app(standalone_mode=True)
     except ProximityError as error:
+        from rich.markup import escape
+
         # escaped, no emoji codes: `[x]` and `:abc:` in a message are the user's own text
         message = escape(str(error))
-        err_console.print(
+        _err_console().print(
             f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, emoji=False
         )
         sys.exit(2)

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from training.grid.nodes import LOCK, is_locked, node_lock
+from training.grid.progress import fmt_seconds
 
 pytestmark = pytest.mark.slow
 CLI = "from proximity.cli import main; main()"
@@ -53,8 +54,43 @@ def attempts(out: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def smoke_run(shared_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("grid") / "smoke"
-    run_grid(out, shared_data)
+    # --progress draws the live display although stdout is a pipe; its frames are kept
+    done = run_grid(out, shared_data, "--progress")
+    (out.parent / "screen.txt").write_text(done.stdout)
     return out
+
+
+def test_the_live_display_shows_totals_time_left_and_agrees_with_status(smoke_run):
+    """While the smoke grid ran, the live display showed the nodes done by kind, the tokens,
+    and a time-left estimate; at the end `status` shows the same totals, and the per-node
+    lines went to grid.log (not the screen) with each node's own time, the one status shows."""
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", (smoke_run.parent / "screen.txt").read_text())
+    frames = " ".join(screen.split())
+    assert not re.search(r"\d\d:\d\d:\d\d (start|done) ", screen)  # per-node lines: grid.log
+    frame = r"nodes done: (\d+)/14 (?:(?!nodes done:).)*?time left: ~([\d.]+) (s|min)"
+    midway = re.findall(frame, frames)  # within one frame
+    assert any(0 < int(done) < 14 for done, _, _ in midway), frames[-2000:]
+    assert "running now" in frames and "tokens trained:" in frames
+    status = subprocess.run(
+        [sys.executable, "-c", CLI, "train-grid", "status", str(smoke_run)],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    text = " ".join(status.stdout.split())
+    results = [json.loads(p.read_text()) for p in smoke_run.glob("nodes/*/result.json")]
+    tokens = sum(r.get("tokens", 0) for r in results)
+    assert (
+        "nodes done: 14/14 (tokenizer 1/1, prepare 1/1, pretrain 1/1, midtrain 3/3, sft 8/8)"
+        in text
+    )
+    assert f"tokens trained: {tokens / 1000:.3g}k/{tokens / 1000:.3g}k" in text
+    assert "time left: ~0.0 s" in text
+    log = (smoke_run / "grid.log").read_text()
+    for r in results:  # the log's time for each node is the one status prints (result.json)
+        (line,) = [x for x in log.splitlines() if f"done  {r['id']}" in x]
+        took = re.search(r"took (.+?) \(", line).group(1)
+        assert took == fmt_seconds(r["wall_time_s"])
+        (row,) = [x for x in status.stdout.splitlines() if r["id"] in x]
+        assert f" {took} " in row
 
 
 def test_the_prepare_node_made_every_build_before_training_read_it(smoke_run):

@@ -154,6 +154,22 @@ class SystemConfig:
 
 
 @dataclass
+class LogConfig:
+    # Also write TensorBoard event files (run folder's tensorboard/; needs proximity[tracking]).
+    tensorboard: bool = False
+    # TensorBoard folder (None = <out_dir>/tensorboard; the grid: DIR/tensorboard/<kind>/<node>).
+    tb_dir: str | None = None
+    # Also log to this Weights & Biases project (offline when WANDB_MODE=offline or no API key).
+    wandb: str | None = None
+    # W&B run group (a grid sets it to the grid's name and folder).
+    group: str | None = None
+    # W&B job type (a grid sets it to the node's kind).
+    job_type: str | None = None
+    # W&B run name (a grid sets it to the node's id).
+    name: str | None = None
+
+
+@dataclass
 class RunConfig:
     # Which phase this config runs; the `proximity train <phase>` command sets it.
     phase: Phase = "pretrain"
@@ -166,6 +182,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
+    # Experiment trackers fed the same records as metrics.jsonl (not part of a grid node's id).
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         self.validate()

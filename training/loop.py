@@ -306,7 +306,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> R
     token_mean_over_global_batch = cfg.phase == "sft"
 
     # ---- bookkeeping -----------------------------------------------------------------------
-    metrics = MetricsLog(out_dir / "metrics.jsonl", enabled=main)
+    metrics = MetricsLog(out_dir / "metrics.jsonl", enabled=main, tracking=cfg)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
@@ -425,7 +425,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> R
                         f"optim.warmup_steps, then --resume"
                     )
             if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -444,6 +444,8 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> R
                     dataset=cfg.data.train, loss=loss_value, lr=lr,
                     tokens_per_s=round(tokens_per_s, 1),
                 )  # fmt: skip
+                if cfg.optim.grad_clip > 0:  # before clipping; read on logged steps only
+                    record["grad_norm"] = round(float(norm), 4)
                 if peak and window_tokens:
                     mean_flops_per_token = window_flops / window_tokens
                     record["mfu"] = round(
@@ -476,6 +478,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> R
         )
     else:
         say(f"[{cfg.phase}] stopped at step {step}/{total_steps}; continue with --resume")
+    metrics.close()  # trackers: after the final evaluation (an exception leaves W&B to atexit)
     return RunResult(
         out_dir=out_dir,
         step=step,

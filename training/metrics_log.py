@@ -16,9 +16,13 @@ from typing import Any
 class MetricsLog:
     """Append-only JSONL; each line is flushed so a killed run keeps what it measured."""
 
-    def __init__(self, path: Path, enabled: bool = True):
+    def __init__(self, path: Path, enabled: bool = True, tracking: Any = None):
+        """`tracking`: the run's RunConfig when its `log` section asks for TensorBoard or W&B
+        (training/tracking.py); they get every record written here, started on the first."""
         self.path = path
         self.enabled = enabled
+        self.tracking = tracking if enabled else None
+        self.sinks: list[Any] | None = None
         if enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -57,6 +61,36 @@ class MetricsLog:
             return
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
+        for sink in self._sinks(record):
+            try:
+                sink.write(record)
+            except Exception as error:  # a tracker never stops training
+                from training.tracking import warn
+
+                warn(f"{type(sink).__name__} failed ({type(error).__name__}: {error})")
+                self.sinks.remove(sink)
+
+    def _sinks(self, first: dict[str, Any]) -> list[Any]:
+        if self.sinks is None:
+            self.sinks = []
+            cfg = self.tracking
+            if cfg is not None and (cfg.log.tensorboard or cfg.log.wandb):
+                from training.tracking import open_sinks
+
+                start = int(first.get("step", 0))
+                self.sinks = open_sinks(cfg.log, Path(cfg.out_dir), cfg.to_dict(), start)
+        return list(self.sinks)
+
+    def close(self) -> None:
+        """Finish the trackers (W&B uploads or writes its offline files here)."""
+        for sink in self.sinks or []:
+            try:
+                sink.close()
+            except Exception as error:
+                from training.tracking import warn
+
+                warn(f"{type(sink).__name__} did not close cleanly ({error})")
+        self.sinks = None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

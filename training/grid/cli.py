@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -21,14 +22,18 @@ from rich.table import Table
 from proximity.atomic import write_text_atomic
 from proximity.data import resolve_data_dir
 from proximity.errors import ProximityError
+from training.grid.progress import fmt_seconds as _fmt_seconds
+from training.grid.progress import fmt_tokens as _fmt_tokens
 
 console = Console()
 grid_app = typer.Typer(
     help="Run the paper's experiment grid as a resumable plan that shares work "
     "(`train-grid SPEC --out DIR`), or show a grid's state (`train-grid status DIR`).\n\n"
     "Writes into DIR: grid.yaml (the resolved spec), nodes/<node id>/ (one folder per node: "
-    "its config, log, metrics and checkpoints), results.csv and results.parquet (one row per "
-    "SFT run; docs/RESULTS.md). --dry-run and status write nothing.",
+    "its config, log, metrics and checkpoints), grid.log (each node's start/done line), "
+    "results.csv and results.parquet (one row per SFT run; docs/RESULTS.md); with "
+    "train_set log.tensorboard=true, tensorboard/<kind>/<node id>/. --dry-run and status "
+    "write nothing.",
     no_args_is_help=True,
     add_completion=False,
     invoke_without_command=True,
@@ -37,32 +42,17 @@ grid_app = typer.Typer(
 )
 
 
-def _fmt_tokens(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return f"{n:.0f}"
-
-
-def _fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "?"
-    if s >= 86400:
-        return f"{s / 86400:.1f} d"
-    if s >= 3600:
-        return f"{s / 3600:.1f} h"
-    if s >= 60:
-        return f"{s / 60:.1f} min"
-    return f"{s:.1f} s"
-
-
 def _plan_record(plan) -> dict:
     return {
         "name": plan.spec.name,
         "nodes": [
-            {"id": n.id, "kind": n.kind, "label": n.label, "parents": list(n.parents)}
+            {
+                "id": n.id,
+                "kind": n.kind,
+                "label": n.label,
+                "parents": list(n.parents),
+                "tokens": n.tokens,
+            }
             for n in plan.nodes
         ],
     }
@@ -195,6 +185,7 @@ def slurm_resources(plan) -> None:
 
 def show_status(out: Path) -> None:
     from training.grid.nodes import error_line, node_dir, node_state, read_result
+    from training.grid.progress import snapshot, summary_lines
 
     record_path = out / "plan.json"
     if not record_path.exists():
@@ -227,6 +218,8 @@ def show_status(out: Path) -> None:
         )
     console.print(table)
     console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    for line in summary_lines(snapshot(out, record["nodes"])):
+        console.print(line, highlight=False)
 
 
 @grid_app.callback()
@@ -268,6 +261,23 @@ def train_grid(
     data_dir: Annotated[
         Path | None, typer.Option(help="Local data folder (else $PROXIMITY_DATA_DIR, else hub).")
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also print each node's start/done line (always written to DIR/grid.log; "
+            "printed anyway when the live display is off).",
+        ),
+    ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="The live display (totals, time left, nodes running); default: on when "
+            "stdout is a terminal.",
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) a grid: every node not done yet, sharing every common prefix."""
     if spec == "status":
@@ -307,7 +317,17 @@ def train_grid(
     out = out.resolve()
     if poll <= 0:
         raise ProximityError("--poll must be a positive number of seconds")
-    run_grid(plan, out, data, jobs=jobs, executor=executor, wait=wait, poll_s=poll)
+    run_grid(
+        plan,
+        out,
+        data,
+        jobs=jobs,
+        executor=executor,
+        wait=wait,
+        poll_s=poll,
+        verbose=verbose,
+        live=progress,
+    )
 
 
 def run_grid(
@@ -319,8 +339,13 @@ def run_grid(
     executor: str = "local",
     wait: bool = True,
     poll_s: float = 10.0,
+    verbose: bool = False,
+    live: bool | None = None,
 ):
+    """Run the plan's unfinished nodes in `out`. Per-node lines go to `out/grid.log`, and to
+    the screen with `verbose` or when the live display is off (`live`: None = a terminal)."""
     from training.grid.local import run_local, write_node_files
+    from training.grid.nodes import node_dir, read_result
     from training.grid.results import (
         pretraining_table,
         results_table,
@@ -336,19 +361,32 @@ def run_grid(
     write_node_files(plan, out, data_dir)
     total = len(plan.nodes)
     started = time.time()
+    live = console.is_terminal if live is None else live
+    lines_on_screen = verbose or not live
+    log = (out / "grid.log").open("a", buffering=1)
 
     def on_change(event: str, node, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        console.print(f"{stamp} {event:5s} {node.id} {node.label} {text}", highlight=False)
+        if event == "done":  # the node's own time, the one `status` shows
+            took = read_result(node_dir(out, node.id)).get("wall_time_s")
+            text = f"took {_fmt_seconds(took)} {text}"
+        line = f"{event:5s} {node.id} {node.label} {text}".rstrip()
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        if lines_on_screen:
+            console.print(f"{time.strftime('%H:%M:%S')} {line}", highlight=False)
         if event == "done" and node.kind == "sft":
             write_results(results_table(plan, out, data_dir), out)
 
-    if executor == "slurm":
-        outcome = _run_on_slurm(plan, out, data_dir, on_change, wait=wait, poll_s=poll_s)
-        if outcome is None:
-            return None
-    else:
-        outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
+    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} train-grid {plan.spec.name}: {total} nodes\n")
+    try:
+        with _live_display(out, plan, started, live):
+            if executor == "slurm":
+                outcome = _run_on_slurm(plan, out, data_dir, on_change, wait=wait, poll_s=poll_s)
+            else:
+                outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
+    finally:
+        log.close()
+    if outcome is None:
+        return None
     paths = write_results(results_table(plan, out, data_dir), out)
     write_pretraining(pretraining_table(plan, out), out)
     console.print(
@@ -366,9 +404,8 @@ def run_grid(
 
 
 def _run_on_slurm(plan, out: Path, data_dir: str | None, on_change, *, wait: bool, poll_s: float):
-    """Submit, then (with `wait`) watch with a progress bar; None when not waiting."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Submit, then (with `wait`) watch (the live display shows progress); None when not
+    waiting."""
     from training.grid.slurm import run_slurm
 
     def on_submit(jobs: dict[str, str], submitted: list[str]) -> None:
@@ -384,34 +421,37 @@ def _run_on_slurm(plan, out: Path, data_dir: str | None, on_change, *, wait: boo
                 "rerun this command (without --no-wait) to wait and write results.csv"
             )
 
-    columns = (
-        TextColumn("nodes"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[state]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task("grid", total=len(plan.nodes), state="submitting")
+    try:
+        return run_slurm(
+            plan,
+            out,
+            data_dir,
+            wait=wait,
+            poll_s=poll_s,
+            on_submit=on_submit,
+            on_change=on_change,
+        )
+    except KeyboardInterrupt:
+        console.print(
+            "stopped waiting; the jobs keep running in Slurm. Rerun the same command to "
+            "wait for them (it submits nothing twice), or scancel them."
+        )
+        raise SystemExit(130) from None
 
-        def on_poll(counts: dict[str, int]) -> None:
-            state = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "done" and v)
-            progress.update(bar, completed=counts["done"], state=state)
 
-        try:
-            return run_slurm(
-                plan,
-                out,
-                data_dir,
-                wait=wait,
-                poll_s=poll_s,
-                on_submit=on_submit,
-                on_change=on_change,
-                on_poll=on_poll,
-            )
-        except KeyboardInterrupt:
-            console.print(
-                "stopped waiting; the jobs keep running in Slurm. Rerun the same command to "
-                "wait for them (it submits nothing twice), or scancel them."
-            )
-            raise SystemExit(130) from None
+@contextmanager
+def _live_display(out: Path, plan, started: float, on: bool):
+    """The live progress view while the grid runs (nothing when `on` is false). Forced on
+    (`--progress`) where stdout is not a terminal, it still draws: a test reads its frames."""
+    if not on:
+        yield
+        return
+    from rich.console import Console
+    from rich.live import Live
+
+    from training.grid.progress import LiveDisplay
+
+    display = LiveDisplay(out, _plan_record(plan)["nodes"], started)
+    screen = console if console.is_terminal else Console(force_terminal=True)
+    with Live(get_renderable=display.render, console=screen, refresh_per_second=1):
+        yield

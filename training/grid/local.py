@@ -75,8 +75,26 @@ def node_payload(plan: Plan, node: Node, out: Path, data_dir: str | None) -> dic
         cfg["model"]["init_from"] = str(
             source if step is None else source / "checkpoints" / f"step-{step:06d}"
         )
+    _group_trackers(cfg["log"], plan, node, out)
     payload["run_config"] = cfg
     return payload
+
+
+def _group_trackers(log: dict, plan: Plan, node: Node, out: Path) -> None:
+    """Trackers asked for through `train_set` group a grid's runs: W&B group = the grid,
+    job type = the node's kind, name = its id; TensorBoard under DIR/tensorboard/<kind>/<id>,
+    so `tensorboard --logdir DIR/tensorboard` shows the whole grid. Values set in train_set win."""
+    if not (log.get("tensorboard") or log.get("wandb")):
+        return
+    defaults = {
+        "group": f"{plan.spec.name} {out.name}",
+        "job_type": node.kind,
+        "name": node.id,
+        "tb_dir": str(out / "tensorboard" / node.kind / node.id),
+    }
+    for key, value in defaults.items():
+        if log.get(key) is None:
+            log[key] = value
 
 
 def _with_paths(plan: Plan, cfg: dict, out: Path, data_dir: str | None) -> dict:
@@ -87,6 +105,16 @@ def _with_paths(plan: Plan, cfg: dict, out: Path, data_dir: str | None) -> dict:
         tok = next(n for n in plan.nodes if n.kind == "tokenizer")
         cfg["data"]["tokenizer"] = str(node_dir(out, tok.id) / "tokenizer.json")
     return cfg
+
+
+def _how_it_runs(pid: int, batch: int) -> str:
+    """Why a node's start may come later than its process's (said in the per-node lines)."""
+    if batch == 1:
+        return f"(worker process {pid})"
+    return (
+        f"(worker process {pid}, shared with {batch - 1} sibling node(s) of the same kind and "
+        "parent, run one after another so torch is imported once)"
+    )
 
 
 def write_node_files(plan: Plan, out: Path, data_dir: str | None) -> None:
@@ -115,6 +143,7 @@ def run_local(
     # one worker process per batch of sibling nodes: (process, node ids, start time)
     running: dict[int, tuple[subprocess.Popen, list[str], float]] = {}
     busy: set[str] = set()  # ids inside a running batch
+    unstarted: dict[str, str] = {}  # busy id -> how it runs, until its worker takes its lock
     elsewhere: dict[str, float] = {}  # node id -> when we started waiting for it
     say = on_change or (lambda *a: None)
 
@@ -137,7 +166,16 @@ def run_local(
         running[proc.pid] = (proc, [node.id for node in batch], time.time())
         busy.update(node.id for node in batch)
         for node in batch:
-            say("start", node, "")
+            unstarted[node.id] = _how_it_runs(proc.pid, len(batch))
+
+    def report_starts() -> None:
+        """A node starts when its worker takes its lock (what `status` reads), not at launch:
+        siblings in one worker process run one after another."""
+        for nid, how in list(unstarted.items()):
+            folder = node_dir(out, nid)
+            if is_locked(folder) or is_done(folder) or (folder / ERROR).exists():
+                del unstarted[nid]
+                say("start", by_id[nid], how)
 
     def ready(node: Node) -> bool:
         nid = node.id
@@ -179,10 +217,14 @@ def run_local(
             size = min(max_batch, -(-(len(siblings) + 1) // jobs))
             launch([node, *siblings[: size - 1]])
             progressed = True
+        report_starts()
         for pid, (proc, ids, started) in list(running.items()):
             rc = proc.poll()
             if rc is None:
                 continue
+            report_starts()
+            for nid in ids:
+                unstarted.pop(nid, None)
             del running[pid]
             busy.difference_update(ids)
             progressed = True
@@ -193,7 +235,7 @@ def run_local(
                 if is_done(folder):
                     done.add(nid)
                     outcome.ran.append(nid)
-                    say("done", by_id[nid], f"batch of {len(ids)}, {time.time() - started:.1f} s")
+                    say("done", by_id[nid], _how_it_runs(pid, len(ids)))
                     continue
                 if crashed and not (error.exists() and error.stat().st_mtime >= started - 1):
                     # the first unfinished node of the batch is the one it was running

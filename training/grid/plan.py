@@ -48,6 +48,7 @@ VOLATILE_KEYS = (
     "system.progress",
     "system.device",
     "system.compile",
+    "log",  # experiment trackers (TensorBoard, W&B): where numbers are shown, not what they are
 )
 
 
