@@ -522,9 +522,11 @@ def verdict(relation: dict, alpha: float = ALPHA, expected_sign: int = 1) -> dic
     to C4 should mean a smaller C4 loss change): the parametric Pearson test, the permutations
     within targets and within mixtures (a stratified permutation that cannot vary x, e.g. a
     mixture property within mixtures, is not applicable and skipped), the two-way bootstrap
-    interval excluding 0, and leave-one-pair-out (r keeps its sign and p < alpha without any
-    single pair). Against: the parametric test and the two-way interval both significant in
-    the other direction.
+    interval excluding 0, leave-one-pair-out (r keeps its sign and p < alpha without any
+    single pair), and the seeds: r's interval from resampling seeds excludes 0, which needs at
+    least two seeds (one seed cannot show that the relation is not one training run's noise, so
+    a one-seed grid is at best inconclusive). Against: the parametric test and the two-way
+    interval both significant in the other direction.
     """
     s = expected_sign
     pearson_ = relation["pearson"]
@@ -540,6 +542,13 @@ def verdict(relation: dict, alpha: float = ALPHA, expected_sign: int = 1) -> dic
         if lopo["r_min"] is None
         else bool((lopo["r_min"] > 0 if s > 0 else lopo["r_max"] < 0) and lopo["p_max"] < alpha),
     }
+    seeds = relation.get("bootstrap_seeds")  # absent: the caller had no per-seed outcomes
+    if seeds is not None:
+        tests["seed_bootstrap"] = (
+            None
+            if seeds["ci_low"] is None
+            else bool(seeds["ci_low"] > 0 if s > 0 else seeds["ci_high"] < 0)
+        )
     for key in ("permutation_within_targets", "permutation_within_mixtures"):
         perm = relation[key]
         if not perm["applicable"]:

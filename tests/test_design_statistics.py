@@ -191,6 +191,24 @@ def test_a_test_that_cannot_vary_x_within_its_strata_is_skipped_not_failed():
     assert verdict(relation, expected_sign=1)["verdict"] == "does not hold"
 
 
+def test_one_seed_is_never_enough_to_say_holds():
+    """Every pair-level test passes, but a single seed cannot show that r is not one training
+    run's noise: the seed bootstrap has no interval, so the verdict is inconclusive; with two
+    seeds whose interval excludes 0 the same relation holds."""
+    relation = {
+        "pearson": {"r": 0.7, "p": 1e-6},
+        "bootstrap_two_way": {"ci_low": 0.2, "ci_high": 0.9},
+        "leave_one_pair_out": {"r_min": 0.6, "r_max": 0.75, "p_max": 1e-5},
+        "permutation_within_targets": {"applicable": True, "p": 0.001, "r_within": 0.6},
+        "permutation_within_mixtures": {"applicable": True, "p": 0.001, "r_within": 0.6},
+        "bootstrap_seeds": {"ci_low": None, "ci_high": None, "n_resamples": 0, "n_seeds": 1},
+    }
+    got = verdict(relation)
+    assert got["verdict"] == "inconclusive" and got["failed"] == ["seed_bootstrap"]
+    relation["bootstrap_seeds"] = {"ci_low": 0.5, "ci_high": 0.8, "n_resamples": 500, "n_seeds": 2}
+    assert verdict(relation)["verdict"] == "holds"
+
+
 def test_effective_dof_counts_pairs_without_a_target_effect_and_targets_with_only_one():
     groups = np.repeat(["a", "b", "c", "d"], 6)
     rng = np.random.default_rng(7)
