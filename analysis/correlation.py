@@ -469,6 +469,15 @@ def _strata(points: pd.DataFrame, column: str) -> pd.Series:
     return points[column].astype(str)
 
 
+def _mixture_labels(points: pd.DataFrame) -> pd.Series:
+    """The mixture's name, with its weight when the grid trains it at several (code 10% and
+    code 40% are different pairs: a label must say which one moved r)."""
+    names = points["mixture"].astype(str)
+    if "weight" not in points or points.groupby("mixture")["weight"].nunique().max() <= 1:
+        return names
+    return names + " " + points["weight"].map(lambda w: f"{float(w):.0%}")
+
+
 def relation_statistics(
     points: pd.DataFrame,
     y_by_seed: np.ndarray | None = None,
@@ -484,7 +493,7 @@ def relation_statistics(
     """
     x = points["advantage"].to_numpy(float)
     y = points["improvement"].to_numpy(float)
-    labels = (points["mixture"] + " → " + points["target"]).tolist()
+    labels = (_mixture_labels(points) + " → " + points["target"]).tolist()
     if "model" in points and points["model"].nunique() > 1:
         labels = (points["model"] + ": " + pd.Series(labels, index=points.index)).tolist()
     targets = _strata(points, "target")

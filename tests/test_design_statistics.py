@@ -191,6 +191,20 @@ def test_a_test_that_cannot_vary_x_within_its_strata_is_skipped_not_failed():
     assert verdict(relation, expected_sign=1)["verdict"] == "does not hold"
 
 
+def test_pairs_of_one_dataset_at_two_weights_are_named_with_their_weight():
+    rng = np.random.default_rng(3)
+    points = _design(0.5, rng, n_t=4, n_m=6)
+    points["weight"] = np.where(points["mixture"].isin(["m0", "m1", "m2"]), 0.1, 0.4)
+    points["mixture"] = points["mixture"].replace({"m3": "m0", "m4": "m1", "m5": "m2"})
+    points.loc[0, ["advantage", "improvement"]] = [0.5, 0.4]  # m0 at 10% -> t0 moves r most
+    result = relation_statistics(points, settings=Settings(n_permutations=99, n_bootstrap=50))
+    assert result["leave_one_pair_out"]["most_moving"]["pair"] == "m0 10% → t0"
+    single = _design(0.5, rng, n_t=3, n_m=3).assign(weight=0.2)  # one weight each: no suffix
+    lopo = relation_statistics(single, settings=Settings(n_permutations=99, n_bootstrap=50))
+    assert " → " in lopo["leave_one_pair_out"]["most_moving"]["pair"]
+    assert "%" not in lopo["leave_one_pair_out"]["most_moving"]["pair"]
+
+
 def test_one_seed_is_never_enough_to_say_holds():
     """Every pair-level test passes, but a single seed cannot show that r is not one training
     run's noise: the seed bootstrap has no interval, so the verdict is inconclusive; with two
