@@ -66,8 +66,7 @@ study-part: install
 study-merge: install
 	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; \
 	$(BIN)/python -m training.grid.merge_parts merge $(STUDY_FIGURES) --spec study; \
-	$(BIN)/proximity correlate $(STUDY_FIGURES) --metric all --tokenizer grid \
-		--out $(STUDY_FIGURES); \
+	$(BIN)/proximity correlate $(STUDY_FIGURES) --metric all --out $(STUDY_FIGURES); \
 	$(BIN)/proximity report $(STUDY_FIGURES) --analysis $(STUDY_FIGURES) \
 		--out $(STUDY_FIGURES)/report.html
 

@@ -18,6 +18,7 @@ from training.losses import (  # noqa: F401  (lm_loss, token_loss_sum: re-export
     IGNORE_INDEX,
     Batch,
     chunked_loss_sum,
+    chunked_row_loss_sums,
     lm_loss,
     packed_batch,
     sft_batch,
@@ -113,10 +114,10 @@ def example_losses(
     sums, counts = [], []
     for inputs, targets in eval_set.batches():
         inputs, targets = inputs.to(device), targets.to(device)
-        for row in range(inputs.size(0)):
-            with autocast or contextlib.nullcontext():
-                one = chunked_loss_sum(model, inputs[row : row + 1], targets[row : row + 1])
-            sums.append(float(one))
-            counts.append(int((targets[row] != IGNORE_INDEX).sum()))
+        with autocast or contextlib.nullcontext():
+            sums.append(chunked_row_loss_sums(model, inputs, targets).cpu().numpy())
+        counts.append((targets != IGNORE_INDEX).sum(dim=1).cpu().numpy())
     model.train(was_training)
-    return np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.int64)
+    if not sums:
+        return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(sums).astype(np.float64), np.concatenate(counts).astype(np.int64)

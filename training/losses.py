@@ -75,6 +75,34 @@ def chunked_loss_sum(
     return total
 
 
+def chunked_row_loss_sums(
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk: int = EVAL_CHUNK
+) -> torch.Tensor:
+    """Per-row sums of the next-token losses (float64 [batch]), with the output head run per
+    chunk of positions like `chunked_loss_sum`: one forward pass scores a whole batch of
+    validation examples one by one."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    base = getattr(model, "base_model", None)
+    flat_targets = targets.reshape(-1)
+    if head is None or base is None or base is model:
+        logits = model(input_ids=inputs, use_cache=False).logits
+        losses = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), flat_targets,
+            ignore_index=IGNORE_INDEX, reduction="none",
+        )  # fmt: skip
+        return losses.double().view(targets.shape).sum(dim=1)
+    hidden = base(input_ids=inputs, use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.size(-1))
+    losses = torch.empty(hidden.size(0), dtype=torch.float64, device=hidden.device)
+    for start in range(0, hidden.size(0), chunk):
+        logits = head(hidden[start : start + chunk]).float()
+        losses[start : start + chunk] = F.cross_entropy(
+            logits, flat_targets[start : start + chunk], ignore_index=IGNORE_INDEX,
+            reduction="none",
+        ).double()  # fmt: skip
+    return losses.view(targets.shape).sum(dim=1)
+
+
 def packed_batch(sequences: torch.Tensor) -> Batch:
     """Packed pretraining sequences of seq_len+1 tokens -> (inputs, next-token targets)."""
     return sequences[:, :-1], sequences[:, 1:]

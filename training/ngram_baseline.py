@@ -109,22 +109,11 @@ def pretraining_baselines(run_config: dict) -> NgramLosses:
     data's build, scored on the validation positions its evaluation scores."""
     from proximity.tokenizer import load_tokenizer
     from training.config import RunConfig
-    from training.phases import cache_dir
-    from training.tokenized import SPLIT_SEED, tokenize_dataset
+    from training.phases import tokenized_build
 
     cfg = RunConfig.from_dict(run_config)
     tokenizer = load_tokenizer(cfg.data.tokenizer, data_dir=cfg.data.data_dir)
-    build = tokenize_dataset(
-        cfg.data.train,
-        tokenizer,
-        cache_dir=cache_dir(cfg),
-        data_dir=cfg.data.data_dir,
-        n_docs=cfg.data.n_docs,
-        max_chars=cfg.data.max_chars,
-        val_fraction=cfg.data.val_fraction,
-        seed=SPLIT_SEED,
-        progress=False,
-    )
+    build = tokenized_build(cfg, cfg.data.train, tokenizer, progress=False, build=True)
     seq_len = cfg.model.seq_len
     windows = (len(build.val) - 1) // seq_len
     if cfg.eval.max_batches is not None:

@@ -65,7 +65,7 @@ def local_batch_size(cfg: RunConfig, info: DistInfo) -> int:
 # ---- data -----------------------------------------------------------------------------------
 
 
-def _tokenized(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: bool, build: bool):
+def tokenized_build(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: bool, build: bool):
     """A dataset's build: rank 0 makes it if missing, the other ranks wait for its manifest."""
     from training.tokenized import tokenize_dataset
 
@@ -119,7 +119,7 @@ def _packed_eval_sets(
         if name in skip:
             continue
         skip.add(name)
-        build = _tokenized(cfg, name, tokenizer, progress, build=info.is_main)
+        build = tokenized_build(cfg, name, tokenizer, progress, build=info.is_main)
         packed = PackedSequences(build.val, cfg.model.seq_len)
         if len(packed) == 0:
             raise ProximityError(
@@ -140,7 +140,7 @@ def pretraining_data(
     components = [(part.canonical(), weight) for part, weight in mixture.components]
     sources = []
     for spec, _ in components:
-        tokens = _tokenized(cfg, spec, tokenizer, progress, build=info.is_main).train
+        tokens = tokenized_build(cfg, spec, tokenizer, progress, build=info.is_main).train
         packed = PackedSequences(tokens, cfg.model.seq_len)
         if len(packed) == 0:
             raise ProximityError(

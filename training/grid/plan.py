@@ -105,21 +105,23 @@ def node_id(kind: str, settings: dict[str, Any], parents, init_from) -> str:
     stable = copy.deepcopy(settings)
     if kind not in ("tokenizer", "prepare"):
         for key in VOLATILE_KEYS:
-            *path, last = key.split(".")
-            node = stable
-            for part in path:
-                node = node.get(part, {})
-            node.pop(last, None)
+            section, last = _section(stable, key)
+            section.pop(last, None)
         for key, default in ADDED_KEYS.items():
-            *path, last = key.split(".")
-            node = stable
-            for part in path:
-                node = node.get(part, {})
-            if last in node and node[last] == default:
-                del node[last]
+            section, last = _section(stable, key)
+            if last in section and section[last] == default:
+                del section[last]
     payload = {"kind": kind, "settings": stable, "parents": list(parents), "init_from": init_from}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return f"{kind}-{digest[:12]}"
+
+
+def _section(settings: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
+    """The dict holding dotted `key`'s last part ({} when a section is absent), and that part."""
+    *path, last = key.split(".")
+    for part in path:
+        settings = settings.get(part, {})
+    return settings, last
 
 
 def _make(kind, label, settings, parents=(), init_from=None, info=None, tokens=None) -> Node:
