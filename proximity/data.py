@@ -1,10 +1,17 @@
-"""One way to get texts: a dataset spec in, a stream of examples out.
+"""One way to get texts: a dataset spec resolved once into a `Source`, then read from it.
 
-Every command calls `load_examples` / `load_texts`, so a registry name, a local file, a hub id
-and a mixture are interchangeable everywhere. A registry name resolves to its local copy under
-the data folder when one is there (offline use), else to its hub copy.
+`resolve(spec)` decides, once, where a spec's records come from (a registry name's local copy
+under the data folder when one is there, else its hub copy; a local file; a hub id; each part
+of a mixture) and how they become text. The `Source` it returns carries that decision: its
+description and fingerprint (`info`, enough to report the source and key a cache on it) and
+its documents (`examples`, `texts`). A command resolves each dataset once and asks the Source
+for everything else, so the registry, the data folder and the hub fallback are consulted in
+one place, one time. `load_examples` / `load_texts` are the same in one call, for code that
+only reads.
 
-    for text in load_texts("gsm8k", n_docs=1000, max_chars=10_000, data_dir="../shared/data"):
+    source = resolve("gsm8k", data_dir="../shared/data")
+    key = source.fingerprint
+    for text in source.texts(n_docs=1000, max_chars=10_000):
         ...
 """
 
@@ -12,17 +19,22 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from proximity.errors import ProximityError
-from proximity.formatting import Example, formatting_from_options, make_formatter
+from proximity.formatting import (
+    Example,
+    Formatting,
+    describe_formatting,
+    formatting_from_options,
+    make_formatter,
+)
 from proximity.readers import (
     file_fingerprint,
     hub_reachable,
@@ -30,16 +42,19 @@ from proximity.readers import (
     read_hub,
     read_local,
 )
-from proximity.registry import DatasetEntry, Formatting, Registry
+from proximity.registry import DatasetEntry, LocalSource, Registry
 from proximity.specs import HUB_PREFIX, AnySpec, DatasetSpec, MixtureSpec, parse_spec
 
 __all__ = [
     "Example",
     "ReadReport",
+    "Reader",
+    "Source",
     "SourceInfo",
-    "describe_source",
     "load_examples",
     "load_texts",
+    "resolve",
+    "resolve_data_dir",
 ]
 
 Sampling = Literal["first", "random"]
@@ -76,7 +91,7 @@ class SourceInfo:
 class ReadReport:
     """What a read actually did, filled in while documents are yielded (for provenance).
 
-    Pass one to `load_examples(report=...)`: the output files record it, so a run says which
+    Pass one to `Source.examples(report=...)`: the output files record it, so a run says which
     documents it saw, not which it asked for.
     """
 
@@ -91,11 +106,68 @@ class ReadReport:
 
 
 @dataclass(frozen=True)
-class _Resolved:
-    info: SourceInfo
-    records: Callable[[int | None], Iterator[tuple[str, dict]]]  # shuffle seed -> records
+class Reader:
+    """How one resolved dataset is read: its records, and how each becomes an `Example`."""
+
+    records: Callable[[int | None], Iterator[tuple[str, dict]]]
+    """Shuffle seed (None: file order) -> (location, record) pairs."""
     format_record: Callable[[dict, str], Example]
-    hub_shuffles: bool  # hub streams sample with a shuffle buffer, local ones with a reservoir
+    hub_shuffles: bool
+    """Hub streams sample with a shuffle buffer, local files with a reservoir."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset spec resolved once: its description, its fingerprint and its documents.
+
+    A single dataset has a `reader`; a mixture has `parts` (each a resolved dataset with its
+    weight) and no reader of its own.
+    """
+
+    spec: AnySpec
+    info: SourceInfo
+    reader: Reader | None = None
+    parts: tuple[tuple[Source, float], ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the text read could change (see `SourceInfo`): a cache key part."""
+        return self.info.fingerprint
+
+    def examples(
+        self,
+        *,
+        n_docs: int | None = None,
+        sample: Sampling = "first",
+        seed: int = 0,
+        max_chars: int | None = None,
+        report: ReadReport | None = None,
+    ) -> Iterator[Example]:
+        """Stream up to `n_docs` examples: the first ones, or a seeded uniform random sample.
+
+        A random sample is drawn in every path: a local file by a one-pass reservoir of
+        `n_docs` (so it needs `n_docs`), a hub stream by its shuffle buffer; it comes in
+        random order, so a token budget that stops early still sees a uniform sample. A
+        mixture draws each document's part by weight (seeded), each part sampled the same
+        way. Statistics of a mixture do not come from this stream (see `proximity.mixtures`).
+        `report`, if given, is filled in with what was actually read.
+        """
+        _check_sampling(n_docs, sample)
+        report = report if report is not None else ReadReport()
+        if self.parts:
+            stream = _mixture_examples(self.parts, n_docs, sample, seed, max_chars, report)
+        else:
+            stream = _single_examples(self, n_docs, sample, seed, max_chars, report)
+        for example in stream:
+            report.documents += 1
+            yield example
+        if report.documents == 0:
+            raise ProximityError(f"dataset {self.spec} has no non-empty documents")
+
+    def texts(self, **options) -> Iterator[str]:
+        """`examples` as plain strings (prompt + response); same arguments."""
+        for example in self.examples(**options):
+            yield example.text
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
@@ -111,23 +183,41 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
     return path
 
 
-def describe_source(
+def _check_sampling(n_docs: int | None, sample: str) -> None:
+    """The read options every path shares, checked before anything is opened."""
+    if n_docs is not None and n_docs <= 0:
+        raise ProximityError(f"n_docs must be positive, got {n_docs}")
+    if sample not in ("first", "random"):
+        raise ProximityError(f"sample must be 'first' or 'random', got {sample!r}")
+
+
+def resolve(
     spec: str | AnySpec, data_dir: str | Path | None = None, registry: Registry | None = None
-) -> SourceInfo:
-    """Where a spec's records will come from, without reading them."""
+) -> Source:
+    """Where a spec's records will come from and how they become text, without reading them.
+
+    Raises `ProximityError` naming what to change when the spec cannot be resolved (an
+    unknown name, a missing file, a local-only dataset without its data folder).
+    """
     parsed = parse_spec(spec)
-    if isinstance(parsed, MixtureSpec):
-        parts = [describe_source(part, data_dir, registry) for part, _ in parsed.components]
-        notes = [f"{part.name}: {part.substitute}" for part in parts if part.substitute]
-        return SourceInfo(
-            name=parsed.canonical(),
-            kind="mixture",
-            location=" + ".join(part.location for part in parts),
-            substitute="; ".join(notes) or None,
-            fingerprint="+".join(part.fingerprint for part in parts),
-            domain="mixture",
-        )
-    return _resolve(parsed, resolve_data_dir(data_dir), registry or Registry.load()).info
+    folder = resolve_data_dir(data_dir)
+    registry = registry or Registry.load()
+    if not isinstance(parsed, MixtureSpec):
+        return _resolve_dataset(parsed, folder, registry)
+    parts = tuple(
+        (_resolve_dataset(part, folder, registry), weight) for part, weight in parsed.components
+    )
+    infos = [part.info for part, _ in parts]
+    notes = [f"{info.name}: {info.substitute}" for info in infos if info.substitute]
+    info = SourceInfo(
+        name=parsed.canonical(),
+        kind="mixture",
+        location=" + ".join(info.location for info in infos),
+        substitute="; ".join(notes) or None,
+        fingerprint="+".join(info.fingerprint for info in infos),
+        domain="mixture",
+    )
+    return Source(spec=parsed, info=info, parts=parts)
 
 
 def load_examples(
@@ -141,36 +231,14 @@ def load_examples(
     registry: Registry | None = None,
     report: ReadReport | None = None,
 ) -> Iterator[Example]:
-    """Stream up to `n_docs` examples: the first ones, or a seeded uniform random sample.
-
-    A random sample is drawn in every path: a local file by a one-pass reservoir of `n_docs`
-    (so it needs `n_docs`), a hub stream by its shuffle buffer; it comes in random order, so
-    a token budget that stops early still sees a uniform sample. A mixture draws each
-    document's part by weight (seeded), each part sampled the same way. Statistics of a
-    mixture do not come from this stream (see `proximity.mixtures`). `report`, if given, is
-    filled in with what was actually read.
-    """
-    if n_docs is not None and n_docs <= 0:
-        raise ProximityError(f"n_docs must be positive, got {n_docs}")
-    if sample not in ("first", "random"):
-        raise ProximityError(f"sample must be 'first' or 'random', got {sample!r}")
-    parsed = parse_spec(spec)
-    registry = registry or Registry.load()
-    folder = resolve_data_dir(data_dir)
-    report = report if report is not None else ReadReport()
-    if isinstance(parsed, MixtureSpec):
-        stream = _mixture_examples(
-            parsed, n_docs, sample, seed, max_chars, folder, registry, report
-        )
-    else:
-        stream = _single_examples(
-            _resolve(parsed, folder, registry), n_docs, sample, seed, max_chars, report
-        )
-    for example in stream:
-        report.documents += 1
-        yield example
-    if report.documents == 0:
-        raise ProximityError(f"dataset {parsed} has no non-empty documents")
+    """`resolve(spec, data_dir, registry).examples(...)` in one call, for code that only reads
+    (see `Source.examples`). Lazy, like the stream: nothing is resolved before the first
+    document is asked for."""
+    _check_sampling(n_docs, sample)  # a bad option is named before the spec is looked up
+    source = resolve(spec, data_dir, registry)
+    yield from source.examples(
+        n_docs=n_docs, sample=sample, seed=seed, max_chars=max_chars, report=report
+    )
 
 
 def load_texts(spec: str | AnySpec, **options) -> Iterator[str]:
@@ -179,33 +247,38 @@ def load_texts(spec: str | AnySpec, **options) -> Iterator[str]:
         yield example.text
 
 
+# --- reading --------------------------------------------------------------------------------
+
+
 def _single_examples(
-    resolved: _Resolved,
+    source: Source,
     n_docs: int | None,
     sample: Sampling,
     seed: int,
     max_chars: int | None,
     report: ReadReport,
 ) -> Iterator[Example]:
-    if sample == "random" and resolved.hub_shuffles:
+    reader = source.reader
+    assert reader is not None, "a mixture is read through its parts"
+    if sample == "random" and reader.hub_shuffles:
         report.sampling = f"hub stream shuffled with a 10,000-record buffer (seed {seed})"
-        records = resolved.records(seed)
+        records = reader.records(seed)
     elif sample == "random":
         if n_docs is None:
             raise ProximityError(
-                f"{resolved.info.name}: a random sample of a local file needs its size "
+                f"{source.info.name}: a random sample of a local file needs its size "
                 "(--n-docs): it is drawn in one pass, holding only that many records"
             )
         report.sampling = f"uniform random sample of {n_docs} records (seed {seed})"
         records = _reservoir_sample(
-            _counted(resolved.records(None), report), n_docs, seed, report=report
+            _counted(reader.records(None), report), n_docs, seed, report=report
         )
     else:
         report.sampling = f"first {n_docs} documents" if n_docs else "every document"
-        records = _counted(resolved.records(None), report)
+        records = _counted(reader.records(None), report)
     taken = 0
     for location, record in records:
-        example = resolved.format_record(record, location).truncated(max_chars)
+        example = reader.format_record(record, location).truncated(max_chars)
         if not example.text.strip():
             report.empty_skipped += 1
             continue
@@ -248,26 +321,20 @@ def _reservoir_sample(
 
 
 def _mixture_examples(
-    mixture: MixtureSpec,
+    parts: tuple[tuple[Source, float], ...],
     n_docs: int | None,
     sample: Sampling,
     seed: int,
     max_chars: int | None,
-    folder: Path | None,
-    registry: Registry,
     report: ReadReport,
 ) -> Iterator[Example]:
-    weights = np.array([weight for _, weight in mixture.components])
+    weights = np.array([weight for _, weight in parts])
     # Each part is sampled like a dataset of its own (a part never supplies more than
     # n_docs), so `sample="random"` holds for every part, not only for whole datasets.
-    part_reports = [ReadReport() for _ in mixture.components]
+    part_reports = [ReadReport() for _ in parts]
     streams = [
-        _single_examples(
-            _resolve(part, folder, registry), n_docs, sample, seed + index, max_chars, part_report
-        )
-        for index, ((part, _), part_report) in enumerate(
-            zip(mixture.components, part_reports, strict=True)
-        )
+        _single_examples(part, n_docs, sample, seed + index, max_chars, part_report)
+        for index, ((part, _), part_report) in enumerate(zip(parts, part_reports, strict=True))
     ]
     report.sampling = f"parts drawn by weight (seed {seed}); each part: " + (
         f"uniform random (seeds {seed}..{seed + len(streams) - 1})"
@@ -286,7 +353,10 @@ def _mixture_examples(
         taken += 1
 
 
-def _resolve(spec: DatasetSpec, folder: Path | None, registry: Registry) -> _Resolved:
+# --- resolving ------------------------------------------------------------------------------
+
+
+def _resolve_dataset(spec: DatasetSpec, folder: Path | None, registry: Registry) -> Source:
     override = formatting_from_options(
         spec.option("field"),
         spec.option("template"),
@@ -311,51 +381,12 @@ def _resolve_registry(
     folder: Path | None,
     override: Formatting | None,
     fmt: str | None,
-) -> _Resolved:
-    split = spec.option("split")
-    local_sources = list(entry.local) if folder is not None else []
-    if local_sources:
-        wanted = split or (entry.hub.split if entry.hub else None) or local_sources[0].split
-        matching = [source for source in local_sources if source.split == wanted]
-        if not matching and split is None:
-            matching = local_sources[:1]  # e.g. SciQ: only validation is kept locally
-        present = [s for s in matching if all((folder / f).exists() for f in s.files)]
-        if present:
-            source = present[0]
-            paths = [folder / name for name in source.files]
-            formatting = override or entry.formatting.overridden_by(source.formatting)
-            where = f"dataset {entry.name!r} ({entry.defined_in})"
-            notes = [source.substitute] if source.substitute else []
-            if source.split != wanted:
-                notes.append(
-                    f"the local copy holds only the {source.split} split, read in place of {wanted}"
-                )
-            resolved_format = _describe_formatting(formatting, fmt)
-            return _Resolved(
-                info=SourceInfo(
-                    name=spec.canonical(),
-                    kind="local",
-                    location=", ".join(str(path) for path in paths),
-                    substitute="; ".join(notes) or None,
-                    fingerprint=_digest(
-                        [file_fingerprint(path) for path in paths]
-                        + [f"split={source.split}", resolved_format]
-                    ),
-                    domain=entry.domain,
-                    mask_prompt=entry.mask_prompt,
-                    split=source.split,
-                    formatting=resolved_format,
-                ),
-                records=lambda _seed, paths=paths, split=split: _chain_local(paths, split),
-                format_record=make_formatter(formatting, fmt, where),
-                hub_shuffles=False,
-            )
-        if split is not None and not matching and (entry.hub is None or not hub_reachable()):
-            available = sorted({source.split for source in local_sources})
-            raise ProximityError(
-                f"dataset {entry.name!r} has no local split {split!r} (local splits: "
-                f"{', '.join(available)}) and the hub is not available for it"
-            )
+) -> Source:
+    """The entry's local copy under the data folder when it is there, else its hub copy."""
+    if folder is not None:
+        local = _registry_local_copy(spec, entry, folder, override, fmt)
+        if local is not None:
+            return local
     if entry.hub is None:
         expected = ", ".join(name for source in entry.local for name in source.files)
         raise ProximityError(
@@ -363,27 +394,132 @@ def _resolve_registry(
             f"({folder if folder else 'none set'}); pass --data-dir or set ${DATA_DIR_ENV}"
         )
     hub = entry.hub
-    formatting = override or entry.formatting.overridden_by(hub.formatting)
-    return _hub_resolved(
+    return _hub_source(
         spec,
         hub_id=hub.path,
         config=spec.option("config") or hub.config,
-        split=split or hub.split,
+        split=spec.option("split") or hub.split,
         revision=spec.option("revision") or hub.revision,
         data_dir=hub.data_dir,
-        formatting=formatting,
+        formatting=override or entry.formatting.overridden_by(hub.formatting),
         fmt=fmt,
         entry=entry,
     )
 
 
+def _registry_local_copy(
+    spec: DatasetSpec,
+    entry: DatasetEntry,
+    folder: Path,
+    override: Formatting | None,
+    fmt: str | None,
+) -> Source | None:
+    """The local file of the split asked for (or the one kept, when none was asked), if it is
+    under the data folder; None sends the caller to the hub."""
+    split = spec.option("split")
+    local_sources = list(entry.local)
+    if not local_sources:
+        return None
+    wanted = split or (entry.hub.split if entry.hub else None) or local_sources[0].split
+    matching = [source for source in local_sources if source.split == wanted]
+    if not matching and split is None:
+        matching = local_sources[:1]  # e.g. SciQ: only validation is kept locally
+    present = [s for s in matching if all((folder / f).exists() for f in s.files)]
+    if present:
+        return _registry_local_source(spec, entry, present[0], folder, wanted, override, fmt)
+    if split is not None and not matching and (entry.hub is None or not hub_reachable()):
+        available = sorted({source.split for source in local_sources})
+        raise ProximityError(
+            f"dataset {entry.name!r} has no local split {split!r} (local splits: "
+            f"{', '.join(available)}) and the hub is not available for it"
+        )
+    return None
+
+
+def _registry_local_source(
+    spec: DatasetSpec,
+    entry: DatasetEntry,
+    source: LocalSource,
+    folder: Path,
+    wanted: str,
+    override: Formatting | None,
+    fmt: str | None,
+) -> Source:
+    notes = [source.substitute] if source.substitute else []
+    if source.split != wanted:
+        notes.append(
+            f"the local copy holds only the {source.split} split, read in place of {wanted}"
+        )
+    return _local_source(
+        spec,
+        [folder / name for name in source.files],
+        split_read=source.split,
+        formatting=override or entry.formatting.overridden_by(source.formatting),
+        fmt=fmt,
+        where=f"dataset {entry.name!r} ({entry.defined_in})",
+        substitute="; ".join(notes) or None,
+        entry=entry,
+    )
+
+
+def _resolve_path(spec: DatasetSpec, override: Formatting | None, fmt: str | None) -> Source:
+    path = Path(spec.source).expanduser()
+    if not path.exists():
+        raise ProximityError(f"file not found: {path}")
+    return _local_source(
+        spec,
+        [path],
+        split_read=spec.option("split"),
+        formatting=override or Formatting(plain="{text}"),
+        fmt=fmt,
+        where=str(path),
+        substitute=None,
+        entry=None,
+    )
+
+
+def _local_source(
+    spec: DatasetSpec,
+    paths: list[Path],
+    *,
+    split_read: str | None,
+    formatting: Formatting,
+    fmt: str | None,
+    where: str,
+    substitute: str | None,
+    entry: DatasetEntry | None,
+) -> Source:
+    """Local files read in order; `split_read` is the split they hold (the fingerprint's),
+    the spec's own `split=` is what a `save_to_disk` folder is asked for."""
+    resolved_format = describe_formatting(formatting, fmt)
+    asked_split = spec.option("split")
+    info = SourceInfo(
+        name=spec.canonical(),
+        kind="local",
+        location=", ".join(str(path) for path in paths),
+        substitute=substitute,
+        fingerprint=_digest(
+            [file_fingerprint(path) for path in paths] + [f"split={split_read}", resolved_format]
+        ),
+        domain=entry.domain if entry else "other",
+        mask_prompt=entry.mask_prompt if entry else False,
+        split=split_read,
+        formatting=resolved_format,
+    )
+    reader = Reader(
+        records=lambda _seed: _chain_local(paths, asked_split),
+        format_record=make_formatter(formatting, fmt, where),
+        hub_shuffles=False,
+    )
+    return Source(spec=spec, info=info, reader=reader)
+
+
 def _resolve_hub_id(
     spec: DatasetSpec, override: Formatting | None, fmt: str | None, hub_id: str | None = None
-) -> _Resolved:
-    hub_id = hub_id or spec.source[len(HUB_PREFIX) :]
-    return _hub_resolved(
+) -> Source:
+    return _hub_source(
         spec,
-        hub_id=hub_id,
+        hub_id=hub_id or spec.source[len(HUB_PREFIX) :],
         config=spec.option("config"),
         split=spec.option("split") or "train",
         revision=spec.option("revision"),
@@ -394,7 +530,7 @@ def _resolve_hub_id(
     )
 
 
-def _hub_resolved(
+def _hub_source(
     spec: DatasetSpec,
     *,
     hub_id: str,
@@ -405,7 +541,7 @@ def _hub_resolved(
     formatting: Formatting,
     fmt: str | None,
     entry: DatasetEntry | None,
-) -> _Resolved:
+) -> Source:
     def records(seed: int | None) -> Iterator[tuple[str, dict]]:
         return read_hub(
             hub_id,
@@ -416,59 +552,31 @@ def _hub_resolved(
             shuffle_seed=seed,
         )
 
-    resolved_format = _describe_formatting(formatting, fmt)
-    return _Resolved(
-        info=SourceInfo(
-            name=spec.canonical(),
-            kind="hub",
-            location=f"hf:{hub_id}" + (f" ({config})" if config else "") + f" [{split}]",
-            substitute=None,
-            fingerprint=_digest(
-                [hub_id, config or "", split, revision or "main", data_dir or "", resolved_format]
-            ),
-            domain=entry.domain if entry else "other",
-            mask_prompt=entry.mask_prompt if entry else False,
-            split=split,
-            formatting=resolved_format,
+    resolved_format = describe_formatting(formatting, fmt)
+    info = SourceInfo(
+        name=spec.canonical(),
+        kind="hub",
+        location=f"hf:{hub_id}" + (f" ({config})" if config else "") + f" [{split}]",
+        substitute=None,
+        fingerprint=_digest(
+            [hub_id, config or "", split, revision or "main", data_dir or "", resolved_format]
         ),
+        domain=entry.domain if entry else "other",
+        mask_prompt=entry.mask_prompt if entry else False,
+        split=split,
+        formatting=resolved_format,
+    )
+    reader = Reader(
         records=records,
         format_record=make_formatter(formatting, fmt, f"hf:{hub_id}"),
         hub_shuffles=True,
     )
-
-
-def _resolve_path(spec: DatasetSpec, override: Formatting | None, fmt: str | None) -> _Resolved:
-    path = Path(spec.source).expanduser()
-    if not path.exists():
-        raise ProximityError(f"file not found: {path}")
-    formatting = override or Formatting(plain="{text}")
-    split = spec.option("split")
-    resolved_format = _describe_formatting(formatting, fmt)
-    return _Resolved(
-        info=SourceInfo(
-            name=spec.canonical(),
-            kind="local",
-            location=str(path),
-            substitute=None,
-            fingerprint=_digest([file_fingerprint(path), f"split={split}", resolved_format]),
-            split=split,
-            formatting=resolved_format,
-        ),
-        records=lambda _seed: read_local(path, split),
-        format_record=make_formatter(formatting, fmt, str(path)),
-        hub_shuffles=False,
-    )
+    return Source(spec=spec, info=info, reader=reader)
 
 
 def _chain_local(paths: list[Path], split: str | None) -> Iterator[tuple[str, dict]]:
     for path in paths:
         yield from read_local(path, split)
-
-
-def _describe_formatting(formatting: Formatting, fmt: str | None) -> str:
-    """The resolved formatting as one stable string (it is part of the fingerprint)."""
-    fields = {key: value for key, value in asdict(formatting).items() if value is not None}
-    return json.dumps({"format": fmt, **fields}, sort_keys=True, ensure_ascii=False)
 
 
 def _digest(parts: list[str]) -> str:

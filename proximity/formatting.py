@@ -1,5 +1,9 @@
 """Records to text: templates over fields, or a named formatter where templates can't express it.
 
+Everything about formatting lives here: `Formatting` says how a record becomes text (from the
+registry, or a spec's `?field=` / `?template=` / `?prompt=&response=` options), `make_formatter`
+applies it, and `describe_formatting` is its stable text, part of every source's fingerprint.
+
 An `Example` keeps the prompt apart from the response because SFT masks the prompt out of the
 loss; plain text is an Example with an empty prompt. The named formatters cover records whose
 answer must be looked up (Social IQa's label, OpenBookQA's answer key) or whose turns are lists
@@ -8,13 +12,13 @@ answer must be looked up (Social IQa's label, OpenBookQA's answer key) or whose 
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from proximity.errors import ProximityError
-from proximity.registry import Formatting
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,22 @@ class Example:
         if len(self.prompt) >= max_chars:
             return Example(self.prompt[:max_chars], "")
         return Example(self.prompt, self.response[: max_chars - len(self.prompt)])
+
+
+@dataclass(frozen=True)
+class Formatting:
+    """How a record becomes text: templates over its fields, or a named formatter."""
+
+    plain: str | None = None
+    prompt: str | None = None
+    response: str | None = None
+    formatter: str | None = None
+
+    def overridden_by(self, other: Formatting) -> Formatting:
+        """Source-level settings win: local copies often name their fields differently."""
+        if other.formatter or other.plain or other.prompt or other.response:
+            return other
+        return self
 
 
 Record = Mapping[str, Any]
@@ -132,6 +152,13 @@ def make_formatter(
         render(prompt, record, location).lstrip(),  # type: ignore[arg-type]
         render(response, record, location),  # type: ignore[arg-type]
     )
+
+
+def describe_formatting(formatting: Formatting, fmt: str | None) -> str:
+    """The resolved formatting (templates or formatter, and `format=`) as one stable string:
+    it is part of every source fingerprint, so editing a template misses every cache."""
+    fields = {key: value for key, value in asdict(formatting).items() if value is not None}
+    return json.dumps({"format": fmt, **fields}, sort_keys=True, ensure_ascii=False)
 
 
 def render(template: str, record: Record, location: str) -> str:

@@ -134,7 +134,7 @@ def _read_json_array(path: Path) -> Iterator[tuple[str, Record]]:
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Record]]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy (~0.3 s); only .parquet files need it
 
     try:
         parquet = pq.ParquetFile(path)
@@ -157,7 +157,7 @@ def _read_text_lines(path: Path) -> Iterator[tuple[str, Record]]:
 
 
 def _read_saved_dataset(path: Path, split: str | None) -> Iterator[tuple[str, Record]]:
-    import datasets
+    import datasets  # heavy (~1 s); only save_to_disk folders and the hub need it
 
     if not ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
         raise ProximityError(
@@ -214,7 +214,7 @@ def read_hub(
     shuffle_buffer: int = 10_000,
 ) -> Iterator[tuple[str, Record]]:
     """Stream a hub dataset; never downloads it whole. Shuffling uses a buffer (approximate)."""
-    import datasets
+    import datasets  # heavy (~1 s); only save_to_disk folders and the hub need it
 
     require_hub(f"hf:{hub_id}")
     try:

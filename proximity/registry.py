@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proximity.errors import ProximityError
+from proximity.formatting import Formatting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,22 +27,6 @@ _FORMAT_KEYS = ("plain", "prompt", "response", "formatter")
 _ENTRY_KEYS = {"domain", "description", "hub", "local", "mask_prompt", *_FORMAT_KEYS}
 _HUB_KEYS = {"path", "config", "split", "revision", "data_dir", *_FORMAT_KEYS}
 _LOCAL_KEYS = {"files", "split", "substitute", *_FORMAT_KEYS}
-
-
-@dataclass(frozen=True)
-class Formatting:
-    """How a record becomes text: templates over its fields, or a named formatter."""
-
-    plain: str | None = None
-    prompt: str | None = None
-    response: str | None = None
-    formatter: str | None = None
-
-    def overridden_by(self, other: Formatting) -> Formatting:
-        """Source-level settings win: local copies often name their fields differently."""
-        if other.formatter or other.plain or other.prompt or other.response:
-            return other
-        return self
 
 
 @dataclass(frozen=True)

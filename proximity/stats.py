@@ -25,7 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from proximity.cache import cache_key, load_entry, save_entry
-from proximity.data import ReadReport, describe_source, load_texts
+from proximity.data import ReadReport, resolve
 from proximity.errors import ProximityError
 from proximity.registry import Registry
 from proximity.specs import DatasetSpec, MixtureSpec, parse_spec
@@ -387,7 +387,7 @@ def compute_stats(
         raise ProximityError(
             f"{parsed}: statistics are per dataset; a mixture is compared by proximity.mixtures"
         )
-    source = describe_source(parsed, data_dir, registry)
+    source = resolve(parsed, data_dir, registry)
     fields = options.key_fields()
     handle = tokenizer if isinstance(tokenizer, TokenizerHandle) else TokenizerHandle(tokenizer)
     tokenizer_fp = handle.fingerprint
@@ -403,19 +403,16 @@ def compute_stats(
             cached.metadata["cache_hit"] = True
             return cached
     report = ReadReport()
-    texts = load_texts(
-        parsed,
+    texts = source.texts(
         n_docs=options.n_docs,
         sample=options.sample,
         seed=options.seed,
         max_chars=options.max_chars,
-        data_dir=data_dir,
-        registry=registry,
         report=report,
     )
     metadata = {
         "spec": parsed.canonical(),
-        "source": asdict(source),
+        "source": asdict(source.info),
         "tokenizer": tokenizer_fp,
         "options": fields,
         "stats_version": STATS_VERSION,

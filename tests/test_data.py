@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from proximity.data import ReadReport, describe_source, load_examples, load_texts
+from proximity.data import ReadReport, load_examples, load_texts, resolve
 from proximity.errors import ProximityError
 from proximity.registry import Registry
 
@@ -75,13 +75,13 @@ def test_c4_reads_all_three_files_despite_their_different_fields(shared_data):
     # c4_en_sample has timestamp, c4_extra has date/url or Paloma fields, the demo only text.
     texts = list(load_texts("c4", data_dir=shared_data))
     assert len(texts) == 1000 + 1209 + 300
-    info = describe_source("c4", shared_data)
+    info = resolve("c4", shared_data).info
     assert info.kind == "local" and info.substitute is None and "c4_extra.jsonl" in info.location
 
 
 def test_substitutes_are_reported(shared_data):
-    assert "CPython" in describe_source("starcoder", shared_data).substitute
-    assert "Code Alpaca" in describe_source("pycode", shared_data).substitute
+    assert "CPython" in resolve("starcoder", shared_data).info.substitute
+    assert "Code Alpaca" in resolve("pycode", shared_data).info.substitute
 
 
 def test_lima_history_is_flattened_into_the_conversation(shared_data):
@@ -192,14 +192,28 @@ def test_mixture_draws_documents_by_weight(shared_data):
     assert 0.2 < from_gsm8k / 400 < 0.4
 
 
+def test_a_resolved_source_reads_what_load_texts_reads(shared_data):
+    for spec in ("gsm8k", "c4:0.7+gsm8k:0.3"):
+        source = resolve(spec, shared_data)
+        options = {"n_docs": 30, "sample": "random", "seed": 2, "max_chars": 300}
+        expected = list(load_texts(spec, data_dir=shared_data, **options))
+        assert list(source.texts(**options)) == list(source.texts(**options)) == expected
+    mixture = resolve("c4:0.7+gsm8k:0.3", shared_data)
+    assert [(part.info.name, weight) for part, weight in mixture.parts] == [
+        ("c4", 0.7),
+        ("gsm8k", 0.3),
+    ]
+    assert mixture.fingerprint == "+".join(part.fingerprint for part, _ in mixture.parts)
+
+
 def test_fingerprint_changes_when_the_file_changes(tmp_path, shared_data):
     path = tmp_path / "c4.jsonl"
     shutil.copy(shared_data / "c4_demo_llamafactory.jsonl", path)
-    before = describe_source(str(path)).fingerprint
+    before = resolve(str(path)).fingerprint
     with path.open("a") as handle:
         handle.write(json.dumps({"text": "one more document"}) + "\n")
     os.utime(path, ns=(1, 1))
-    assert describe_source(str(path)).fingerprint != before
+    assert resolve(str(path)).fingerprint != before
 
 
 @pytest.mark.parametrize(
@@ -261,27 +275,27 @@ def test_a_file_that_is_not_utf8_names_its_line(tmp_path, suffix):
 
 
 def test_reading_another_split_than_asked_is_recorded_like_a_substitute(shared_data):
-    info = describe_source("sciq", shared_data)
+    info = resolve("sciq", shared_data).info
     assert info.split == "validation"
     assert "only the validation split, read in place of train" in info.substitute
-    asked = describe_source("sciq?split=validation", shared_data)
+    asked = resolve("sciq?split=validation", shared_data).info
     assert asked.substitute is None and asked.fingerprint == info.fingerprint
-    assert "in place of train" in describe_source("social_iqa", shared_data).substitute
-    assert describe_source("gsm8k", shared_data).substitute is None
+    assert "in place of train" in resolve("social_iqa", shared_data).info.substitute
+    assert resolve("gsm8k", shared_data).info.substitute is None
 
 
 def test_fingerprint_changes_with_the_formatting_and_the_split_read(tmp_path, shared_data):
     registry_file = tmp_path / "mine.toml"
     entry = '[mine]\nplain = "{template}"\n[[mine.local]]\nfiles = ["gsm8k_test.jsonl"]\n'
     registry_file.write_text(entry.format(template="{question}"))
-    before = describe_source("mine", shared_data, Registry.load([registry_file]))
+    before = resolve("mine", shared_data, Registry.load([registry_file])).info
     registry_file.write_text(entry.format(template="{question}\\n{answer}"))
-    after = describe_source("mine", shared_data, Registry.load([registry_file]))
+    after = resolve("mine", shared_data, Registry.load([registry_file])).info
     assert before.fingerprint != after.fingerprint and "{answer}" in after.formatting
-    plain = describe_source("gsm8k?format=plain", shared_data)
-    assert plain.fingerprint != describe_source("gsm8k", shared_data).fingerprint
-    test_split = describe_source("gsm8k?split=test", shared_data)
+    plain = resolve("gsm8k?format=plain", shared_data).info
+    assert plain.fingerprint != resolve("gsm8k", shared_data).fingerprint
+    test_split = resolve("gsm8k?split=test", shared_data).info
     assert test_split.split == "test"
     path = str(shared_data / "gsm8k_test.jsonl")
-    fields = describe_source(path + "?field=question").fingerprint
-    assert fields != describe_source(path + "?field=answer").fingerprint
+    fields = resolve(path + "?field=question").fingerprint
+    assert fields != resolve(path + "?field=answer").fingerprint

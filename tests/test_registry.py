@@ -2,7 +2,7 @@
 
 import pytest
 
-from proximity.data import describe_source, load_examples
+from proximity.data import load_examples, resolve
 from proximity.errors import ProximityError
 from proximity.registry import Registry
 
@@ -58,7 +58,7 @@ def test_user_registry_file_adds_an_entry_without_code(tmp_path, shared_data):
     registry = Registry.load([user_file])
     examples = list(load_examples("legal", n_docs=3, data_dir=shared_data, registry=registry))
     assert len(examples) == 3 and all(e.text for e in examples)
-    assert describe_source("legal", shared_data, registry).domain == "law"
+    assert resolve("legal", shared_data, registry).info.domain == "law"
 
 
 def test_user_registry_from_environment_variable(tmp_path, monkeypatch):

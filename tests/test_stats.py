@@ -12,6 +12,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from proximity.errors import ProximityError
+from proximity.registry import Registry
 from proximity.stats import StatsOptions, compute_stats, count_texts
 
 
@@ -123,6 +124,27 @@ def test_fewer_documents_than_asked_is_said(tmp_path: Path, tokenizer: Tokenizer
     assert stats.metadata["notes"] == [
         "1 document read, 1,000 asked for: the dataset has no more non-empty documents"
     ]
+
+
+class _CountingRegistry(Registry):
+    """Counts name lookups: resolving a dataset looks its name up exactly once."""
+
+    lookups = 0
+
+    def __contains__(self, name: str) -> bool:
+        self.lookups += 1
+        return super().__contains__(name)
+
+
+def test_a_dataset_is_resolved_once_whether_its_counts_are_cached_or_read(
+    shared_data: Path, tokenizer: Tokenizer
+) -> None:
+    options = StatsOptions(n_docs=20)
+    for expected_hit in (False, True):
+        registry = _CountingRegistry(Registry.load().entries)
+        stats = compute_stats("gsm8k", tokenizer, options, data_dir=shared_data, registry=registry)
+        assert stats.metadata["cache_hit"] is expected_hit
+        assert registry.lookups == 1
 
 
 def test_bad_options_name_the_flag_to_change() -> None:

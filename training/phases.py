@@ -86,12 +86,12 @@ def tokenized_build(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: b
 
 def substitute_notes(specs: list[str], data_dir: str | None) -> list[str]:
     """Local stand-ins for hub datasets (e.g. stdlib code for StarCoder): say so, once each."""
-    from proximity.data import describe_source
+    from proximity.data import resolve
 
     notes = []
     for spec in specs:
         for part in parse_mixture(spec).datasets:
-            info = describe_source(part, data_dir=data_dir)
+            info = resolve(part, data_dir=data_dir).info
             if info.substitute:
                 notes.append(f"{part}: {info.substitute}")
     return list(dict.fromkeys(notes))
@@ -165,9 +165,9 @@ def pretraining_data(
 
 def _mask_prompt_default(spec: str, data_dir: str | None) -> bool:
     """The registry says which targets mask their prompt (the paper: GSM8K)."""
-    from proximity.data import describe_source
+    from proximity.data import resolve
 
-    return describe_source(spec, data_dir=data_dir).mask_prompt
+    return resolve(spec, data_dir=data_dir).info.mask_prompt
 
 
 class _EpochBatches:

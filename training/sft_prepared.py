@@ -88,12 +88,12 @@ def prepare_sft(
     With `build=False` this only waits, up to `wait_timeout_s`, for another process's build.
     The arrays equal `build_sft_data(...)`'s for the same arguments (tested).
     """
-    from proximity.data import describe_source
+    from proximity.data import resolve
     from proximity.tokenizer import tokenizer_fingerprint
 
     eos_id = resolve_eos_id(tokenizer, None)
     pad_id = resolve_pad_id(tokenizer, eos_id)
-    source = describe_source(spec, data_dir=data_dir)
+    source = resolve(spec, data_dir=data_dir).info
     key = {
         "format_version": SFT_FORMAT_VERSION,
         "spec": spec,

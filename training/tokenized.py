@@ -117,14 +117,14 @@ def tokenize_dataset(
     `build=False` this only waits (up to `wait_timeout_s`) for another process's build of the
     same inputs to finish: the other ranks of a job whose rank 0 is tokenising.
 
-    The cache key is the spec, the source's fingerprint (`describe_source`: the files' size
+    The cache key is the spec, the source's fingerprint (`Source.fingerprint`: the files' size
     and mtime or the hub revision, the split actually read, the resolved formatting and the
     reader's version), the tokenizer's fingerprint and every option here, so changing any of
     them (a registry template edited, say) builds a new folder. `val_fraction` of the
     documents (at least `min_val_docs`) are held out.
     Only single datasets: a mixture is several builds mixed by `training.sampler.MixtureSampler`.
     """
-    from proximity.data import describe_source, load_texts
+    from proximity.data import resolve
     from proximity.tokenizer import tokenizer_fingerprint
 
     spec = _single_spec(spec)
@@ -135,7 +135,8 @@ def tokenize_dataset(
     eos_id = resolve_eos_id(tokenizer, eos_id)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     dtype = token_dtype(max(vocab_size - 1, eos_id))
-    source = describe_source(spec, data_dir=data_dir)
+    resolved = resolve(spec, data_dir=data_dir)
+    source = resolved.info
     key = {
         "format_version": FORMAT_VERSION,
         "spec": spec,
@@ -164,7 +165,7 @@ def tokenize_dataset(
             return cached
         (directory / "manifest.json").unlink(missing_ok=True)
         directory.mkdir(parents=True, exist_ok=True)
-        texts = load_texts(spec, n_docs=n_docs, max_chars=max_chars, data_dir=data_dir)
+        texts = resolved.texts(n_docs=n_docs, max_chars=max_chars)
         bar = tqdm(
             texts, total=n_docs, unit="doc", desc=f"tokenising {source.name}", disable=not progress
         )

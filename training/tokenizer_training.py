@@ -120,15 +120,15 @@ def train_command(
 ) -> None:
     """Train a byte-level BPE tokenizer on a corpus; writes OUT/tokenizer.json and
     OUT/tokenizer_info.json (what it was trained on)."""
-    from proximity.data import describe_source, load_texts
+    from proximity.data import resolve
 
     if n_docs < 1:
         raise ProximityError(f"--n-docs {n_docs} must be at least 1")
     _check_vocab_size(vocab_size)  # before reading any data
-    source = describe_source(corpus, data_dir=data_dir)
-    if source.substitute:
-        console.print(f"[yellow]note:[/] {source.substitute}", highlight=False)
-    texts = list(load_texts(corpus, n_docs=n_docs, max_chars=max_chars, data_dir=data_dir))
+    source = resolve(corpus, data_dir=data_dir)
+    if source.info.substitute:
+        console.print(f"[yellow]note:[/] {source.info.substitute}", highlight=False)
+    texts = list(source.texts(n_docs=n_docs, max_chars=max_chars))
     if not any(texts):
         raise ProximityError(f"--corpus {corpus!r} gave no text to learn from")
     tokenizer = train_tokenizer(

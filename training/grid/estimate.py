@@ -73,23 +73,23 @@ def estimate_tokenizer(plan: Plan, data_dir: str | None, trained: str | None):
 def sft_examples(target: str, plan: Plan, data_dir: str | None, tokenizer, how: str) -> SFTCount:
     """Training examples of an SFT target after the trainer's split and length filter
     (`build_sft_data`: examples whose masked prompt alone fills seq_len are dropped)."""
-    from proximity.data import describe_source, load_examples
+    from proximity.data import resolve
     from training.sft_data import build_sft_data
     from training.tokenized import SPLIT_SEED
 
     s, d = plan.spec.sft, plan.spec.data
     try:
-        source = describe_source(target, data_dir=data_dir)
+        source = resolve(target, data_dir=data_dir)
         if tokenizer is None:
-            n = sum(1 for _ in load_examples(target, n_docs=s.n_docs, data_dir=data_dir))
+            n = sum(1 for _ in source.examples(n_docs=s.n_docs))
             held_out = s.val_docs if s.val_docs is not None else n * d.sft_val_fraction
-            return SFTCount(int(n - held_out), how, source.substitute)
+            return SFTCount(int(n - held_out), how, source.info.substitute)
         train, _ = build_sft_data(
-            target, tokenizer, seq_len=s.seq_len, mask_prompt=source.mask_prompt,
+            target, tokenizer, seq_len=s.seq_len, mask_prompt=source.info.mask_prompt,
             data_dir=data_dir, n_docs=s.n_docs, val_fraction=d.sft_val_fraction,
             val_docs=s.val_docs, seed=SPLIT_SEED, warn=False,
         )  # fmt: skip
-        return SFTCount(len(train), how, source.substitute)
+        return SFTCount(len(train), how, source.info.substitute)
     except Exception:
         return SFTCount(None, "not readable here")
 

@@ -60,12 +60,12 @@ def results_table(plan: Plan, out: Path, data_dir: str | None) -> pd.DataFrame:
 
     @cache
     def notes(spec_text: str) -> tuple[str, ...]:
-        from proximity.data import describe_source
+        from proximity.data import resolve
 
         found = []
         for part in parse_mixture(spec_text).datasets:
             try:
-                info = describe_source(part, data_dir=data_dir)
+                info = resolve(part, data_dir=data_dir).info
             except Exception:  # a hub-only dataset described offline: no local note to give
                 continue
             if info.substitute:

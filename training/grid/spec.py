@@ -336,7 +336,7 @@ def check_datasets(grid: GridSpec, data_dir: str | None) -> None:
     """Every dataset the grid names resolves (registry name, local file, hub id), before any
     node runs: a misspelt target would otherwise fail only when its first SFT node starts,
     perhaps hours in. The error names the field. Reads no documents and needs no network."""
-    from proximity.data import describe_source
+    from proximity.data import resolve
 
     fields = [("pretrain.data", grid.pretrain.data)]
     if grid.tokenizer.name == "train":
@@ -346,7 +346,7 @@ def check_datasets(grid: GridSpec, data_dir: str | None) -> None:
     fields += [(f"eval.datasets[{i}]", d) for i, d in enumerate(grid.eval.datasets)]
     for name, value in fields:
         try:
-            describe_source(value, data_dir=data_dir)
+            resolve(value, data_dir=data_dir)
         except ProximityError as error:
             raise ProximityError(f"grid {name}: {error}") from None
 
