@@ -262,7 +262,7 @@ def matmul_peak(threads: int | None, n: int = 2048, repeats: int = 10, dtype=Non
 
 def gpu_part(args, tokenizer: str) -> None:
     from proximity.tokenizer import load_tokenizer
-    from training.loop import peak_flops_for
+    from training.hardware import peak_flops_for
 
     vocab = load_tokenizer(tokenizer, data_dir=args.data_dir).get_vocab_size()
     name = torch.cuda.get_device_name()

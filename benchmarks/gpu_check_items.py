@@ -356,7 +356,7 @@ def _same_tensors(a: Any, b: Any) -> bool:
 def peak_of_device(device: str) -> float | None:
     import torch
 
-    from training.loop import peak_flops_for
+    from training.hardware import peak_flops_for
 
     return peak_flops_for(torch.cuda.get_device_name()) if device == "cuda" else None
 
@@ -505,7 +505,7 @@ def item_data(ctx: Context) -> None:
 def gpu_demand(ctx: Context, vocab: int) -> tuple[float, str]:
     """Tokens/s the GPU trains 160M at: the speed item's measurement when it ran on this GPU,
     else what an H100 SXM (or this GPU) at the 45% MFU goal would take."""
-    from training.loop import peak_flops_for
+    from training.hardware import peak_flops_for
     from training.presets import flops_per_token, model_config
 
     speed = ctx.args.out / "items" / "speed.json"
@@ -692,7 +692,7 @@ def environment(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {"torch": torch.__version__, "transformers": transformers.__version__,
                            "cuda": torch.version.cuda, "gpu_count": 0}  # fmt: skip
     if device == "cuda":
-        from training.loop import peak_flops_for
+        from training.hardware import peak_flops_for
 
         env["gpu_count"] = torch.cuda.device_count()
         env["gpu_name"] = torch.cuda.get_device_name()

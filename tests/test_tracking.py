@@ -126,7 +126,7 @@ def test_offline_wandb_run_holds_the_same_metrics_and_the_grouping(tracked_run):
 def test_a_grid_groups_tracked_nodes_by_grid_and_kind(tmp_path):
     """train_set's log.* reach every training node; W&B group = the grid, job type = kind,
     TensorBoard under DIR/tensorboard/<kind>/<node id>; node ids do not change."""
-    from training.grid.local import node_payload
+    from training.grid.ledger import node_payload
     from training.grid.plan import build_plan
     from training.grid.spec import load_grid
 

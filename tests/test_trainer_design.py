@@ -22,7 +22,8 @@ from proximity.errors import ProximityError
 from training.batches import BatchPrefetcher
 from training.checkpoint import latest_checkpoint
 from training.evaluate import IGNORE_INDEX, chunked_loss_sum, lm_loss, read_metrics
-from training.loop import load_optimizer_state, mfu, peak_flops_for, set_deterministic, train
+from training.hardware import peak_flops_for
+from training.loop import load_optimizer_state, mfu, set_deterministic, train
 
 
 def _tiny_model(seed: int = 0) -> GPTNeoXForCausalLM:

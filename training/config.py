@@ -8,6 +8,7 @@ field is its help text. Every problem names the field to fix, e.g.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from dataclasses import dataclass, field
@@ -229,8 +230,8 @@ class RunConfig:
         cls, data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
     ) -> RunConfig:
         """Build from nested dicts (YAML), then apply `section.key=value` overrides."""
-        data = _merge_overrides(dict(data or {}), overrides)
-        return _build(cls, data, prefix="")
+        data = merge_overrides(dict(data or {}), overrides)
+        return build_dataclass(cls, data)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -265,7 +266,11 @@ def _check(ok: bool, name: str, message: str) -> None:
         raise ProximityError(f"{name}: {message}")
 
 
-def _merge_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict:
+def merge_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict:
+    """`data` (nested dicts, as read from YAML) with each `section.key=value` override set in
+    it, the value read as YAML (1e-3, true, [1, 2], null): a run config's `--set` and a grid's
+    read the same. `data` itself is changed (callers pass a copy); the sections on an
+    overridden path are copied first, so a preset's nested dicts never change."""
     for item in overrides:
         if "=" not in item:
             raise ProximityError(f"override {item!r} must look like section.key=value (--set)")
@@ -289,7 +294,10 @@ def _merge_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...
     return data
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """An instance of the dataclass `cls` from nested dicts, each value checked against its
+    field's annotation (`_coerce`); an unknown key or a wrong value raises a ProximityError
+    naming the dotted key (`prefix` + field), as a run config's or a grid's reader shows it."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
@@ -323,7 +331,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ProximityError(f"{name}: expected a section (mapping), got {value!r}")
-        return _build(tp, value, prefix=name + ".")
+        return build_dataclass(tp, value, prefix=name + ".")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -382,8 +390,6 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
 def field_help(cls: type = RunConfig, prefix: str = "") -> dict[str, str]:
     """Each dotted key's help: the comment lines just above its field in this file (one source
     of truth, shown by `proximity train keys`)."""
-    import inspect
-
     helps: dict[str, str] = {}
     comment: list[str] = []
     for line in inspect.getsource(cls).splitlines()[1:]:

@@ -51,26 +51,11 @@ from training.checkpoint import (
 )
 from training.config import RunConfig
 from training.evaluate import evaluate, example_losses
+from training.hardware import peak_flops_for
 from training.losses import IGNORE_INDEX, lm_loss, token_loss_sum
 from training.memory import GIB, check_fits
 from training.metrics_log import MetricsLog
 from training.presets import flops_per_token, memory_shape
-
-# Dense (not sparse) bf16 peak FLOP/s of ONE GPU, from the vendors' data sheets, for model FLOPs
-# utilisation. Matched in order, case-insensitively, against torch.cuda.get_device_name(): the
-# specific names first ("H100 PCIe" reports e.g. "NVIDIA H100 PCIe"; the SXM part "NVIDIA H100
-# 80GB HBM3"). The NVL parts are PCIe cards with a lower clock (1,671 TFLOP/s sparse).
-PEAK_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),  # SXM5
-    ("H200 NVL", 835e12),
-    ("GH200", 989e12),
-    ("H200", 989e12),  # SXM
-    ("A100", 312e12),
-    ("L40S", 362e12),
-    ("A10G", 70e12),
-)
 
 
 @dataclass
@@ -129,13 +114,6 @@ def check_gpu_memory(
         seq_len=cfg.model.seq_len, bf16=bf16, ddp=ddp, device_gib=device_gib,
         device=device_name,
     )  # fmt: skip
-
-
-def peak_flops_for(device_name: str) -> float | None:
-    """One GPU's dense bf16 peak for a device name (as CUDA reports it, or a user's `h100`);
-    None when we do not know the part."""
-    name = device_name.upper()
-    return next((flops for key, flops in PEAK_FLOPS if key.upper() in name), None)
 
 
 def peak_flops(device: torch.device) -> float | None:

@@ -12,18 +12,28 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from proximity.atomic import write_text_atomic
 from proximity.data import resolve_data_dir
 from proximity.errors import ProximityError
+from training.grid.nodes import error_line, node_dir, node_state, read_result
+from training.grid.progress import GridLog, LiveDisplay, snapshot, summary_lines
 from training.grid.progress import fmt_seconds as _fmt_seconds
 from training.grid.progress import fmt_tokens as _fmt_tokens
+from training.memory import FIT_FRACTION
+
+# The plan's modules (plan, spec, estimate, the executors, results) import torch, through
+# training.presets: this module loads with every `proximity` plugin command and serves
+# `train-grid status`, so the functions that run a plan import them themselves.
 
 console = Console()
 grid_app = typer.Typer(
@@ -59,6 +69,7 @@ def _plan_record(plan) -> dict:
 
 
 def dry_run(plan, data_dir: str | None, jobs: int, out: Path | None = None) -> None:
+    # torch, through training.presets (the note above `console`)
     from training.grid.estimate import (
         check_memory,
         estimate,
@@ -67,7 +78,6 @@ def dry_run(plan, data_dir: str | None, jobs: int, out: Path | None = None) -> N
         plan_gpu,
         vocab_size,
     )
-    from training.grid.nodes import node_dir
 
     trained = None  # the grid's own tokenizer, when --out names a folder where it has run
     tokenizer_node = next((n for n in plan.nodes if n.kind == "tokenizer"), None)
@@ -130,8 +140,6 @@ def dry_run(plan, data_dir: str | None, jobs: int, out: Path | None = None) -> N
 
 def memory_table(memory, gpu: str, gpu_gib: float) -> None:
     """Estimated peak GPU memory per node kind (training/memory.py), in GiB."""
-    from training.memory import FIT_FRACTION
-
     table = Table(title=f"estimated peak memory per GPU, GiB ({gpu}: {gpu_gib:.1f})")
     columns = ("kind", "model", "GPUs", "micro", "seq", "state", "act.", "logits", "peak", "fits")
     for column in columns:
@@ -155,7 +163,7 @@ def memory_table(memory, gpu: str, gpu_gib: float) -> None:
 
 def slurm_resources(plan) -> None:
     """What each node kind's Slurm job asks for and runs (the spec's slurm: section)."""
-    from training.grid.slurm import launch_for, sbatch_memory
+    from training.grid.slurm import launch_for, sbatch_memory  # torch (the note above `console`)
 
     table = Table(title="slurm jobs (one per node)")
     columns = ("kind", "jobs", "partition", "time", "nodes", "GPUs/node", "CPUs", "mem", "runs")
@@ -184,9 +192,7 @@ def slurm_resources(plan) -> None:
 
 
 def show_status(out: Path) -> None:
-    from training.grid.nodes import error_line, node_dir, node_state, read_result
-    from training.grid.progress import snapshot, summary_lines
-
+    """The grid's state from its folder alone (plan.json and each node's files)."""
     record_path = out / "plan.json"
     if not record_path.exists():
         raise ProximityError(f"{out}: no plan.json; is this a train-grid --out folder?")
@@ -222,15 +228,44 @@ def show_status(out: Path) -> None:
         console.print(line, highlight=False)
 
 
+# train-grid's arguments and longer options, named here so that the command reads as a list
+SpecArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A preset (smoke, micro, paper-70m, paper-160m) or a grid YAML file; or "
+        "`status` followed by DIR."
+    ),
+]
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait",
+        help="slurm: wait for the jobs and write results (--no-wait: submit and return; "
+        "rerun the command later to watch and collect).",
+    ),
+]
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Also print each node's start/done line (always written to DIR/grid.log; "
+        "printed anyway when the live display is off).",
+    ),
+]
+ProgressOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress",
+        help="The live display (totals, time left, nodes running); default: on when "
+        "stdout is a terminal.",
+    ),
+]
+
+
 @grid_app.callback()
 def train_grid(
-    spec: Annotated[
-        str,
-        typer.Argument(
-            help="A preset (smoke, micro, paper-70m, paper-160m) or a grid YAML file; or "
-            "`status` followed by DIR."
-        ),
-    ],
+    spec: SpecArgument,
     status_dir: Annotated[
         Path | None, typer.Argument(help="With `status`: the grid folder.")
     ] = None,
@@ -242,14 +277,7 @@ def train_grid(
     executor: Annotated[
         str, typer.Option(help="local, or slurm: one job per node (the spec's slurm: section).")
     ] = "local",
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait/--no-wait",
-            help="slurm: wait for the jobs and write results (--no-wait: submit and return; "
-            "rerun the command later to watch and collect).",
-        ),
-    ] = True,
+    wait: WaitOption = True,
     poll: Annotated[float, typer.Option(help="slurm: seconds between squeue polls.")] = 10.0,
     seeds: Annotated[
         str | None, typer.Option(help="Seeds, e.g. 0,1,2 (overrides the spec).")
@@ -261,23 +289,8 @@ def train_grid(
     data_dir: Annotated[
         Path | None, typer.Option(help="Local data folder (else $PROXIMITY_DATA_DIR, else hub).")
     ] = None,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose",
-            "-v",
-            help="Also print each node's start/done line (always written to DIR/grid.log; "
-            "printed anyway when the live display is off).",
-        ),
-    ] = False,
-    progress: Annotated[
-        bool | None,
-        typer.Option(
-            "--progress/--no-progress",
-            help="The live display (totals, time left, nodes running); default: on when "
-            "stdout is a terminal.",
-        ),
-    ] = None,
+    verbose: VerboseOption = False,
+    progress: ProgressOption = None,
 ) -> None:
     """Run (or resume) a grid: every node not done yet, sharing every common prefix."""
     if spec == "status":
@@ -287,26 +300,8 @@ def train_grid(
         return
     if status_dir is not None:
         raise ProximityError(f"unexpected argument {status_dir} (did you mean --out {status_dir}?)")
-    from training.grid.plan import build_plan
-    from training.grid.spec import check_datasets, load_grid
-
-    if jobs < 1:
-        raise ProximityError("--jobs must be at least 1")
-    if executor not in ("local", "slurm"):
-        raise ProximityError(f"--executor must be local or slurm, got {executor!r}")
-    if executor == "slurm" and jobs != 1:
-        raise ProximityError("--jobs is for --executor local; Slurm runs every ready node at once")
-    if executor == "local" and not wait:
-        raise ProximityError("--no-wait is for --executor slurm (a local run is its processes)")
-    grid = load_grid(spec, set_ or [], seeds)
-    folder = resolve_data_dir(data_dir or grid.data.data_dir)
-    data = str(folder.resolve()) if folder else None
-    check_datasets(grid, data)
-    plan = build_plan(grid)
-    if not dry_run_:
-        from training.grid.estimate import check_plan_memory
-
-        check_plan_memory(plan, data)  # before anything runs or is submitted
+    check_executor_options(jobs, executor, wait)
+    plan, data = load_plan(spec, set_ or [], seeds, data_dir, check_memory=not dry_run_)
     if dry_run_:
         dry_run(plan, data, jobs, out)
         if executor == "slurm":
@@ -314,12 +309,11 @@ def train_grid(
         return
     if out is None:
         raise ProximityError("--out DIR is required (the grid folder; rerun it to resume)")
-    out = out.resolve()
     if poll <= 0:
         raise ProximityError("--poll must be a positive number of seconds")
     run_grid(
         plan,
-        out,
+        out.resolve(),
         data,
         jobs=jobs,
         executor=executor,
@@ -328,6 +322,39 @@ def train_grid(
         verbose=verbose,
         live=progress,
     )
+
+
+def check_executor_options(jobs: int, executor: str, wait: bool) -> None:
+    """Refuse, before anything is read, options that do not go together."""
+    if jobs < 1:
+        raise ProximityError("--jobs must be at least 1")
+    if executor not in ("local", "slurm"):
+        raise ProximityError(f"--executor must be local or slurm, got {executor!r}")
+    if executor == "slurm" and jobs != 1:
+        raise ProximityError("--jobs is for --executor local; Slurm runs every ready node at once")
+    if executor == "local" and not wait:
+        raise ProximityError("--no-wait is for --executor slurm (a local run is its processes)")
+
+
+def load_plan(
+    spec: str, overrides: list[str], seeds: str | None, data_dir: Path | None, check_memory: bool
+):
+    """(the plan, the data folder as a string or None): the spec read with its overrides, every
+    dataset it names resolved, and (with `check_memory`, before anything runs or is submitted)
+    the plan checked against the GPU it names."""
+    # torch, through training.presets (the note above `console`)
+    from training.grid.estimate import check_plan_memory
+    from training.grid.plan import build_plan
+    from training.grid.spec import check_datasets, load_grid
+
+    grid = load_grid(spec, overrides, seeds)
+    folder = resolve_data_dir(data_dir or grid.data.data_dir)
+    data = str(folder.resolve()) if folder else None
+    check_datasets(grid, data)
+    plan = build_plan(grid)
+    if check_memory:
+        check_plan_memory(plan, data)
+    return plan, data
 
 
 def run_grid(
@@ -344,50 +371,32 @@ def run_grid(
 ):
     """Run the plan's unfinished nodes in `out`. Per-node lines go to `out/grid.log`, and to
     the screen with `verbose` or when the live display is off (`live`: None = a terminal)."""
-    from training.grid.local import run_local, write_node_files
-    from training.grid.nodes import node_dir, read_result
-    from training.grid.results import (
-        pretraining_table,
-        results_table,
-        write_pretraining,
-        write_results,
-    )
+    # torch, through training.presets (the note above `console`); pandas
+    from training.grid.ledger import write_node_files
+    from training.grid.local import run_local
+    from training.grid.results import pretraining_table, refresh_results, write_pretraining
 
     out.mkdir(parents=True, exist_ok=True)
     resolved = plan.spec.to_dict()
     resolved["data"]["data_dir"] = data_dir
-    write_text_atomic(out / "grid.yaml", __import__("yaml").safe_dump(resolved, sort_keys=False))
+    write_text_atomic(out / "grid.yaml", yaml.safe_dump(resolved, sort_keys=False))
     write_text_atomic(out / "plan.json", json.dumps(_plan_record(plan), indent=1) + "\n")
     write_node_files(plan, out, data_dir)
     total = len(plan.nodes)
     started = time.time()
     live = console.is_terminal if live is None else live
-    lines_on_screen = verbose or not live
-    log = (out / "grid.log").open("a", buffering=1)
-
-    def on_change(event: str, node, text: str) -> None:
-        if event == "done":  # the node's own time, the one `status` shows
-            took = read_result(node_dir(out, node.id)).get("wall_time_s")
-            text = f"took {_fmt_seconds(took)} {text}"
-        line = f"{event:5s} {node.id} {node.label} {text}".rstrip()
-        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-        if lines_on_screen:
-            console.print(f"{time.strftime('%H:%M:%S')} {line}", highlight=False)
-        if event == "done" and node.kind == "sft":
-            write_results(results_table(plan, out, data_dir), out)
-
-    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} train-grid {plan.spec.name}: {total} nodes\n")
-    try:
+    echo = partial(console.print, highlight=False) if verbose or not live else None
+    results = partial(refresh_results, plan, out, data_dir)
+    with GridLog(out, echo=echo, on_sft_done=results) as log:
+        log.note(f"train-grid {plan.spec.name}: {total} nodes")
         with _live_display(out, plan, started, live):
             if executor == "slurm":
-                outcome = _run_on_slurm(plan, out, data_dir, on_change, wait=wait, poll_s=poll_s)
+                outcome = _run_on_slurm(plan, out, log, wait=wait, poll_s=poll_s)
             else:
-                outcome = run_local(plan, out, jobs=jobs, on_change=on_change)
-    finally:
-        log.close()
+                outcome = run_local(plan, out, jobs=jobs, on_change=log)
     if outcome is None:
         return None
-    paths = write_results(results_table(plan, out, data_dir), out)
+    paths = results()
     write_pretraining(pretraining_table(plan, out), out)
     console.print(
         f"{len(outcome.done)}/{total} nodes done ({len(outcome.ran)} now, "
@@ -403,34 +412,28 @@ def run_grid(
     return outcome
 
 
-def _run_on_slurm(plan, out: Path, data_dir: str | None, on_change, *, wait: bool, poll_s: float):
+def _run_on_slurm(plan, out: Path, log: GridLog, *, wait: bool, poll_s: float):
     """Submit, then (with `wait`) watch (the live display shows progress); None when not
     waiting."""
-    from training.grid.slurm import run_slurm
+    from training.grid.slurm import submit_grid, watch  # torch (the note above `console`)
 
-    def on_submit(jobs: dict[str, str], submitted: list[str]) -> None:
+    try:
+        jobs, submitted = submit_grid(plan, out)
         queued = len(jobs) - len(submitted)
         console.print(
             f"slurm: submitted {len(submitted)} jobs"
             + (f", {queued} already queued from an earlier call" if queued else "")
             + f"; {len(plan.nodes) - len(jobs)} nodes done before"
         )
-        if not wait and jobs:
-            console.print(
-                f"not waiting (--no-wait): `proximity train-grid status {out}` shows progress; "
-                "rerun this command (without --no-wait) to wait and write results.csv"
-            )
-
-    try:
-        return run_slurm(
-            plan,
-            out,
-            data_dir,
-            wait=wait,
-            poll_s=poll_s,
-            on_submit=on_submit,
-            on_change=on_change,
-        )
+        if not wait:
+            if jobs:
+                console.print(
+                    f"not waiting (--no-wait): `proximity train-grid status {out}` shows "
+                    "progress; rerun this command (without --no-wait) to wait and write "
+                    "results.csv"
+                )
+            return None
+        return watch(plan, out, jobs, poll_s=poll_s, on_change=log)
     except KeyboardInterrupt:
         console.print(
             "stopped waiting; the jobs keep running in Slurm. Rerun the same command to "
@@ -446,11 +449,6 @@ def _live_display(out: Path, plan, started: float, on: bool):
     if not on:
         yield
         return
-    from rich.console import Console
-    from rich.live import Live
-
-    from training.grid.progress import LiveDisplay
-
     display = LiveDisplay(out, _plan_record(plan)["nodes"], started)
     screen = console if console.is_terminal else Console(force_terminal=True)
     with Live(get_renderable=display.render, console=screen, refresh_per_second=1):

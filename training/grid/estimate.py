@@ -10,10 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import torch
+
+from proximity.data import resolve
 from proximity.errors import ProximityError
+from proximity.tokenizer import load_tokenizer
 from training.grid.plan import Plan
 from training.grid.presets import PYTHIA_VOCAB
-from training.loop import peak_flops_for
+from training.hardware import peak_flops_for
 from training.memory import (
     MemoryEstimate,
     ModelShape,
@@ -22,6 +26,8 @@ from training.memory import (
     training_memory,
 )
 from training.presets import flops_per_token, memory_shape, model_config
+from training.sft_data import build_sft_data
+from training.tokenized import SPLIT_SEED
 
 
 @dataclass
@@ -36,8 +42,6 @@ def vocab_size(plan: Plan, data_dir: str | None) -> int:
     if t.name == "train":
         return t.vocab_size
     try:
-        from proximity.tokenizer import load_tokenizer
-
         return load_tokenizer(t.name, data_dir=data_dir).get_vocab_size(with_added_tokens=True)
     except Exception:  # offline without the files: the Pythia size is the paper's
         return PYTHIA_VOCAB
@@ -56,8 +60,6 @@ def estimate_tokenizer(plan: Plan, data_dir: str | None, trained: str | None):
     """The tokenizer SFT examples are counted with: the grid's own (a file, pythia, or the
     tokenizer node's output when it has run), else Pythia's as a stand-in for one not trained
     yet; (None, why) when neither loads here."""
-    from proximity.tokenizer import load_tokenizer
-
     name = plan.spec.tokenizer.name
     choice = trained if name == "train" else name
     try:
@@ -73,10 +75,6 @@ def estimate_tokenizer(plan: Plan, data_dir: str | None, trained: str | None):
 def sft_examples(target: str, plan: Plan, data_dir: str | None, tokenizer, how: str) -> SFTCount:
     """Training examples of an SFT target after the trainer's split and length filter
     (`build_sft_data`: examples whose masked prompt alone fills seq_len are dropped)."""
-    from proximity.data import resolve
-    from training.sft_data import build_sft_data
-    from training.tokenized import SPLIT_SEED
-
     s, d = plan.spec.sft, plan.spec.data
     try:
         source = resolve(target, data_dir=data_dir)
@@ -96,7 +94,7 @@ def sft_examples(target: str, plan: Plan, data_dir: str | None, tokenizer, how: 
 
 def measure_tokens_per_s(preset: str, vocab: int, seq_len: int, batch: int) -> float:
     """Tokens/s of a few AdamW steps of this shape on this CPU (after one warm-up step)."""
-    import torch
+    # transformers' model code (seconds): only a CPU grid's dry run builds a model
     from transformers import GPTNeoXForCausalLM
 
     torch.manual_seed(0)

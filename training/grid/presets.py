@@ -7,7 +7,11 @@ copy of it behave the same, and `--set` overrides any field.
 from __future__ import annotations
 
 from collections.abc import Callable
+from math import gcd
 from typing import Any
+
+from training.memory import gpu_memory_gib, largest_fitting_micro_batch
+from training.presets import memory_shape, model_config
 
 PYTHIA_VOCAB = 50_277  # the Pythia tokenizer's tokens (50,304 output rows once padded)
 
@@ -22,11 +26,6 @@ def paper_micro_batch(model: str, per_rank_batches: tuple[int, ...], seq_len: in
     peak memory under bf16 and DDP (training/memory.py) stays within FIT_FRACTION of one
     PAPER_GPU. Without it each GPU would run its whole share in one pass (128 x 2,048 tokens:
     about 178 GiB at 70M, the logits alone 147)."""
-    from math import gcd
-
-    from training.memory import gpu_memory_gib, largest_fitting_micro_batch
-    from training.presets import memory_shape, model_config
-
     shape = memory_shape(model_config(model, vocab_size=PYTHIA_VOCAB))
     micro = largest_fitting_micro_batch(
         shape, per_rank_batch=gcd(*per_rank_batches), seq_len=seq_len, bf16=True, ddp=True,
@@ -174,36 +173,7 @@ def study() -> dict[str, Any]:
             "min_lr": 2e-4,
             "checkpoint_every": 80,
         },
-        # Midtraining over the last 20% of the run at 10% and 50%: two weights per domain give
-        # the dose-response, and the 50% branches spread PA (at 40% the first part's PA std
-        # over its 72 pairs was 0.028, short of the issue's 0.03).
-        "mixtures": [
-            {
-                "name": "code",
-                "data": "starcoder",
-                "weights": [0.1, 0.5],
-                "start_steps": [640],
-                "cpt": True,
-            },
-            {
-                "name": "math",
-                "data": "math",
-                "weights": [0.1, 0.5],
-                "start_steps": [640],
-                "cpt": True,
-            },
-            {
-                "name": "mathword",
-                "data": "gsm8k?split=test&format=plain",
-                "weights": [0.1, 0.5],
-                "start_steps": [640],
-                "note": "GSM8K's test split (never an SFT example) stands in for the "
-                "GSM8K-derived part of MathInstruct",
-            },
-            {"name": "instruct", "data": "flan", "weights": [0.1, 0.5], "start_steps": [640]},
-            {"name": "legalweb", "data": "fineweb", "weights": [0.1, 0.5], "start_steps": [640]},
-            {"name": "wiki", "data": "wikitext", "weights": [0.1, 0.5], "start_steps": [640]},
-        ],
+        "mixtures": _study_mixtures(),
         "control": True,
         "ablation": {
             "mixture": "code",
@@ -211,27 +181,66 @@ def study() -> dict[str, Any]:
             "weights": [0.1, 0.5],
             "targets": ["pycode"],
         },
-        "sft": {
-            "targets": ["gsm8k", "pycode", "lima", "sciq", "openbookqa", "social_iqa"],
-            # The control's sweep (figures/study/lr_sweep_control.csv: 1e-3..3e-2 on
-            # micro-2l-128 seed 0) put 3e-3 best for 5 targets, 1e-3 for LIMA, 1e-2 worse than
-            # 3e-3 for all 6, 3e-2 worst; but the first part's midtrained branches chose the
-            # top of [1e-3, 3e-3] in 77 of 92 selections, so 1e-2 is swept too. The report
-            # counts selections at either edge.
-            "lrs": [1e-3, 3e-3, 1e-2],
-            # One epoch, not the paper's 4: the 4 h CPU budget (docs/STUDY.md); every example
-            # is seen once, so the validation loss measures transfer, not memorisation.
-            "epochs": 1,
-            "batch_size": 16,
-            "seq_len": 128,
-            # 215 held out so that GSM8K, whose longest prompts fill 128 tokens and are dropped,
-            # still scores at least 200 validation examples.
-            "n_docs": 765,
-            "val_docs": 215,
-        },
+        "sft": _study_sft(),
         # 14 batches of 16 cover the (at most 215) validation examples of every target.
         "eval": {"datasets": ["c4"], "batch_size": 16, "max_batches": 14},
         "train_set": ["system.deterministic=true"],
+    }
+
+
+def _study_mixtures() -> list[dict[str, Any]]:
+    """The study's mixtures (a fresh list per call: template_control edits its copy)."""
+    # Midtraining over the last 20% of the run at 10% and 50%: two weights per domain give
+    # the dose-response, and the 50% branches spread PA (at 40% the first part's PA std
+    # over its 72 pairs was 0.028, short of the issue's 0.03).
+    return [
+        {
+            "name": "code",
+            "data": "starcoder",
+            "weights": [0.1, 0.5],
+            "start_steps": [640],
+            "cpt": True,
+        },
+        {
+            "name": "math",
+            "data": "math",
+            "weights": [0.1, 0.5],
+            "start_steps": [640],
+            "cpt": True,
+        },
+        {
+            "name": "mathword",
+            "data": "gsm8k?split=test&format=plain",
+            "weights": [0.1, 0.5],
+            "start_steps": [640],
+            "note": "GSM8K's test split (never an SFT example) stands in for the "
+            "GSM8K-derived part of MathInstruct",
+        },
+        {"name": "instruct", "data": "flan", "weights": [0.1, 0.5], "start_steps": [640]},
+        {"name": "legalweb", "data": "fineweb", "weights": [0.1, 0.5], "start_steps": [640]},
+        {"name": "wiki", "data": "wikitext", "weights": [0.1, 0.5], "start_steps": [640]},
+    ]
+
+
+def _study_sft() -> dict[str, Any]:
+    """The study's SFT section (a fresh dict per call: template_control edits its copy)."""
+    return {
+        "targets": ["gsm8k", "pycode", "lima", "sciq", "openbookqa", "social_iqa"],
+        # The control's sweep (figures/study/lr_sweep_control.csv: 1e-3..3e-2 on
+        # micro-2l-128 seed 0) put 3e-3 best for 5 targets, 1e-3 for LIMA, 1e-2 worse than
+        # 3e-3 for all 6, 3e-2 worst; but the first part's midtrained branches chose the
+        # top of [1e-3, 3e-3] in 77 of 92 selections, so 1e-2 is swept too. The report
+        # counts selections at either edge.
+        "lrs": [1e-3, 3e-3, 1e-2],
+        # One epoch, not the paper's 4: the 4 h CPU budget (docs/STUDY.md); every example
+        # is seen once, so the validation loss measures transfer, not memorisation.
+        "epochs": 1,
+        "batch_size": 16,
+        "seq_len": 128,
+        # 215 held out so that GSM8K, whose longest prompts fill 128 tokens and are dropped,
+        # still scores at least 200 validation examples.
+        "n_docs": 765,
+        "val_docs": 215,
     }
 
 

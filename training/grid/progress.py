@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.text import Text
 
 from training.grid.nodes import ERROR, LOCK, is_done, is_locked, node_dir, read_result
+
+if TYPE_CHECKING:  # a type only: the plan's modules import torch (through training.presets)
+    from training.grid.plan import Node
 
 KINDS = ("tokenizer", "prepare", "pretrain", "midtrain", "sft")
 TRAINING = ("pretrain", "midtrain", "sft")
@@ -231,10 +238,7 @@ class LiveDisplay:
         self.cache = ResultCache()
         self._last: tuple[float, Any] | None = None
 
-    def render(self):
-        from rich.console import Group
-        from rich.text import Text
-
+    def render(self) -> Group:
         now = time.time()
         if self._last is not None and now - self._last[0] < 0.9:
             return self._last[1]
@@ -250,3 +254,39 @@ class LiveDisplay:
         group = Group(*lines)
         self._last = (now, group)
         return group
+
+
+class GridLog:
+    """DIR/grid.log: one timestamped line per node event an executor reports (start, done,
+    fail, skip, wait; ledger.NodeEvents), also passed to `echo` (the screen) when given.
+    After an SFT node's done line, `on_sft_done()` (train-grid rewrites results.csv there)."""
+
+    def __init__(
+        self,
+        out: Path,
+        echo: Callable[[str], object] | None = None,
+        on_sft_done: Callable[[], object] | None = None,
+    ) -> None:
+        self.out, self.echo, self.on_sft_done = out, echo, on_sft_done
+        self.file = (out / "grid.log").open("a", buffering=1)
+
+    def __enter__(self) -> GridLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def note(self, text: str) -> None:
+        """A line of the log alone (the grid's start), not shown on the screen."""
+        self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+    def __call__(self, event: str, node: Node, text: str) -> None:
+        if event == "done":  # the node's own time, the one `status` shows
+            took = read_result(node_dir(self.out, node.id)).get("wall_time_s")
+            text = f"took {fmt_seconds(took)} {text}"
+        line = f"{event:5s} {node.id} {node.label} {text}".rstrip()
+        self.note(line)
+        if self.echo is not None:
+            self.echo(f"{time.strftime('%H:%M:%S')} {line}")
+        if event == "done" and node.kind == "sft" and self.on_sft_done is not None:
+            self.on_sft_done()

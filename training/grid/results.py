@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from proximity.atomic import atomic_path
+from proximity.data import resolve
 from proximity.specs import parse_mixture
 from training.grid.nodes import is_done, node_dir, read_result
 from training.grid.plan import Plan
@@ -60,8 +61,6 @@ def results_table(plan: Plan, out: Path, data_dir: str | None) -> pd.DataFrame:
 
     @cache
     def notes(spec_text: str) -> tuple[str, ...]:
-        from proximity.data import resolve
-
         found = []
         for part in parse_mixture(spec_text).datasets:
             try:
@@ -143,6 +142,12 @@ def write_results(table: pd.DataFrame, out: Path) -> list[Path]:
     return [csv, parquet]
 
 
+def refresh_results(plan: Plan, out: Path, data_dir: str | None) -> list[Path]:
+    """results.csv and results.parquet from the SFT nodes done so far (a grid stopped midway
+    keeps the rows of its finished runs; `train-grid` calls it after each one)."""
+    return write_results(results_table(plan, out, data_dir), out)
+
+
 PRETRAINING_COLUMNS = [
     "model",
     "seed",
@@ -162,6 +167,7 @@ def pretraining_table(plan: Plan, out: Path) -> pd.DataFrame:
     unigram and interpolated-bigram baselines counted from the same training tokens and scored
     on the same positions (training/ngram_baseline.py). A model that does not beat the bigram
     has learnt little beyond token statistics (issue 15)."""
+    # scipy (the bigram's fit): results.csv, rewritten after every SFT node, never needs it
     from training.ngram_baseline import pretraining_baselines
 
     pretrain_spec = parse_mixture(plan.spec.pretrain.data).canonical()

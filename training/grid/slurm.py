@@ -10,7 +10,8 @@ CLI writes that into its error.txt. Dependents of a failed node are skipped and 
 jobs cancelled (`kill-on-invalid-dep` asks Slurm to do the same when nobody waits); nothing
 waits forever on a job that is gone. A rerun submits only nodes that are not done and have no
 live job (recorded in `nodes/<id>/slurm_job.txt`), so `--no-wait` then a later rerun resumes
-watching without submitting anything twice.
+watching without submitting anything twice. Which nodes are done, failed or skipped is the
+ledger's (ledger.py), as for the local executor: this module submits, reads squeue and cancels.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import submitit
+
 from proximity.atomic import write_text_atomic
 from proximity.errors import ProximityError
-from training.grid.local import Outcome, write_node_files
+from training.grid.ledger import Ledger, NodeEvents, Outcome
 from training.grid.nodes import ERROR, LOG, error_line, is_done, is_locked, node_dir
 from training.grid.plan import Node, Plan
 from training.grid.spec import SlurmSpec
@@ -183,8 +186,6 @@ def run_node_job(launch: Launch) -> None:
     folder = Path(launch.folder)
     master, job_id, node_index = "localhost", os.environ.get("SLURM_JOB_ID", "0"), 0
     if launch.nodes > 1:
-        import submitit
-
         env = submitit.JobEnvironment()
         master, job_id, node_index = env.hostnames[0], env.job_id, env.node
     command = launch.command(master=master, job_id=job_id)
@@ -217,8 +218,6 @@ Submit = Callable[[Node, SlurmSpec, list[str]], str]  # (node, resources, deps) 
 
 def make_executor(folder: Path, resources: SlurmSpec, node: Node, dependencies: list[str]):
     """A submitit SlurmExecutor for `node`'s job, its files (script, logs) in `folder`."""
-    import submitit
-
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
     executor.update_parameters(**job_parameters(resources, node, dependencies))
     return executor
@@ -356,7 +355,7 @@ def watch(
     completed_grace_s: float = 120.0,
     max_queue_errors: int = 30,
     read: Callable[[], dict[str, tuple[str, str]]] = read_queue,
-    on_change: Callable[[str, Node, str], None] | None = None,
+    on_change: NodeEvents | None = None,
     on_poll: Callable[[dict[str, int]], None] | None = None,
 ) -> Outcome:
     """Follow the jobs until every node is done, failed or skipped; returns what happened.
@@ -368,22 +367,9 @@ def watch(
     squeue failing `max_queue_errors` polls in a row raises rather than waiting forever; the
     jobs then keep running, and a rerun watches them again.
     """
-    say = on_change or (lambda *a: None)
-    outcome = Outcome()
-    waiting = dict(jobs)
-    failed: dict[str, str] = {}
-    skipped: set[str] = set()
-    ended_since: dict[str, float] = {}
-    started: set[str] = set()
+    ledger = Ledger(plan, out, on_change)
+    watcher = JobWatcher(ledger, jobs, grace_s, completed_grace_s)
     errors = 0
-
-    def fail(node: Node, folder: Path, message: str | None) -> None:
-        """Record a failed node: its error.txt (`message`, unless the worker wrote its own)."""
-        if message is not None:
-            write_text_atomic(folder / ERROR, message)
-        failed[node.id] = error_line(folder)
-        say("fail", node, failed[node.id])
-
     while True:
         try:
             queue = read()
@@ -397,106 +383,110 @@ def watch(
                 ) from None
             time.sleep(poll_s)
             continue
-        to_cancel: list[str] = []
-        for node in plan.nodes:  # parents first, so a failure skips its dependents at once
-            nid = node.id
-            if nid not in waiting:
-                continue
-            job = waiting[nid]
-            folder = node_dir(out, nid)
-            state, reason = queue.get(job, ("", ""))
-            if is_done(folder):
-                del waiting[nid]
-                outcome.ran.append(nid)
-                say("done", node, f"job {job}")
-                continue
-            if any(p in failed or p in skipped for p in node.parents) or reason == NEVER:
-                del waiting[nid]
-                skipped.add(nid)
-                if state in ALIVE:
-                    to_cancel.append(job)
-                say("skip", node, f"a parent failed (job {job} cancelled)")
-                continue
-            if state == "PENDING" and reason in CANNOT_START:
-                del waiting[nid]
-                to_cancel.append(job)
-                fail(
-                    node,
-                    folder,
-                    f"job {job} can never start: Slurm says {reason} (fix the grid's slurm: "
-                    f"section for {node.kind} nodes)\n",
-                )
-                continue
-            if state in ALIVE:
-                ended_since.pop(nid, None)
-                if state == "RUNNING" and nid not in started:
-                    started.add(nid)
-                    say("start", node, f"job {job}")
-                continue
-            first_seen = ended_since.setdefault(nid, time.monotonic())
-            patience = completed_grace_s if state == "COMPLETED" else grace_s
-            if time.monotonic() - first_seen < patience:
-                continue
-            del waiting[nid]
-            if state == "COMPLETED":
-                fail(
-                    node,
-                    folder,
-                    f"job {job} completed but {folder / 'result.json'} did not appear within "
-                    f"{completed_grace_s:g} s (is --out on a file system the jobs share?)\n",
-                )
-            elif (folder / ERROR).exists():
-                fail(node, folder, None)  # the worker's own error
-            else:
-                how = f" ({state})" if state else ""
-                fail(
-                    node,
-                    folder,
-                    f"job {job} ended without a result{how} (cancelled, time limit or OOM?)\n\n"
-                    f"its output: {folder / LOG} and {folder / 'slurm'}\n",
-                )
-        cancel(to_cancel)
+        cancel(watcher.poll(queue))
         if on_poll is not None:
-            running = sum(1 for j in waiting.values() if queue.get(j, ("",))[0] == "RUNNING")
-            on_poll(
-                {
-                    "done": sum(1 for n in plan.nodes if is_done(node_dir(out, n.id))),
-                    "running": running,
-                    "queued": len(waiting) - running,
-                    "failed": len(failed),
-                    "skipped": len(skipped),
-                }
-            )
-        if not waiting:
+            on_poll(watcher.counts(queue))
+        if not watcher.waiting:
             break
         time.sleep(poll_s)
-    outcome.done = [n.id for n in plan.nodes if is_done(node_dir(out, n.id))]
-    outcome.failed = failed
-    outcome.skipped = [n.id for n in plan.nodes if n.id in skipped]
-    return outcome
+    return ledger.outcome()
 
 
-def run_slurm(
-    plan: Plan,
-    out: Path,
-    data_dir: str | None,
-    *,
-    wait: bool = True,
-    poll_s: float = 10.0,
-    submit: Submit | None = None,
-    on_submit: Callable[[dict[str, str], list[str]], None] | None = None,
-    **watch_options: Any,
-) -> Outcome | None:
-    """Submit the plan's unfinished nodes, then (with `wait`) watch them to the end.
+class JobWatcher:
+    """The node jobs `watch` waits for, settled in the ledger from squeue's view and the
+    nodes' folders: done when result.json exists, else skipped, failed or still waiting."""
 
-    Writes each unfinished node's node.json first (the jobs read them), as the local
-    executor's caller does.
+    def __init__(
+        self, ledger: Ledger, jobs: dict[str, str], grace_s: float, completed_grace_s: float
+    ) -> None:
+        self.ledger, self.grace_s, self.completed_grace_s = ledger, grace_s, completed_grace_s
+        self.waiting = dict(jobs)  # node id -> job id, until the node is settled
+        self.ended_since: dict[str, float] = {}  # node id -> when its job was first seen ended
+        self.started: set[str] = set()  # nodes whose job was seen RUNNING (told once)
+
+    def poll(self, queue: dict[str, tuple[str, str]]) -> list[str]:
+        """One pass over the waiting nodes, parents first (so a failure skips its dependents
+        at once); returns the jobs to cancel (skipped nodes', jobs that can never start)."""
+        to_cancel: list[str] = []
+        for node in self.ledger.plan.nodes:
+            if node.id in self.waiting:
+                job = self.waiting[node.id]
+                state, reason = queue.get(job, ("", ""))
+                if self._settle(node, job, state, reason, to_cancel):
+                    del self.waiting[node.id]
+        return to_cancel
+
+    def _settle(self, node: Node, job: str, state: str, reason: str, to_cancel: list[str]) -> bool:
+        """Decide one waiting node's fate from its folder and its job's (state, reason); True
+        when it is settled. A skipped node's live job, and one that can never start, go to
+        `to_cancel`."""
+        ledger, nid = self.ledger, node.id
+        folder = ledger.folder(nid)
+        if is_done(folder):
+            ledger.finished(node, f"job {job}")
+            return True
+        if ledger.blocked(node) or reason == NEVER:
+            if state in ALIVE:
+                to_cancel.append(job)
+            ledger.skip(node, f"job {job} cancelled")
+            return True
+        if state == "PENDING" and reason in CANNOT_START:
+            to_cancel.append(job)
+            ledger.fail(
+                node,
+                f"job {job} can never start: Slurm says {reason} (fix the grid's slurm: "
+                f"section for {node.kind} nodes)\n",
+            )
+            return True
+        if state in ALIVE:
+            self.ended_since.pop(nid, None)
+            if state == "RUNNING" and nid not in self.started:
+                self.started.add(nid)
+                ledger.say("start", node, f"job {job}")
+            return False
+        first_seen = self.ended_since.setdefault(nid, time.monotonic())
+        patience = self.completed_grace_s if state == "COMPLETED" else self.grace_s
+        if time.monotonic() - first_seen < patience:
+            return False
+        ledger.fail(node, self._ended_without_result(job, state, folder))
+        return True
+
+    def _ended_without_result(self, job: str, state: str, folder: Path) -> str | None:
+        """error.txt of a node whose job ended with no result.json (None: keep the worker's)."""
+        if state == "COMPLETED":
+            return (
+                f"job {job} completed but {folder / 'result.json'} did not appear within "
+                f"{self.completed_grace_s:g} s (is --out on a file system the jobs share?)\n"
+            )
+        if (folder / ERROR).exists():
+            return None  # the worker's own error
+        how = f" ({state})" if state else ""
+        return (
+            f"job {job} ended without a result{how} (cancelled, time limit or OOM?)\n\n"
+            f"its output: {folder / LOG} and {folder / 'slurm'}\n"
+        )
+
+    def counts(self, queue: dict[str, tuple[str, str]]) -> dict[str, int]:
+        """Nodes done (on disk), running, queued, failed and skipped, for `on_poll`."""
+        ledger = self.ledger
+        running = sum(1 for j in self.waiting.values() if queue.get(j, ("",))[0] == "RUNNING")
+        return {
+            "done": sum(1 for n in ledger.plan.nodes if is_done(ledger.folder(n.id))),
+            "running": running,
+            "queued": len(self.waiting) - running,
+            "failed": len(ledger.failed),
+            "skipped": len(ledger.skipped),
+        }
+
+
+def submit_grid(
+    plan: Plan, out: Path, submit: Submit | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """Submit the plan's unfinished nodes (`submit_plan` against squeue's view now); their
+    node.json files must exist (ledger.write_node_files), the jobs read them.
+
+    Returns (node id -> job id of every node not done, ids of the nodes submitted now), for
+    `watch` and for the caller to say what was submitted.
     """
     check_slurm()
-    write_node_files(plan, out, data_dir)
-    jobs, submitted = submit_plan(plan, out, submit or submitit_submitter(out), read_queue())
-    if on_submit is not None:
-        on_submit(jobs, submitted)
-    if not wait:
-        return None
-    return watch(plan, out, jobs, poll_s=poll_s, **watch_options)
+    return submit_plan(plan, out, submit or submitit_submitter(out), read_queue())

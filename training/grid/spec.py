@@ -16,9 +16,11 @@ from typing import Any
 
 import yaml
 
+from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.specs import parse_mixture
-from training.config import _build, _merge_overrides, read_yaml_mapping  # one YAML reader
+from training.config import build_dataclass, merge_overrides, read_yaml_mapping  # one reader
+from training.grid.presets import GRID_PRESETS
 from training.presets import PRESETS
 
 POSITIVE_KEYS = (
@@ -233,86 +235,97 @@ class GridSpec:
         self.validate()
 
     def validate(self) -> None:
-        def check(ok: bool, name: str, message: str) -> None:
-            if not ok:
-                raise ProximityError(f"grid {name}: {message}")
+        """Value checks that types alone cannot express; each error names the grid field."""
+        self._check_settings()
+        self._check_branches()
+        _require(bool(self.sft.targets), "sft.targets", "needs at least one target")
+        _require(bool(self.sft.lrs), "sft.lrs", "needs at least one learning rate")
+        for lr in self.sft.lrs:
+            _require(lr > 0, "sft.lrs", f"{lr} must be positive")
+        for kind in ("", "tokenizer.", "prepare.", "pretrain.", "midtrain.", "sft."):
+            self._check_slurm(kind)
 
+    def _check_settings(self) -> None:
+        """Models, seeds and the sections' numbers."""
         for i, model in enumerate(self.models):
-            check(
+            _require(
                 model in PRESETS, f"models[{i}]", f"unknown preset {model!r} ({', '.join(PRESETS)})"
             )
-        check(bool(self.models), "models", "needs at least one model preset")
-        check(bool(self.seeds), "seeds", "needs at least one seed")
-        check(len(set(self.seeds)) == len(self.seeds), "seeds", "repeats a seed")
+        _require(bool(self.models), "models", "needs at least one model preset")
+        _require(bool(self.seeds), "seeds", "needs at least one seed")
+        _require(len(set(self.seeds)) == len(self.seeds), "seeds", "repeats a seed")
         p = self.pretrain
-        check(p.steps is not None or p.tokens is not None, "pretrain", "set steps or tokens")
+        _require(p.steps is not None or p.tokens is not None, "pretrain", "set steps or tokens")
         # Checked here under the grid's own keys: a node's run config would name its internal
         # key (train.steps for pretrain.steps), or a start step would fail first.
         for key in POSITIVE_KEYS:
             value = self._value(key)
-            check(value is None or value > 0, key, f"{value} must be positive")
+            _require(value is None or value > 0, key, f"{value} must be positive")
         for key in FRACTION_KEYS:
             value = self._value(key)
-            check(0 <= value < 1, key, f"{value} must be in [0, 1)")
-        check(0 <= p.min_lr <= p.lr, "pretrain.min_lr", f"{p.min_lr} must be in [0, pretrain.lr]")
-        check(p.checkpoint_every >= 0, "pretrain.checkpoint_every", "must be >= 0")
-        check(0 <= self.sft.min_lr_ratio <= 1, "sft.min_lr_ratio", "must be in [0, 1]")
+            _require(0 <= value < 1, key, f"{value} must be in [0, 1)")
+        _require(
+            0 <= p.min_lr <= p.lr, "pretrain.min_lr", f"{p.min_lr} must be in [0, pretrain.lr]"
+        )
+        _require(p.checkpoint_every >= 0, "pretrain.checkpoint_every", "must be >= 0")
+        _require(0 <= self.sft.min_lr_ratio <= 1, "sft.min_lr_ratio", "must be in [0, 1]")
         for key in ("data.val_fraction", "data.sft_val_fraction"):
             value = self._value(key)
-            check(0 < value < 1, key, f"{value} must be in (0, 1)")
+            _require(0 < value < 1, key, f"{value} must be in (0, 1)")
+
+    def _check_branches(self) -> None:
+        """Mixtures and the ablation: names, start steps inside pretraining, weights, data."""
         final = self.final_step
         names = [m.name for m in self.mixtures]
-        check(len(set(names)) == len(names), "mixtures", "two entries share a name")
+        _require(len(set(names)) == len(names), "mixtures", "two entries share a name")
         for i, m in enumerate(self.mixtures):
             where = f"mixtures[{i}] ({m.name})"
-            check(bool(m.start_steps), f"{where}.start_steps", "needs at least one start step")
+            _require(bool(m.start_steps), f"{where}.start_steps", "needs at least one start step")
             for s in m.start_steps:
-                check(0 < s < final, f"{where}.start_steps", f"{s} not in (0, {final})")
+                _require(0 < s < final, f"{where}.start_steps", f"{s} not in (0, {final})")
             for w in m.weights:
-                check(0 < w <= 1, f"{where}.weights", f"{w} not in (0, 1]")
+                _require(0 < w <= 1, f"{where}.weights", f"{w} not in (0, 1]")
             try:
                 parse_mixture(m.data)
             except ProximityError as error:
                 raise ProximityError(f"grid {where}.data: {error}") from None
         a = self.ablation
         if a.mixture is not None:
-            check(a.mixture in names, "ablation.mixture", f"{a.mixture!r} is not in mixtures")
+            _require(a.mixture in names, "ablation.mixture", f"{a.mixture!r} is not in mixtures")
             for s in a.start_steps:
-                check(0 < s < final, "ablation.start_steps", f"{s} not in (0, {final})")
+                _require(0 < s < final, "ablation.start_steps", f"{s} not in (0, {final})")
             for w in a.weights:
-                check(0 < w <= 1, "ablation.weights", f"{w} not in (0, 1]")
+                _require(0 < w <= 1, "ablation.weights", f"{w} not in (0, 1]")
             for t in a.targets:
-                check(t in self.sft.targets, "ablation.targets", f"{t!r} is not in sft.targets")
-        check(bool(self.sft.targets), "sft.targets", "needs at least one target")
-        check(bool(self.sft.lrs), "sft.lrs", "needs at least one learning rate")
-        for lr in self.sft.lrs:
-            check(lr > 0, "sft.lrs", f"{lr} must be positive")
-        for kind in ("", "tokenizer.", "prepare.", "pretrain.", "midtrain.", "sft."):
-            r = self.slurm.for_kind(kind[:-1]) if kind else self.slurm
-            where = f"slurm.{kind}"
-            check(r.time_minutes > 0, where + "time_minutes", f"{r.time_minutes} must be > 0")
-            check(r.nodes >= 1, where + "nodes", f"{r.nodes} must be >= 1")
-            check(r.gpus_per_node >= 0, where + "gpus_per_node", "must be >= 0")
-            check(r.ranks_per_node >= 1, where + "processes_per_node", "must be >= 1")
-            check(r.cpus_per_task >= 1, where + "cpus_per_task", "must be >= 1")
-            # torchrun's ranks share the task's CPUs: at least one each (training kinds only;
-            # the section's own value is checked through the kinds that inherit it).
-            own = kind and getattr(self.slurm, kind[:-1]).cpus_per_task is not None
-            check(
-                kind in ("tokenizer.", "prepare.", "") or r.cpus_per_task >= r.ranks_per_node,
-                where + "cpus_per_task" if own else "slurm.cpus_per_task",
-                f"{r.cpus_per_task} is fewer than the {r.ranks_per_node} ranks per node of "
-                f"{kind[:-1]} nodes (one CPU each at least; e.g. {r.ranks_per_node * 8} for 8 "
-                f"threads per rank)",
+                _require(t in self.sft.targets, "ablation.targets", f"{t!r} is not in sft.targets")
+
+    def _check_slurm(self, kind: str) -> None:
+        """The `slurm:` section (`kind` "") or one node kind's resources ("sft." and so on)."""
+        r = self.slurm.for_kind(kind[:-1]) if kind else self.slurm
+        where = f"slurm.{kind}"
+        _require(r.time_minutes > 0, where + "time_minutes", f"{r.time_minutes} must be > 0")
+        _require(r.nodes >= 1, where + "nodes", f"{r.nodes} must be >= 1")
+        _require(r.gpus_per_node >= 0, where + "gpus_per_node", "must be >= 0")
+        _require(r.ranks_per_node >= 1, where + "processes_per_node", "must be >= 1")
+        _require(r.cpus_per_task >= 1, where + "cpus_per_task", "must be >= 1")
+        # torchrun's ranks share the task's CPUs: at least one each (training kinds only;
+        # the section's own value is checked through the kinds that inherit it).
+        own = kind and getattr(self.slurm, kind[:-1]).cpus_per_task is not None
+        _require(
+            kind in ("tokenizer.", "prepare.", "") or r.cpus_per_task >= r.ranks_per_node,
+            where + "cpus_per_task" if own else "slurm.cpus_per_task",
+            f"{r.cpus_per_task} is fewer than the {r.ranks_per_node} ranks per node of "
+            f"{kind[:-1]} nodes (one CPU each at least; e.g. {r.ranks_per_node * 8} for 8 "
+            f"threads per rank)",
+        )
+        _require(r.mem_gb is None or r.mem_gb > 0, where + "mem_gb", "must be > 0")
+        for i, item in enumerate(r.sbatch):
+            key = item.split("=", 1)[0].strip()
+            _require(
+                bool(key) and not key.startswith("-") and " " not in key,
+                f"{where}sbatch[{i}]",
+                f"{item!r}: expected key=value or a flag name, without leading dashes",
             )
-            check(r.mem_gb is None or r.mem_gb > 0, where + "mem_gb", "must be > 0")
-            for i, item in enumerate(r.sbatch):
-                key = item.split("=", 1)[0].strip()
-                check(
-                    bool(key) and not key.startswith("-") and " " not in key,
-                    f"{where}sbatch[{i}]",
-                    f"{item!r}: expected key=value or a flag name, without leading dashes",
-                )
 
     def _value(self, key: str) -> Any:
         section, name = key.split(".")
@@ -332,12 +345,15 @@ class GridSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ProximityError(f"grid {name}: {message}")
+
+
 def check_datasets(grid: GridSpec, data_dir: str | None) -> None:
     """Every dataset the grid names resolves (registry name, local file, hub id), before any
     node runs: a misspelt target would otherwise fail only when its first SFT node starts,
     perhaps hours in. The error names the field. Reads no documents and needs no network."""
-    from proximity.data import resolve
-
     fields = [("pretrain.data", grid.pretrain.data)]
     if grid.tokenizer.name == "train":
         fields.append(("tokenizer.corpus", grid.tokenizer.corpus))
@@ -353,8 +369,6 @@ def check_datasets(grid: GridSpec, data_dir: str | None) -> None:
 
 def load_grid(spec: str, overrides: list[str] | tuple[str, ...] = (), seeds: str | None = None):
     """A preset name (smoke, micro, paper-70m, paper-160m) or a YAML file -> a GridSpec."""
-    from training.grid.presets import GRID_PRESETS
-
     if spec in GRID_PRESETS:
         data = GRID_PRESETS[spec]()
     else:
@@ -364,13 +378,13 @@ def load_grid(spec: str, overrides: list[str] | tuple[str, ...] = (), seeds: str
                 f"grid spec {spec!r}: not a preset ({', '.join(GRID_PRESETS)}) nor a YAML file"
             )
         data = read_yaml_mapping(path, "grid sections")
-    data = _merge_overrides(dict(data), list(overrides))
+    data = merge_overrides(dict(data), list(overrides))
     if seeds is not None:
         try:
             data["seeds"] = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
             raise ProximityError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
     try:
-        return _build(GridSpec, data, prefix="")
+        return build_dataclass(GridSpec, data)
     except ProximityError as error:
         raise ProximityError(f"grid {spec}: {error}") from None

@@ -9,6 +9,7 @@ A failure writes error.txt (first line: the error) and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -17,8 +18,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from proximity.data import load_texts
 from proximity.errors import ProximityError
+from training.config import RunConfig
 from training.grid.nodes import ATTEMPTS, ERROR, NODE_FILE, RESULT, node_lock, write_json_atomic
+from training.tokenizer_training import save_tokenizer, train_tokenizer
 
 EXIT_BUSY = 75  # another process runs this node (EX_TEMPFAIL)
 CPUS_PER_PREPARE_WORKER = 8
@@ -44,8 +48,6 @@ def run_one(folder: Path, threads: int | None) -> int:
     Under torchrun (a DDP node, e.g. a multi-GPU Slurm job) rank 0 owns the node's files (lock,
     attempts, error, result); the other ranks only train alongside it.
     """
-    import json
-
     if global_rank() != 0:
         return _run_as_follower(folder, threads)
     with node_lock(folder) as held:
@@ -76,8 +78,6 @@ def run_one(folder: Path, threads: int | None) -> int:
 
 def _run_as_follower(folder: Path, threads: int | None) -> int:
     """A rank > 0 of a DDP node: train with rank 0, write nothing of the node's own files."""
-    import json
-
     if (folder / RESULT).exists():
         return 0
     node = json.loads((folder / NODE_FILE).read_text())
@@ -108,9 +108,6 @@ def run_node(node: dict[str, Any], folder: Path, threads: int | None) -> dict[st
 
 
 def _tokenizer(node: dict[str, Any], folder: Path) -> dict[str, Any]:
-    from proximity.data import load_texts
-    from training.tokenizer_training import save_tokenizer, train_tokenizer
-
     s = node["settings"]
     texts = list(
         load_texts(
@@ -131,8 +128,7 @@ def _prepare(node: dict[str, Any], threads: int | None) -> dict[str, Any]:
     A setting whose data cannot be read is reported and left out, not fatal: the nodes that
     read it fail with that error when they run, and the rest of the grid goes on.
     """
-    from training.config import RunConfig
-    from training.prepare import prepare_run
+    from training.prepare import prepare_run  # torch: a tokenizer node's worker never needs it
 
     builds, failed = {}, []
     for settings in node["run_configs"]:
@@ -148,8 +144,8 @@ def _prepare(node: dict[str, Any], threads: int | None) -> dict[str, Any]:
 
 
 def _training(node: dict[str, Any], folder: Path, threads: int | None) -> dict[str, Any] | None:
+    # torch: a tokenizer node's worker never needs it
     from training.checkpoint import latest_checkpoint
-    from training.config import RunConfig
     from training.evaluate import read_metrics
     from training.loop import train
 
