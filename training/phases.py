@@ -29,7 +29,8 @@ from proximity.errors import ProximityError
 from proximity.specs import parse_mixture
 from training.config import RunConfig
 from training.distributed import DistInfo
-from training.evaluate import Batch, EvalSet, packed_batch, packed_eval_set, sft_batch, sft_eval_set
+from training.evaluate import EvalSet, packed_eval_set, sft_eval_set
+from training.losses import Batch, packed_batch, sft_batch
 from training.tokenized import SPLIT_SEED
 
 
