@@ -283,10 +283,13 @@ def train(cfg: RunConfig, *, resume: bool | None = False) -> RunResult:
 
 
 def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> RunResult:
+    """Set up, then the loop: one optimizer step per global step, logging, evaluating and
+    checkpointing on their schedules; the end is evaluated by `_finish`."""
     run = set_up(cfg, info, resume)
     step, tokens = run.start.step, run.start.tokens
     if not run.resume and cfg.eval.every:
-        run.evaluate_at(step, tokens)  # where the phase starts from: the reference for forgetting
+        # Where the phase starts from: the reference for forgetting and gains.
+        run.evaluate_at(step, tokens)
     if not run.resume and step in run.keep_steps:
         run.checkpoint_at(step, tokens)
 
