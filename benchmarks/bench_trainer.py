@@ -110,8 +110,8 @@ def _synchronize(device: str) -> None:
 def run_ours(bench: Bench) -> list[float]:
     """Seconds per step of training.loop.train, steps skip+1 .. steps (1-step metrics windows;
     log_every=1 reads the loss every step, so each window ends with the GPU caught up)."""
-    from training.evaluate import read_metrics
     from training.loop import train
+    from training.metrics_log import read_metrics
 
     with tempfile.TemporaryDirectory() as tmp:
         train(our_config(bench, Path(tmp)))
@@ -262,7 +262,7 @@ def matmul_peak(threads: int | None, n: int = 2048, repeats: int = 10, dtype=Non
 
 def gpu_part(args, tokenizer: str) -> None:
     from proximity.tokenizer import load_tokenizer
-    from training.hardware import peak_flops_for
+    from training.throughput import peak_flops_for
 
     vocab = load_tokenizer(tokenizer, data_dir=args.data_dir).get_vocab_size()
     name = torch.cuda.get_device_name()

@@ -180,7 +180,7 @@ def run_config(ctx: Context, out_dir: Path, tokenizer: str | None = None, **sect
 
 
 def train_losses(out: Path) -> list[tuple[int, float]]:
-    from training.evaluate import read_metrics
+    from training.metrics_log import read_metrics
 
     return [
         (m["step"], m["loss"]) for m in read_metrics(out / "metrics.jsonl") if m["split"] == "train"
@@ -356,7 +356,7 @@ def _same_tensors(a: Any, b: Any) -> bool:
 def peak_of_device(device: str) -> float | None:
     import torch
 
-    from training.hardware import peak_flops_for
+    from training.throughput import peak_flops_for
 
     return peak_flops_for(torch.cuda.get_device_name()) if device == "cuda" else None
 
@@ -449,7 +449,7 @@ def _speed_verdict(ctx: Context, measured: dict, peak: float | None, vocab: int)
     ratio = ours / measured["160m", "bare"]
     misses = []
     if peak is None:
-        ctx.rec.note("this GPU's peak is not in training/loop.py PEAK_FLOPS: MFU not judged")
+        ctx.rec.note("this GPU's peak is not in training/throughput.py PEAK_FLOPS: MFU not judged")
     else:
         mfu = flops_per_token(model_config("160m", vocab_size=vocab), 2048) * ours / peak
         if mfu < MFU_GOAL:
@@ -505,8 +505,8 @@ def item_data(ctx: Context) -> None:
 def gpu_demand(ctx: Context, vocab: int) -> tuple[float, str]:
     """Tokens/s the GPU trains 160M at: the speed item's measurement when it ran on this GPU,
     else what an H100 SXM (or this GPU) at the 45% MFU goal would take."""
-    from training.hardware import peak_flops_for
     from training.presets import flops_per_token, model_config
+    from training.throughput import peak_flops_for
 
     speed = ctx.args.out / "items" / "speed.json"
     if ctx.scale.device == "cuda" and speed.exists():
@@ -692,7 +692,7 @@ def environment(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {"torch": torch.__version__, "transformers": transformers.__version__,
                            "cuda": torch.version.cuda, "gpu_count": 0}  # fmt: skip
     if device == "cuda":
-        from training.hardware import peak_flops_for
+        from training.throughput import peak_flops_for
 
         env["gpu_count"] = torch.cuda.device_count()
         env["gpu_name"] = torch.cuda.get_device_name()

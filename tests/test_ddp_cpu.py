@@ -14,8 +14,8 @@ from trainer_utils import state_dicts_equal, tiny_config
 from transformers import GPTNeoXForCausalLM
 
 from training.checkpoint import load_checkpoint
-from training.evaluate import read_metrics
 from training.loop import train
+from training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("ddp_worker.py")

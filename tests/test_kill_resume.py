@@ -20,8 +20,8 @@ from trainer_utils import state_dicts_equal, tiny_config, train_tiny_tokenizer
 from transformers import GPTNeoXForCausalLM
 
 from training.checkpoint import latest_checkpoint
-from training.evaluate import read_metrics
 from training.loop import train
+from training.metrics_log import read_metrics
 
 STEPS = 30
 

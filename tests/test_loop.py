@@ -14,8 +14,9 @@ from transformers import GPTNeoXForCausalLM
 import training.loop
 from proximity.errors import ProximityError
 from training.checkpoint import latest_checkpoint, load_checkpoint
-from training.evaluate import IGNORE_INDEX, lm_loss, read_metrics, sft_batch
 from training.loop import train
+from training.losses import IGNORE_INDEX, lm_loss, sft_batch
+from training.metrics_log import read_metrics
 from training.starts import new_schedule
 
 

@@ -18,8 +18,8 @@ from trainer_utils import tiny_config
 from transformers import GPTNeoXForCausalLM
 
 from training.checkpoint import load_checkpoint
-from training.evaluate import read_metrics
 from training.loop import train
+from training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 N_DOCS = 48  # 43 train examples at 10% held out: 5 steps of 8

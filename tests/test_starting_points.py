@@ -13,8 +13,8 @@ from trainer_utils import tiny_config
 
 import proximity.atomic
 from proximity.errors import ProximityError
-from training.evaluate import MetricsLog
 from training.loop import train
+from training.metrics_log import MetricsLog
 
 
 def _midtrain(tokenizer_file, shared_data, out, init_from, **sections):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from training.evaluate import read_metrics
+from training.metrics_log import read_metrics
 from training.tracking import scalars
 
 pytest.importorskip("tensorboard")

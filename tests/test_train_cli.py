@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from proximity.errors import ProximityError
 from training.checkpoint import latest_checkpoint
 from training.cli import train_app
-from training.evaluate import read_metrics
+from training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()

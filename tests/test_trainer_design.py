@@ -18,12 +18,14 @@ from trainer_utils import tiny_config
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 import training.loop
+import training.throughput
 from proximity.errors import ProximityError
 from training.batches import BatchPrefetcher
 from training.checkpoint import latest_checkpoint
-from training.evaluate import IGNORE_INDEX, chunked_loss_sum, lm_loss, read_metrics
-from training.hardware import peak_flops_for
-from training.loop import load_optimizer_state, mfu, set_deterministic, train
+from training.loop import load_optimizer_state, set_deterministic, train
+from training.losses import IGNORE_INDEX, chunked_loss_sum, lm_loss
+from training.metrics_log import read_metrics
+from training.throughput import mfu, peak_flops_for
 
 
 def _tiny_model(seed: int = 0) -> GPTNeoXForCausalLM:
@@ -139,7 +141,8 @@ def test_throughput_leaves_out_evaluation_time(tokenizer_file, shared_data, tmp_
         clock["now"] += 1000.0
         return {"c4": 1.0}
 
-    monkeypatch.setattr(training.loop, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    clock_module = types.SimpleNamespace(perf_counter=perf_counter)
+    monkeypatch.setattr(training.throughput, "time", clock_module)
     monkeypatch.setattr(training.loop, "evaluate", slow_evaluate)
     cfg = tiny_config(
         tokenizer_file, shared_data, tmp_path, train={"steps": 8, "log_every": 4},

@@ -18,6 +18,7 @@ Layout (data flows top to bottom; everything reads data and tokenizers through p
     phases.py              each phase's data (pretrain/midtrain packed mixtures, SFT epochs)
     starts.py              where each phase starts, checked against what it continues
     batches.py             the next step's batch built on a background thread (pinned on CUDA)
+    throughput.py          tokens/s and MFU between logged steps; GPUs' peak FLOP/s
     loop.py                the one training loop
 
 Launch:

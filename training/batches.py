@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import torch
-
-Batch = tuple[torch.Tensor, torch.Tensor]
+from training.losses import Batch
 
 
 class BatchPrefetcher:

@@ -11,13 +11,16 @@ Also runnable as `python -m training.cli ...`, which is what torchrun launches (
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from proximity.cli import HELP_OPTIONS, run_app
-from training.config import RunConfig, config_fields
+from proximity.errors import ProximityError
+from proximity.tokenizer import load_tokenizer
+from training.config import RunConfig, config_fields, field_help
 
 train_app = typer.Typer(
     help="Pretrain, midtrain and fine-tune Pythia-style models (see configs/).",
@@ -127,8 +130,7 @@ def prepare(
 
     Writes one build folder per dataset under --out (with --config: the run's data.cache_dir).
     """
-    from proximity.errors import ProximityError
-    from training import prepare as preparing
+    from training import prepare as preparing  # torch (SFT data): seconds, off `train --help`
 
     if workers < 1:
         raise ProximityError(f"--workers must be at least 1, got {workers}")
@@ -136,8 +138,6 @@ def prepare(
         extra = [*(set_ or []), *([f"data.cache_dir={out}"] if out else [])]
         builds = preparing.prepare_run(RunConfig.from_yaml(config, extra), workers)
     elif spec is not None and out is not None:
-        from proximity.tokenizer import load_tokenizer
-
         builds = preparing.prepare(
             spec, load_tokenizer(tokenizer, data_dir=data_dir), out, workers=workers,
             data_dir=data_dir, n_docs=n_docs, max_chars=max_chars, val_fraction=val_fraction,
@@ -157,10 +157,6 @@ def keys() -> None:
 
     Prints only; writes nothing.
     """
-    import textwrap
-
-    from training.config import field_help
-
     defaults = RunConfig().to_dict()
     helps = field_help()
     for key in config_fields():

@@ -1,7 +1,6 @@
 """Validation loss on held-out splits: fixed evaluation sets and the token-weighted mean loss.
 
-The losses themselves are in training/losses.py, the metrics file in training/metrics_log.py
-(both still importable from here, as before the split).
+The losses themselves are in training/losses.py, the metrics file in training/metrics_log.py.
 """
 
 from __future__ import annotations
@@ -14,17 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from training.losses import (  # noqa: F401  (lm_loss, token_loss_sum: re-exported)
+from training.losses import (
     IGNORE_INDEX,
     Batch,
     chunked_loss_sum,
     chunked_row_loss_sums,
-    lm_loss,
     packed_batch,
     sft_batch,
-    token_loss_sum,
 )
-from training.metrics_log import MetricsLog, read_metrics  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -1,7 +1,11 @@
 """The training loop: one visible loop for pretraining, midtraining and SFT of GPT-NeoX models.
 
 Everything a phase changes lives in training/phases.py (its data) and training/starts.py (where
-it starts); this file is the loop itself, in the spirit of nanoGPT's train.py.
+it starts); this file is the loop itself, in the spirit of nanoGPT's train.py. Read it from
+`_train` down: `set_up` builds a `Run` (data, model, optimizer, schedule, batch geometry,
+metrics file), the loop calls `train_step` once per optimizer step, logs through a
+`ThroughputMeter` (training/throughput.py), evaluates and checkpoints through the `Run`, and
+`_finish` evaluates the end.
 
 Launch commands (the YAML files are in configs/; `--set key=value` overrides any field):
 
@@ -27,18 +31,19 @@ Launch commands (the YAML files are in configs/; `--set key=value` overrides any
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-import time
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from proximity.atomic import atomic_path
 from proximity.errors import ProximityError
+from proximity.tokenizer import load_tokenizer
 from training import distributed, phases, starts
 from training.attention import use_causal_attention
 from training.batches import BatchPrefetcher
@@ -50,12 +55,13 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.config import RunConfig
-from training.evaluate import evaluate, example_losses
-from training.hardware import peak_flops_for
+from training.evaluate import EvalSet, evaluate, example_losses
 from training.losses import IGNORE_INDEX, lm_loss, token_loss_sum
 from training.memory import GIB, check_fits
 from training.metrics_log import MetricsLog
 from training.presets import flops_per_token, memory_shape
+from training.schedule import CosineSchedule
+from training.throughput import ThroughputMeter, peak_flops_for
 
 
 @dataclass
@@ -122,11 +128,6 @@ def peak_flops(device: torch.device) -> float | None:
     return peak_flops_for(torch.cuda.get_device_name(device))
 
 
-def mfu(flops_per_token: float, tokens_per_s: float, world_size: int, peak: float) -> float:
-    """Model FLOPs utilisation of ONE GPU: the global throughput shared over world_size GPUs."""
-    return flops_per_token * tokens_per_s / world_size / peak
-
-
 def _params_finite(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -146,8 +147,6 @@ def set_deterministic() -> None:
     cuBLAS needs a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so set
     before the first matmul on the GPU), cuDNN its deterministic algorithms without autotuning,
     and torch.use_deterministic_algorithms to refuse the nondeterministic kernels."""
-    import os
-
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True
@@ -179,6 +178,98 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     )  # fmt: skip
 
 
+@dataclass
+class Run:
+    """One phase set up and ready for its first step: what the loop, a step, an evaluation and
+    a checkpoint read.
+
+    `model` is what a step calls (DDP-wrapped and/or compiled); `raw_model` is what is saved and
+    evaluated, never a wrapper. `resume` is the decision taken once for every rank: a resumed
+    run neither evaluates nor checkpoints its first step again.
+    """
+
+    cfg: RunConfig
+    info: distributed.DistInfo
+    tokenizer: Tokenizer
+    data: phases.TrainData
+    start: starts.Start
+    resume: bool
+    model: torch.nn.Module
+    raw_model: torch.nn.Module
+    optimizer: torch.optim.AdamW
+    schedule: CosineSchedule
+    autocast: contextlib.AbstractContextManager
+    total_steps: int  # the phase's final global step
+    stop_step: int  # where this invocation stops (train.max_steps_this_run)
+    micro: int  # rows per forward/backward
+    accumulation: int  # micro-batches per optimizer step on this rank
+    metrics: MetricsLog
+    last_checkpoint: Path | None
+    eval_losses: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.info.device
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.out_dir)
+
+    @property
+    def keep_steps(self) -> set[int]:
+        """checkpoint.steps: saved whenever reached and never pruned."""
+        return set(self.cfg.checkpoint.steps)
+
+    def say(self, message: str) -> None:
+        if self.info.is_main:
+            print(message)
+
+    def checkpoint_due(self, step: int) -> bool:
+        every = self.cfg.checkpoint.every
+        return (
+            step in self.keep_steps or bool(every and step % every == 0) or step == self.stop_step
+        )
+
+    def evaluate_at(self, step: int, tokens: int) -> None:
+        """Every held-out set's loss now, into eval_losses and metrics.jsonl."""
+        self.eval_losses.update(
+            evaluate(
+                self.raw_model, self.data.eval_sets, device=self.device, autocast=self.autocast
+            )
+        )
+        for name, value in self.eval_losses.items():
+            self.metrics.write(
+                phase=self.cfg.phase, step=step, tokens=tokens, split="val", dataset=name,
+                loss=value, lr=self.schedule.lr(min(step, self.total_steps - 1)),
+            )  # fmt: skip
+
+    def checkpoint_at(self, step: int, tokens: int) -> None:
+        """Weights, optimizer, schedule and every rank's generators, written by rank 0."""
+        # Every rank checks (the weights are identical), so all of them stop together.
+        if not _params_finite(self.raw_model):
+            raise ProximityError(
+                f"weights became non-finite at step {step}; stopped without saving. Last good "
+                f"checkpoint: {self.last_checkpoint}. Lower optim.lr or raise optim.warmup_steps"
+            )
+        rng_per_rank = distributed.gather_objects(capture_rng(), self.info)
+        if self.info.is_main:
+            self.last_checkpoint = save_checkpoint(
+                self.out_dir / "checkpoints",
+                step,
+                model=self.raw_model,
+                optimizer=self.optimizer,
+                state={
+                    **starts.checkpoint_state(self.cfg, self.schedule, tokens),
+                    "rng_per_rank": rng_per_rank,
+                },
+                config_yaml=self.cfg.to_yaml(),
+                tokenizer=self.tokenizer,
+                keep_last=self.cfg.checkpoint.keep_last,
+                protected_steps=self.keep_steps,
+            )
+        distributed.barrier(self.info)
+
+
 def train(cfg: RunConfig, *, resume: bool | None = False) -> RunResult:
     """Run (or resume) one phase as `cfg` describes; returns where it ended.
 
@@ -192,45 +283,74 @@ def train(cfg: RunConfig, *, resume: bool | None = False) -> RunResult:
 
 
 def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> RunResult:
-    from proximity.tokenizer import load_tokenizer
+    """Set up, then the loop: one optimizer step per global step, logging, evaluating and
+    checkpointing on their schedules; the end is evaluated by `_finish`."""
+    run = set_up(cfg, info, resume)
+    step, tokens = run.start.step, run.start.tokens
+    if not run.resume and cfg.eval.every:
+        # Where the phase starts from: the reference for forgetting and gains.
+        run.evaluate_at(step, tokens)
+    if not run.resume and step in run.keep_steps:
+        run.checkpoint_at(step, tokens)
 
+    progress = tqdm(
+        total=run.total_steps, initial=step, unit="step", dynamic_ncols=True,
+        disable=not (cfg.system.progress and info.is_main), desc=cfg.phase,
+    )  # fmt: skip
+    batches = BatchPrefetcher(run.data.batch, step, run.stop_step, pin=run.device.type == "cuda")
+    meter = ThroughputMeter(
+        lambda width: flops_per_token(run.raw_model.config, width),
+        peak_flops(run.device),
+        info.world_size,
+    )
+    loss = math.nan  # the last logged step's training loss
+    try:
+        while step < run.stop_step:
+            lr = run.schedule.lr(step)
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            inputs, targets = batches.get(step)
+            # The host waits for the GPU only on logged steps (train.log_every).
+            logged = (step + 1) % cfg.train.log_every == 0 or step + 1 == run.stop_step
+            step_loss, grad_norm = train_step(run, inputs, targets, step, logged)
+            width = inputs.shape[1]
+            step += 1
+            tokens += cfg.train.batch_size * width
+            meter.add(cfg.train.batch_size * width, width)
+            progress.update(1)
+
+            if logged:
+                loss = step_loss
+                _log_train_step(run, meter, progress, step, tokens, loss, lr, grad_norm)
+            if cfg.eval.every and step % cfg.eval.every == 0 and step < run.total_steps:
+                with meter.pause():
+                    run.evaluate_at(step, tokens)
+            if run.checkpoint_due(step):
+                with meter.pause():
+                    run.checkpoint_at(step, tokens)
+    finally:
+        batches.close()
+        progress.close()
+    return _finish(run, step, tokens, loss)
+
+
+# ---- set-up -------------------------------------------------------------------------------------
+
+
+def set_up(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> Run:
+    """Data, model, optimizer, schedule, batch geometry and metrics file of one phase.
+
+    The order is part of the results: the model is built (seeded) before the optimizer, and a
+    resumed run restores its generators after both, right before the wrappers.
+    """
     _set_up_torch(cfg)
-    device, main = info.device, info.is_main
-    out_dir = Path(cfg.out_dir)
-    ckpt_root = out_dir / "checkpoints"
-    say = print if main else (lambda *a, **k: None)
-
-    # ---- data: prepared builds; a missing one is built by rank 0 while the others wait for its
-    # manifest file (no collective, so no process-group timeout during tokenisation) -----------
     tokenizer = load_tokenizer(cfg.data.tokenizer, data_dir=cfg.data.data_dir)
-    prepare = phases.sft_data if cfg.phase == "sft" else phases.pretraining_data
-    data = prepare(cfg, tokenizer, info, progress=cfg.system.progress and main)
-    say(f"[{cfg.phase}] data: {data.description}; vocabulary {starts.describe_vocab(tokenizer)}")
-    if main:
-        for note in phases.substitute_notes(
-            [cfg.data.train, *cfg.eval.datasets], cfg.data.data_dir
-        ):
-            say(f"[{cfg.phase}] note: {note}")
-
-    # ---- model, optimizer, schedule: fresh, from init_from, or resumed --------------------------
-    # Rank 0 alone looks at the folder and every rank follows its decision: on several nodes a
-    # rank must never start fresh while another resumes (a shared filesystem may lag).
-    existing = distributed.broadcast_object(latest_checkpoint(ckpt_root) if main else None, info)
-    if resume is None:
-        resume = existing is not None
-    if resume and existing is not None:
-        start = starts.resume_start(cfg, load_checkpoint(existing), tokenizer)
-    else:
-        if not resume and existing is not None:
-            raise ProximityError(
-                f"{out_dir} already has checkpoints; pass --resume to continue it, or --out "
-                f"elsewhere"
-            )
-        start = starts.initial_start(cfg, tokenizer)
+    data = _load_data(cfg, info, tokenizer)
+    start, existing, resume = _starting_point(cfg, info, tokenizer, resume)
     model = start.model
     starts.check_vocab(model, tokenizer, cfg.model.init_from or cfg.model.preset)
     use_causal_attention(model)  # no mask, is_causal=True: eager and compiled alike
-    model.to(device)
+    model.to(info.device)
     model.train()
     total_steps = starts.total_steps(cfg, data, start)
     if not resume and start.step >= total_steps:
@@ -240,25 +360,96 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> R
             f"of checkpoint.steps)"
         )
     schedule = start.schedule or starts.new_schedule(cfg, total_steps)
-    optimizer = configure_optimizer(model, cfg, device)
+    optimizer = configure_optimizer(model, cfg, info.device)
     if start.optimizer_state is not None:
-        load_optimizer_state(optimizer, start.optimizer_state, device)
+        load_optimizer_state(optimizer, start.optimizer_state, info.device)
+    _restore_generators(start, info)
+    wrapped = _wrap_for_training(model, cfg, info)
+    autocast = autocast_context(cfg, info.device)
+    if info.is_main:
+        print(f"[{cfg.phase}] {start.description}; steps {start.step} -> {total_steps}")
+    micro, accumulation = _micro_batches(cfg, info, model)
+    resumed = resume and existing is not None
+    metrics = _open_metrics(cfg, info, start.step, total_steps, resumed)
+    stop_step = total_steps
+    if cfg.train.max_steps_this_run is not None:
+        stop_step = min(total_steps, start.step + cfg.train.max_steps_this_run)
+    return Run(
+        cfg=cfg, info=info, tokenizer=tokenizer, data=data, start=start, resume=resume,
+        model=wrapped, raw_model=model, optimizer=optimizer, schedule=schedule,
+        autocast=autocast, total_steps=total_steps, stop_step=stop_step, micro=micro,
+        accumulation=accumulation, metrics=metrics,
+        last_checkpoint=existing if resume else None,
+    )  # fmt: skip
+
+
+def _load_data(
+    cfg: RunConfig, info: distributed.DistInfo, tokenizer: Tokenizer
+) -> phases.TrainData:
+    """The phase's prepared builds: a missing one is built by rank 0 while the others wait for
+    its manifest file (no collective, so no process-group timeout during tokenisation)."""
+    prepare = phases.sft_data if cfg.phase == "sft" else phases.pretraining_data
+    data = prepare(cfg, tokenizer, info, progress=cfg.system.progress and info.is_main)
+    if info.is_main:
+        print(
+            f"[{cfg.phase}] data: {data.description}; vocabulary {starts.describe_vocab(tokenizer)}"
+        )
+        for note in phases.substitute_notes(
+            [cfg.data.train, *cfg.eval.datasets], cfg.data.data_dir
+        ):
+            print(f"[{cfg.phase}] note: {note}")
+    return data
+
+
+def _starting_point(
+    cfg: RunConfig, info: distributed.DistInfo, tokenizer: Tokenizer, resume: bool | None
+) -> tuple[starts.Start, Path | None, bool]:
+    """(where the phase starts, the latest checkpoint in out_dir, whether it resumes).
+
+    Rank 0 alone looks at the folder and every rank follows its decision: on several nodes a
+    rank must never start fresh while another resumes (a shared filesystem may lag).
+    """
+    ckpt_root = Path(cfg.out_dir) / "checkpoints"
+    existing = distributed.broadcast_object(
+        latest_checkpoint(ckpt_root) if info.is_main else None, info
+    )
+    if resume is None:
+        resume = existing is not None
+    if resume and existing is not None:
+        return starts.resume_start(cfg, load_checkpoint(existing), tokenizer), existing, resume
+    if not resume and existing is not None:
+        raise ProximityError(
+            f"{cfg.out_dir} already has checkpoints; pass --resume to continue it, or --out "
+            f"elsewhere"
+        )
+    return starts.initial_start(cfg, tokenizer), existing, resume
+
+
+def _restore_generators(start: starts.Start, info: distributed.DistInfo) -> None:
     rng = start.rng
     if start.rng_per_rank and len(start.rng_per_rank) == info.world_size:
         rng = start.rng_per_rank[info.rank]  # each rank carries on its own generators
     if rng is not None:
         restore_rng(rng)
-    raw_model = model  # what we save and evaluate: never the compiled or DDP wrapper
+
+
+def _wrap_for_training(
+    model: torch.nn.Module, cfg: RunConfig, info: distributed.DistInfo
+) -> torch.nn.Module:
     if info.enabled:
-        model = wrap_ddp(model, device)
+        model = wrap_ddp(model, info.device)
     if cfg.system.compile:
         # Compile the DDP-wrapped model (PyTorch's recommended order): DDPOptimizer then splits
         # the graph at bucket boundaries so gradient all-reduce overlaps the backward pass.
         model = torch.compile(model)
-    autocast = autocast_context(cfg, device)
-    say(f"[{cfg.phase}] {start.description}; steps {start.step} -> {total_steps}")
+    return model
 
-    # ---- batch geometry: global batch = world size x accumulation x micro-batch --------------
+
+def _micro_batches(
+    cfg: RunConfig, info: distributed.DistInfo, model: torch.nn.Module
+) -> tuple[int, int]:
+    """(rows per micro-batch, micro-batches per step): global batch = world size x
+    accumulation x micro-batch. On a GPU, refused here when the estimate does not fit."""
     local_batch = phases.local_batch_size(cfg, info)
     # A micro-batch is a memory cap: one larger than this rank's share is the whole share
     # (e.g. the SFT config's 8 on 16 GPUs, 4 rows each).
@@ -268,210 +459,145 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> R
             f"train.micro_batch_size={micro} must divide the per-process batch {local_batch} "
             f"(train.batch_size / processes)"
         )
-    accumulation = local_batch // micro
+    device = info.device
     if device.type == "cuda":
         check_gpu_memory(
-            cfg, raw_model.config, micro, local_batch, info.enabled,
+            cfg, model.config, micro, local_batch, info.enabled,
             torch.cuda.get_device_properties(device).total_memory / GIB,
             torch.cuda.get_device_name(device), uses_bf16(cfg, device),
         )  # fmt: skip
-    # Tokens (and FLOPs) a step processes follow the batch's width: seq_len for packed
-    # pretraining batches, the longest example (rounded up) for SFT batches.
-    step_flops_per_token = functools.cache(lambda width: flops_per_token(raw_model.config, width))
+    return micro, local_batch // micro
 
-    peak = peak_flops(device)
-    # SFT: loss = sum of token losses / trained tokens of the GLOBAL batch (see step_loss).
-    token_mean_over_global_batch = cfg.phase == "sft"
 
-    # ---- bookkeeping -----------------------------------------------------------------------
-    metrics = MetricsLog(out_dir / "metrics.jsonl", enabled=main, tracking=cfg)
-    if main:
+def _open_metrics(
+    cfg: RunConfig, info: distributed.DistInfo, start_step: int, total_steps: int, resumed: bool
+) -> MetricsLog:
+    """metrics.jsonl (rank 0 writes), cut to what this run will not write again, and the
+    run's config.yaml beside it."""
+    out_dir = Path(cfg.out_dir)
+    metrics = MetricsLog(out_dir / "metrics.jsonl", enabled=info.is_main, tracking=cfg)
+    if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
-        if resume and existing is not None:
+        if resumed:
             metrics.truncate_after(
-                cfg.phase, start.step, redo_evals_at_step=start.step >= total_steps
+                cfg.phase, start_step, redo_evals_at_step=start_step >= total_steps
             )
         else:
-            metrics.truncate_after(cfg.phase, start.step - 1)
-    step, tokens = start.step, start.tokens
-    stop_step = total_steps
-    if cfg.train.max_steps_this_run is not None:
-        stop_step = min(total_steps, step + cfg.train.max_steps_this_run)
-    keep_steps = set(cfg.checkpoint.steps)
-    last_checkpoint = existing if resume else None
-    eval_losses: dict[str, float] = {}
-    loss_value = math.nan
-    paused = 0.0  # seconds of evaluation and checkpointing in the current throughput window
+            metrics.truncate_after(cfg.phase, start_step - 1)
+    return metrics
 
-    def run_eval() -> None:
-        nonlocal paused
-        began = time.perf_counter()
-        eval_losses.update(evaluate(raw_model, data.eval_sets, device=device, autocast=autocast))
-        for name, value in eval_losses.items():
-            metrics.write(
-                phase=cfg.phase, step=step, tokens=tokens, split="val", dataset=name,
-                loss=value, lr=schedule.lr(min(step, total_steps - 1)),
-            )  # fmt: skip
-        paused += time.perf_counter() - began
 
-    def checkpoint() -> None:
-        nonlocal last_checkpoint, paused
-        began = time.perf_counter()
-        # Every rank checks (the weights are identical), so all of them stop together.
-        if not _params_finite(raw_model):
-            raise ProximityError(
-                f"weights became non-finite at step {step}; stopped without saving. Last good "
-                f"checkpoint: {last_checkpoint}. Lower optim.lr or raise optim.warmup_steps"
-            )
-        rng_per_rank = distributed.gather_objects(capture_rng(), info)
-        if main:
-            last_checkpoint = save_checkpoint(
-                ckpt_root,
-                step,
-                model=raw_model,
-                optimizer=optimizer,
-                state={
-                    **starts.checkpoint_state(cfg, schedule, tokens),
-                    "rng_per_rank": rng_per_rank,
-                },
-                config_yaml=cfg.to_yaml(),
-                tokenizer=tokenizer,
-                keep_last=cfg.checkpoint.keep_last,
-                protected_steps=keep_steps,
-            )
-        distributed.barrier(info)
-        paused += time.perf_counter() - began
+# ---- one step -----------------------------------------------------------------------------------
 
-    if not resume and step == start.step and cfg.eval.every:
-        run_eval()  # where the phase starts from: the reference for forgetting and gains
-    if not resume and step in keep_steps:
-        checkpoint()
 
-    progress = tqdm(
-        total=total_steps, initial=step, unit="step", dynamic_ncols=True,
-        disable=not (cfg.system.progress and main), desc=cfg.phase,
-    )  # fmt: skip
-    batches = BatchPrefetcher(data.batch, step, stop_step, pin=device.type == "cuda")
-    window_start, window_tokens, window_flops, paused = time.perf_counter(), 0, 0.0, 0.0
+def train_step(
+    run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int, logged: bool
+) -> tuple[float, torch.Tensor | None]:
+    """One optimizer step on this rank's rows of the global batch, in `run.accumulation`
+    micro-batches; the learning rate is already set.
 
-    # ---- the loop ------------------------------------------------------------------------------
-    try:
-        while step < stop_step:
-            lr = schedule.lr(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
-            inputs, targets = batches.get(step)
-            width = inputs.shape[1]
-            step_tokens = cfg.train.batch_size * width
-            # One asynchronous copy of this rank's rows (pinned on CUDA); micro-batches are
-            # slices on the device, and the trained-token count below never waits for the GPU.
-            inputs = inputs.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
+    Returns the loss averaged over ranks on logged steps (nan on the others, where reading it
+    would make the host wait for the GPU) and the gradient norm before clipping (None without
+    clipping; a device tensor, read only on logged steps).
+    """
+    cfg, info, device = run.cfg, run.info, run.device
+    # One asynchronous copy of this rank's rows (pinned on CUDA); micro-batches are slices on
+    # the device, and the trained-token count below never waits for the GPU.
+    inputs = inputs.to(device, non_blocking=True)
+    targets = targets.to(device, non_blocking=True)
+    # SFT: loss = sum of token losses / trained tokens of the GLOBAL batch. DDP averages
+    # gradients over ranks, hence x world_size: the update is then
+    # d(sum of token losses of the global batch) / (its trained tokens).
+    token_mean_over_global_batch = cfg.phase == "sft"
+    if token_mean_over_global_batch:
+        trained = (targets != IGNORE_INDEX).sum()
+        scale = info.world_size / distributed.all_reduce_sum(trained, info).clamp(min=1)
+    loss_sum = torch.zeros((), device=device)
+    for i in range(run.accumulation):
+        rows = slice(i * run.micro, (i + 1) * run.micro)
+        x, y = inputs[rows], targets[rows]
+        # DDP would all-reduce gradients after every backward; only the last one needs it.
+        sync = not info.enabled or i == run.accumulation - 1
+        with contextlib.nullcontext() if sync else run.model.no_sync(), run.autocast:
             if token_mean_over_global_batch:
-                # DDP averages gradients over ranks, hence x world_size: the update is then
-                # d(sum of token losses of the global batch) / (its trained tokens).
-                trained = (targets != IGNORE_INDEX).sum()
-                global_trained = distributed.all_reduce_sum(trained, info).clamp(min=1)
-                scale = info.world_size / global_trained
-            loss_sum = torch.zeros((), device=device)
-            for i in range(accumulation):
-                rows = slice(i * micro, (i + 1) * micro)
-                x, y = inputs[rows], targets[rows]
-                # DDP would all-reduce gradients after every backward; only the last one needs it.
-                sync = not info.enabled or i == accumulation - 1
-                with contextlib.nullcontext() if sync else model.no_sync(), autocast:
-                    if token_mean_over_global_batch:
-                        loss = token_loss_sum(model, x, y) * scale
-                    else:
-                        loss = lm_loss(model, x, y) / accumulation
-                loss.backward()
-                loss_sum += loss.detach()
+                loss = token_loss_sum(run.model, x, y) * scale
+            else:
+                loss = lm_loss(run.model, x, y) / run.accumulation
+        loss.backward()
+        loss_sum += loss.detach()
 
-            # The host waits for the GPU only on logged steps (train.log_every); there the loss
-            # is checked before the update, so a bad step found there never touches the
-            # weights. Between logged steps, a non-finite loss shows up at the next logged step
-            # and the finite-weights check keeps it out of every checkpoint.
-            logged = (step + 1) % cfg.train.log_every == 0 or step + 1 == stop_step
-            if logged:
-                loss_value = float(distributed.all_reduce_mean(loss_sum, info))
-                if not math.isfinite(loss_value):
-                    raise ProximityError(
-                        f"loss is {loss_value} at step {step + 1}: stopped. Last good "
-                        f"checkpoint: {last_checkpoint or 'none'}. Lower optim.lr or raise "
-                        f"optim.warmup_steps, then --resume"
-                    )
-            if cfg.optim.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens += step_tokens
-            window_tokens += step_tokens
-            window_flops += step_tokens * step_flops_per_token(width)
-            progress.update(1)
+    # On logged steps the loss is checked before the update, so a bad step found there never
+    # touches the weights. Between logged steps, a non-finite loss shows up at the next logged
+    # step and the finite-weights check keeps it out of every checkpoint.
+    loss_value = math.nan
+    if logged:
+        loss_value = float(distributed.all_reduce_mean(loss_sum, info))
+        if not math.isfinite(loss_value):
+            raise ProximityError(
+                f"loss is {loss_value} at step {step + 1}: stopped. Last good checkpoint: "
+                f"{run.last_checkpoint or 'none'}. Lower optim.lr or raise optim.warmup_steps, "
+                f"then --resume"
+            )
+    norm = None
+    if cfg.optim.grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), cfg.optim.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_value, norm
 
-            if logged:
-                # Throughput and MFU count training time only: evaluation and checkpoint
-                # saving inside the window are subtracted.
-                elapsed = time.perf_counter() - window_start - paused
-                tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
-                record = dict(
-                    phase=cfg.phase, step=step, tokens=tokens, split="train",
-                    dataset=cfg.data.train, loss=loss_value, lr=lr,
-                    tokens_per_s=round(tokens_per_s, 1),
-                )  # fmt: skip
-                if cfg.optim.grad_clip > 0:  # before clipping; read on logged steps only
-                    record["grad_norm"] = round(float(norm), 4)
-                if peak and window_tokens:
-                    mean_flops_per_token = window_flops / window_tokens
-                    record["mfu"] = round(
-                        mfu(mean_flops_per_token, tokens_per_s, info.world_size, peak), 4
-                    )
-                metrics.write(**record)
-                progress.set_postfix(
-                    loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}", lr=f"{lr:.2e}"
-                )
-                window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
-                paused = 0.0
 
-            if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps:
-                run_eval()
-            every = cfg.checkpoint.every
-            if step in keep_steps or (every and step % every == 0) or step == stop_step:
-                checkpoint()
-    finally:
-        batches.close()
-        progress.close()
+def _log_train_step(
+    run: Run, meter: ThroughputMeter, progress: tqdm, step: int, tokens: int, loss: float,
+    lr: float, grad_norm: torch.Tensor | None,
+) -> None:  # fmt: skip
+    """One training line in metrics.jsonl (and the progress bar), then a new meter window."""
+    tokens_per_s, utilisation = meter.read()
+    record = dict(
+        phase=run.cfg.phase, step=step, tokens=tokens, split="train",
+        dataset=run.cfg.data.train, loss=loss, lr=lr, tokens_per_s=round(tokens_per_s, 1),
+    )  # fmt: skip
+    if grad_norm is not None:  # before clipping
+        record["grad_norm"] = round(float(grad_norm), 4)
+    if utilisation is not None:
+        record["mfu"] = round(utilisation, 4)
+    run.metrics.write(**record)
+    progress.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", lr=f"{lr:.2e}")
+    meter.restart()
 
-    finished = step >= total_steps
+
+def _finish(run: Run, step: int, tokens: int, loss: float) -> RunResult:
+    """The final evaluation when the phase is done (and the per-example losses of SFT's
+    target), then what the run reached."""
+    finished = step >= run.total_steps
     if finished:
-        run_eval()
-        if main and data.example_eval is not None:
-            _write_example_losses(out_dir, raw_model, data.example_eval, device, autocast)
-        say(
-            f"[{cfg.phase}] done at step {step}: "
-            + ", ".join(f"{name} val loss {value:.4f}" for name, value in eval_losses.items())
+        run.evaluate_at(step, tokens)
+        if run.info.is_main and run.data.example_eval is not None:
+            _write_example_losses(run, run.data.example_eval)
+        run.say(
+            f"[{run.cfg.phase}] done at step {step}: "
+            + ", ".join(f"{name} val loss {value:.4f}" for name, value in run.eval_losses.items())
         )
     else:
-        say(f"[{cfg.phase}] stopped at step {step}/{total_steps}; continue with --resume")
-    metrics.close()  # trackers: after the final evaluation (an exception leaves W&B to atexit)
+        run.say(
+            f"[{run.cfg.phase}] stopped at step {step}/{run.total_steps}; continue with --resume"
+        )
+    run.metrics.close()  # trackers: after the final evaluation (an exception leaves W&B to atexit)
     return RunResult(
-        out_dir=out_dir,
+        out_dir=run.out_dir,
         step=step,
-        total_steps=total_steps,
-        train_loss=loss_value,
-        eval_losses=dict(eval_losses),
-        last_checkpoint=last_checkpoint,
+        total_steps=run.total_steps,
+        train_loss=loss,
+        eval_losses=dict(run.eval_losses),
+        last_checkpoint=run.last_checkpoint,
         finished=finished,
-        data_counts=dict(data.counts),
+        data_counts=dict(run.data.counts),
     )
 
 
-def _write_example_losses(out_dir: Path, model, eval_set, device, autocast) -> None:
+def _write_example_losses(run: Run, eval_set: EvalSet) -> None:
     """val_examples.npz: the final model's loss per validation example (atomic), so the
     analysis can bootstrap the outcome over examples."""
-    sums, counts = example_losses(model, eval_set, device=device, autocast=autocast)
-    with atomic_path(out_dir / "val_examples.npz") as tmp, open(tmp, "wb") as handle:
+    sums, counts = example_losses(run.raw_model, eval_set, device=run.device, autocast=run.autocast)
+    with atomic_path(run.out_dir / "val_examples.npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, loss_sum=sums, tokens=counts)

@@ -46,7 +46,7 @@ FIT_FRACTION = 0.85
 MEASURED_TOLERANCE = 0.02
 
 # Memory of one GPU in GiB as `nvidia-smi` / torch report it, matched in order against a
-# device name (as in PEAK_FLOPS in training/hardware.py: specific names first). A plain "a100"
+# device name (as in PEAK_FLOPS in training/throughput.py: specific names first). A plain "a100"
 # is taken as the 40 GB part, the smaller one.
 GPU_MEMORY_GIB: tuple[tuple[str, float], ...] = (
     ("H100 NVL", 93.0),

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from training.tracking import open_sinks, warn
+
 
 class MetricsLog:
     """Append-only JSONL; each line is flushed so a killed run keeps what it measured."""
@@ -65,8 +67,6 @@ class MetricsLog:
             try:
                 sink.write(record)
             except Exception as error:  # a tracker never stops training
-                from training.tracking import warn
-
                 warn(f"{type(sink).__name__} failed ({type(error).__name__}: {error})")
                 self.sinks.remove(sink)
 
@@ -75,8 +75,6 @@ class MetricsLog:
             self.sinks = []
             cfg = self.tracking
             if cfg is not None and (cfg.log.tensorboard or cfg.log.wandb):
-                from training.tracking import open_sinks
-
                 start = int(first.get("step", 0))
                 self.sinks = open_sinks(cfg.log, Path(cfg.out_dir), cfg.to_dict(), start)
         return list(self.sinks)
@@ -87,8 +85,6 @@ class MetricsLog:
             try:
                 sink.close()
             except Exception as error:
-                from training.tracking import warn
-
                 warn(f"{type(sink).__name__} did not close cleanly ({error})")
         self.sinks = None
 

@@ -21,6 +21,9 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from proximity.errors import ProximityError
+from proximity.tokenizer import load_tokenizer
+from training.config import RunConfig
+from training.phases import tokenized_build
 
 TUNE_FRACTION = 0.1  # the tail of the training stream that picks the interpolation weight
 
@@ -107,10 +110,6 @@ def ngram_losses(
 def pretraining_baselines(run_config: dict) -> NgramLosses:
     """The baselines for a pretraining run's config (a grid node's `run_config`): its training
     data's build, scored on the validation positions its evaluation scores."""
-    from proximity.tokenizer import load_tokenizer
-    from training.config import RunConfig
-    from training.phases import tokenized_build
-
     cfg = RunConfig.from_dict(run_config)
     tokenizer = load_tokenizer(cfg.data.tokenizer, data_dir=cfg.data.data_dir)
     build = tokenized_build(cfg, cfg.data.train, tokenizer, progress=False, build=True)

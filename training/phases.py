@@ -25,12 +25,17 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from proximity.cache import cache_dir as proximity_cache_dir
+from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.specs import parse_mixture
 from training.config import RunConfig
 from training.distributed import DistInfo
-from training.evaluate import Batch, EvalSet, packed_batch, packed_eval_set, sft_batch, sft_eval_set
-from training.tokenized import SPLIT_SEED
+from training.evaluate import EvalSet, packed_eval_set, sft_eval_set
+from training.losses import Batch, packed_batch, sft_batch
+from training.sampler import MixtureSampler, PackedSequences
+from training.sft_prepared import prepare_sft
+from training.tokenized import SPLIT_SEED, tokenize_dataset
 
 
 @dataclass
@@ -48,8 +53,6 @@ class TrainData:
 def cache_dir(cfg: RunConfig) -> Path:
     if cfg.data.cache_dir:
         return Path(cfg.data.cache_dir).expanduser()
-    from proximity.cache import cache_dir as proximity_cache_dir
-
     return proximity_cache_dir() / "tokens"
 
 
@@ -67,8 +70,6 @@ def local_batch_size(cfg: RunConfig, info: DistInfo) -> int:
 
 def tokenized_build(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: bool, build: bool):
     """A dataset's build: rank 0 makes it if missing, the other ranks wait for its manifest."""
-    from training.tokenized import tokenize_dataset
-
     return tokenize_dataset(
         spec,
         tokenizer,
@@ -86,8 +87,6 @@ def tokenized_build(cfg: RunConfig, spec: str, tokenizer: Tokenizer, progress: b
 
 def substitute_notes(specs: list[str], data_dir: str | None) -> list[str]:
     """Local stand-ins for hub datasets (e.g. stdlib code for StarCoder): say so, once each."""
-    from proximity.data import resolve
-
     notes = []
     for spec in specs:
         for part in parse_mixture(spec).datasets:
@@ -105,8 +104,6 @@ def _packed_eval_sets(
     progress: bool,
     skip: set[str],
 ) -> list[EvalSet]:
-    from training.sampler import PackedSequences
-
     sets = []
     for spec in specs:
         mixture = parse_mixture(spec)
@@ -134,8 +131,6 @@ def pretraining_data(
     cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: bool
 ) -> TrainData:
     """Pretrain and midtrain: packed sequences mixed by weight, deterministic in (seed, step)."""
-    from training.sampler import MixtureSampler, PackedSequences
-
     mixture = parse_mixture(cfg.data.train)
     components = [(part.canonical(), weight) for part, weight in mixture.components]
     sources = []
@@ -165,8 +160,6 @@ def pretraining_data(
 
 def _mask_prompt_default(spec: str, data_dir: str | None) -> bool:
     """The registry says which targets mask their prompt (the paper: GSM8K)."""
-    from proximity.data import resolve
-
     return resolve(spec, data_dir=data_dir).info.mask_prompt
 
 
@@ -207,8 +200,6 @@ def sft_build(cfg: RunConfig, tokenizer: Tokenizer, build: bool):
 
     Shared through `data.cache_dir` by every rank, and by every SFT run of a grid on the target.
     """
-    from training.sft_prepared import prepare_sft
-
     target = cfg.data.train
     if parse_mixture(target).is_mixture:
         raise ProximityError(f"data.train={target!r}: SFT takes one target dataset, not a mixture")

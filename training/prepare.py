@@ -22,7 +22,9 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from proximity.specs import parse_mixture
+from proximity.tokenizer import load_tokenizer
 from training.config import RunConfig
+from training.phases import cache_dir, sft_build
 from training.sft_prepared import PreparedSFT
 from training.tokenized import SPLIT_SEED, TokenizedDataset, tokenize_dataset
 
@@ -69,9 +71,6 @@ def prepare_run(
 ) -> list[TokenizedDataset | PreparedSFT]:
     """Prepare exactly the builds that `cfg` will read, where it will look for them: for an SFT
     config, the target's examples too (one process: `workers` split documents, not examples)."""
-    from proximity.tokenizer import load_tokenizer
-    from training.phases import cache_dir, sft_build
-
     tokenizer = load_tokenizer(cfg.data.tokenizer, data_dir=cfg.data.data_dir)
     builds: list[TokenizedDataset | PreparedSFT] = []
     if cfg.phase == "sft":

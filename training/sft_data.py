@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from proximity.data import Example, load_examples
 from proximity.errors import ProximityError
 from training.losses import IGNORE_INDEX
 from training.tokenized import PAD_TOKEN, resolve_eos_id, validation_mask
@@ -146,8 +147,6 @@ def build_sft_data(
     `val_docs` holds out exactly that many (the smallest hashes) instead of `val_fraction`.
     `pad_id` defaults to `<|padding|>`, else EOS (its value never matters: padding has no loss).
     """
-    from proximity.data import load_examples
-
     if seq_len < 2:
         raise ProximityError(f"seq_len {seq_len} must be at least 2")
     if not 0.0 <= val_fraction < 1.0:
@@ -157,23 +156,7 @@ def build_sft_data(
     examples = list(load_examples(spec, n_docs=n_docs, data_dir=data_dir))
     if not examples:
         raise ProximityError(f"{spec!r} gave no examples: check the spec and --data-dir")
-    # Encoded in chunks and kept as int32 arrays: a tokenizers `Encoding` carries offsets,
-    # token strings and masks (~140 bytes per token), so encoding a whole corpus at once would
-    # need ~35x the memory of what is kept.
-    rows: list[tuple[np.ndarray, int]] = []
-    for begin in range(0, len(examples), _ENCODE_CHUNK):
-        chunk = examples[begin : begin + _ENCODE_CHUNK]
-        encodings = tokenizer.encode_batch(
-            [e.prompt + e.response for e in chunk], add_special_tokens=False
-        )
-        rows.extend(
-            (
-                np.asarray(encoding.ids, dtype=np.int32),
-                _prompt_token_count(encoding.offsets, len(example.prompt)),
-            )
-            for encoding, example in zip(encodings, chunk, strict=True)
-        )
-        del encodings
+    rows = _encode(examples, tokenizer)
     if val_docs is not None:
         if val_docs >= len(examples):
             raise ProximityError(
@@ -189,20 +172,47 @@ def build_sft_data(
         splits.append(_pack(chosen, seq_len, mask_prompt, eos_id, pad_id))
     train, val = splits
     for name, split in (("train", train), ("val", val)):
-        if warn and (split.n_dropped or split.n_truncated):
-            log.warning(
-                "%s %s: %d examples truncated to seq_len=%d, %d dropped (prompt alone too long)",
-                spec,
-                name,
-                split.n_truncated,
-                seq_len,
-                split.n_dropped,
-            )
-        if len(split) == 0:
-            raise ProximityError(
-                f"{spec!r}: no {name} example fits seq_len={seq_len}; raise seq_len"
-            )
+        _check_split(spec, name, split, seq_len, warn)
     return train, val
+
+
+def _encode(examples: list[Example], tokenizer: Tokenizer) -> list[tuple[np.ndarray, int]]:
+    """(token ids, prompt token count) per example.
+
+    Encoded in chunks and kept as int32 arrays: a tokenizers `Encoding` carries offsets,
+    token strings and masks (~140 bytes per token), so encoding a whole corpus at once would
+    need ~35x the memory of what is kept.
+    """
+    rows: list[tuple[np.ndarray, int]] = []
+    for begin in range(0, len(examples), _ENCODE_CHUNK):
+        chunk = examples[begin : begin + _ENCODE_CHUNK]
+        encodings = tokenizer.encode_batch(
+            [e.prompt + e.response for e in chunk], add_special_tokens=False
+        )
+        rows.extend(
+            (
+                np.asarray(encoding.ids, dtype=np.int32),
+                _prompt_token_count(encoding.offsets, len(example.prompt)),
+            )
+            for encoding, example in zip(encodings, chunk, strict=True)
+        )
+        del encodings
+    return rows
+
+
+def _check_split(spec: str, name: str, split: SFTSplit, seq_len: int, warn: bool) -> None:
+    """Note examples cut or dropped for length; refuse a split left empty."""
+    if warn and (split.n_dropped or split.n_truncated):
+        log.warning(
+            "%s %s: %d examples truncated to seq_len=%d, %d dropped (prompt alone too long)",
+            spec,
+            name,
+            split.n_truncated,
+            seq_len,
+            split.n_dropped,
+        )
+    if len(split) == 0:
+        raise ProximityError(f"{spec!r}: no {name} example fits seq_len={seq_len}; raise seq_len")
 
 
 def resolve_pad_id(tokenizer: Tokenizer, eos_id: int) -> int:

@@ -29,7 +29,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from proximity.atomic import fsync_path, fsync_tree
+from proximity.data import resolve
 from proximity.errors import ProximityError
+from proximity.tokenizer import tokenizer_fingerprint
 from training.sft_data import SFTSplit, build_sft_data, resolve_pad_id
 from training.tokenized import resolve_eos_id, slug, wait_for_build
 
@@ -88,9 +90,6 @@ def prepare_sft(
     With `build=False` this only waits, up to `wait_timeout_s`, for another process's build.
     The arrays equal `build_sft_data(...)`'s for the same arguments (tested).
     """
-    from proximity.data import resolve
-    from proximity.tokenizer import tokenizer_fingerprint
-
     eos_id = resolve_eos_id(tokenizer, None)
     pad_id = resolve_pad_id(tokenizer, eos_id)
     source = resolve(spec, data_dir=data_dir).info

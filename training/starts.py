@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from tokenizers import Tokenizer
 from transformers import GPTNeoXForCausalLM
+from transformers.utils import logging as hf_logging
 
 from proximity.errors import ProximityError
 from training.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
@@ -44,8 +46,6 @@ class Start:
 
 
 def _load_model(path: str | Path, revision: str | None = None) -> GPTNeoXForCausalLM:
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()  # its per-load bar would clutter ours
     try:
         # fp32 master weights whatever the file holds (Pythia hub weights are fp16).
@@ -114,8 +114,6 @@ def check_tokenizer(cfg: RunConfig, checkpoint: Checkpoint, tokenizer: Tokenizer
 
 
 def _saved_config(checkpoint: Checkpoint) -> dict[str, Any]:
-    import yaml
-
     path = checkpoint.path / "config.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 

@@ -21,14 +21,17 @@ manifest file (`wait_for_build`), not on a collective that would time out.
 from __future__ import annotations
 
 import contextlib
+import fcntl  # POSIX only, like the grid's node locks
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,10 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from proximity.atomic import atomic_path, fsync_path, write_text_atomic
+from proximity.data import SourceInfo, resolve
 from proximity.errors import ProximityError
+from proximity.specs import parse_mixture
+from proximity.tokenizer import tokenizer_fingerprint
 
 FORMAT_VERSION = 1
 # Held-out documents are chosen with this seed whatever the training seed, so that "C4 validation
@@ -124,17 +130,12 @@ def tokenize_dataset(
     documents (at least `min_val_docs`) are held out.
     Only single datasets: a mixture is several builds mixed by `training.sampler.MixtureSampler`.
     """
-    from proximity.data import resolve
-    from proximity.tokenizer import tokenizer_fingerprint
-
     spec = _single_spec(spec)
     if not 0.0 <= val_fraction < 1.0:
         raise ProximityError(f"val_fraction {val_fraction} must be in [0, 1)")
     if min_val_docs < 0:
         raise ProximityError(f"min_val_docs {min_val_docs} must be >= 0")
     eos_id = resolve_eos_id(tokenizer, eos_id)
-    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    dtype = token_dtype(max(vocab_size - 1, eos_id))
     resolved = resolve(spec, data_dir=data_dir)
     source = resolved.info
     key = {
@@ -169,37 +170,50 @@ def tokenize_dataset(
         bar = tqdm(
             texts, total=n_docs, unit="doc", desc=f"tokenising {source.name}", disable=not progress
         )
-        counts = _write_splits(
-            bar, tokenizer, directory, dtype, eos_id, val_fraction, min_val_docs, seed, key, workers
-        )
-        manifest = {
-            "key": key,
-            "spec": spec,
-            "source": {
-                "name": source.name,
-                "kind": source.kind,
-                "location": str(source.location),
-                "substitute": source.substitute,
-                "fingerprint": source.fingerprint,
-            },
-            "tokenizer_fingerprint": key["tokenizer_fingerprint"],
-            "vocab_size": vocab_size,
-            "dtype": dtype.name,
-            "eos_id": eos_id,
-            "n_tokens": counts["n_train_tokens"] + counts["n_val_tokens"],
-            **counts,
-        }
-        write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-        shutil.rmtree(directory / "parts", ignore_errors=True)  # joined: the shards are spent
+        _write_build(bar, tokenizer, directory, key, source, workers)
         return TokenizedDataset.open(directory)
+
+
+def _write_build(
+    texts: Iterable[str],
+    tokenizer: Tokenizer,
+    directory: Path,
+    key: dict,
+    source: SourceInfo,
+    workers: int,
+) -> None:
+    """Tokenise `texts` into `directory` (the caller holds its lock), manifest.json last."""
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    dtype = token_dtype(max(vocab_size - 1, key["eos_id"]))
+    counts = _write_splits(
+        texts, tokenizer, directory, dtype, key["eos_id"], key["val_fraction"],
+        key["min_val_docs"], key["seed"], key, workers,
+    )  # fmt: skip
+    manifest = {
+        "key": key,
+        "spec": key["spec"],
+        "source": {
+            "name": source.name,
+            "kind": source.kind,
+            "location": str(source.location),
+            "substitute": source.substitute,
+            "fingerprint": source.fingerprint,
+        },
+        "tokenizer_fingerprint": key["tokenizer_fingerprint"],
+        "vocab_size": vocab_size,
+        "dtype": dtype.name,
+        "eos_id": key["eos_id"],
+        "n_tokens": counts["n_train_tokens"] + counts["n_val_tokens"],
+        **counts,
+    }
+    write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(directory / "parts", ignore_errors=True)  # joined: the shards are spent
 
 
 @contextlib.contextmanager
 def _build_lock(directory: Path) -> Iterator[None]:
     """An exclusive `flock` beside the build folder, held while building; the kernel drops it
     if the process dies, so a killed builder never blocks the next one."""
-    import fcntl  # POSIX only, like the grid's node locks
-
     directory.parent.mkdir(parents=True, exist_ok=True)
     with open(directory.parent / f".{directory.name}.lock", "a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -291,8 +305,6 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 def _single_spec(spec: str) -> str:
-    from proximity.specs import parse_mixture
-
     mixture = parse_mixture(spec)
     if mixture.is_mixture:
         parts = ", ".join(str(part) for part in mixture.datasets)
@@ -336,18 +348,7 @@ def _write_splits(
 
     tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # concurrent builders never collide
     tmp = {split: directory / f"{split}.bin{tag}" for split in ("train", "val")}
-    lengths_parts, in_val_parts = [], []
-    n_empty = 0
-    with open(tmp["train"], "wb") as train_file, open(tmp["val"], "wb") as val_file:
-        for index in range(n_shards):
-            info = json.loads((parts / f"{index:06d}.json").read_text())
-            n_empty += info["n_empty"]
-            with np.load(parts / f"{index:06d}.npz") as arrays:
-                lengths_parts.append(arrays["lengths"])
-                in_val_parts.append(arrays["in_val"])
-            for split, file in (("train", train_file), ("val", val_file)):
-                with open(parts / f"{index:06d}.{split}.bin", "rb") as part:
-                    shutil.copyfileobj(part, file, 1 << 24)
+    lengths_parts, in_val_parts, n_empty = _join_shards(parts, n_shards, tmp)
     n = sum(len(x) for x in lengths_parts)
     if n == 0:
         for path in tmp.values():
@@ -377,6 +378,26 @@ def _write_splits(
         "n_train_tokens": int(lengths[~mask].sum()),
         "n_val_tokens": int(lengths[mask].sum()),
     }
+
+
+def _join_shards(
+    parts: Path, n_shards: int, tmp: dict[str, Path]
+) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """Append every shard's train and val tokens to the `tmp` files, in shard order; returns
+    each shard's document lengths and held-out flags, and the number of empty documents."""
+    lengths_parts, in_val_parts = [], []
+    n_empty = 0
+    with open(tmp["train"], "wb") as train_file, open(tmp["val"], "wb") as val_file:
+        for index in range(n_shards):
+            info = json.loads((parts / f"{index:06d}.json").read_text())
+            n_empty += info["n_empty"]
+            with np.load(parts / f"{index:06d}.npz") as arrays:
+                lengths_parts.append(arrays["lengths"])
+                in_val_parts.append(arrays["in_val"])
+            for split, file in (("train", train_file), ("val", val_file)):
+                with open(parts / f"{index:06d}.{split}.bin", "rb") as part:
+                    shutil.copyfileobj(part, file, 1 << 24)
+    return lengths_parts, in_val_parts, n_empty
 
 
 def _shards(texts: Iterable[str]) -> Iterator[tuple[int, int, list[str]]]:
@@ -418,9 +439,6 @@ def _run_parallel(
 ) -> int:
     """Tokenise shards in `workers` processes, at most 2 x workers shards in flight (memory
     stays bounded however large the corpus); returns the number of shards."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     n_shards = 0
     pending: set = set()
     # spawn, not fork: the parent may hold torch and tokenizers thread pools.

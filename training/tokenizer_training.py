@@ -31,7 +31,9 @@ from tokenizers import (
 )
 
 from proximity.atomic import atomic_path, write_text_atomic
+from proximity.data import resolve
 from proximity.errors import ProximityError
+from proximity.tokenizer import load_tokenizer, tokenizer_fingerprint
 from training.tokenized import EOS_TOKEN, PAD_TOKEN
 
 SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN)  # ids 0 and 1, as in GPT-NeoX
@@ -120,8 +122,6 @@ def train_command(
 ) -> None:
     """Train a byte-level BPE tokenizer on a corpus; writes OUT/tokenizer.json and
     OUT/tokenizer_info.json (what it was trained on)."""
-    from proximity.data import resolve
-
     if n_docs < 1:
         raise ProximityError(f"--n-docs {n_docs} must be at least 1")
     _check_vocab_size(vocab_size)  # before reading any data
@@ -173,8 +173,6 @@ def info_command(
 ) -> None:
     """Print a tokenizer's size, special tokens, fingerprint, and how it splits a text (writes
     nothing)."""
-    from proximity.tokenizer import load_tokenizer, tokenizer_fingerprint
-
     loaded = load_tokenizer(tokenizer, data_dir=data_dir)
     special = {token: loaded.token_to_id(token) for token in SPECIAL_TOKENS}
     encoding = loaded.encode(text, add_special_tokens=False)

@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 INIT_TIMEOUT_S = 30.0
 EXTRA = "pip install 'proximity[tracking]'"
@@ -52,7 +53,7 @@ class TensorBoardSink:
     """Event files via torch's SummaryWriter (needs the `tensorboard` package)."""
 
     def __init__(self, folder: Path, purge_step: int | None = None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # torch + an optional package
 
         # purge_step: a resumed run drops the events a killed attempt wrote past its checkpoint,
         # as metrics.jsonl does.
@@ -72,7 +73,7 @@ class WandbSink:
     """One W&B run per training run; offline when there is no way to be online."""
 
     def __init__(self, project: str, folder: Path, run_info: dict[str, Any]) -> None:
-        import wandb
+        import wandb  # an optional package, seconds to import
 
         self.wandb = wandb
         mode = os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
@@ -98,8 +99,6 @@ def _has_api_key() -> bool:
     """A W&B key in the environment or ~/.netrc (what `wandb login` writes); no network."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    from urllib.parse import urlparse
-
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
         return netrc.netrc().authenticators(host or "") is not None

@@ -17,7 +17,6 @@ from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
 from training.grid.plan import Plan
 from training.grid.presets import PYTHIA_VOCAB
-from training.hardware import peak_flops_for
 from training.memory import (
     MemoryEstimate,
     ModelShape,
@@ -27,6 +26,7 @@ from training.memory import (
 )
 from training.presets import flops_per_token, memory_shape, model_config
 from training.sft_data import build_sft_data
+from training.throughput import peak_flops_for
 from training.tokenized import SPLIT_SEED
 
 

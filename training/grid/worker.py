@@ -146,8 +146,8 @@ def _prepare(node: dict[str, Any], threads: int | None) -> dict[str, Any]:
 def _training(node: dict[str, Any], folder: Path, threads: int | None) -> dict[str, Any] | None:
     # torch: a tokenizer node's worker never needs it
     from training.checkpoint import latest_checkpoint
-    from training.evaluate import read_metrics
     from training.loop import train
+    from training.metrics_log import read_metrics
 
     overrides = [f"system.threads={threads}"] if threads else []
     cfg = RunConfig.from_dict(node["run_config"], overrides)
