@@ -512,7 +512,7 @@ def build_report(grid: Grid, analysis: Path) -> Report:
     config = grid.config or {}
     return Report(
         title=f"Proximity report: {grid.root.name}",
-        summary=summary_lines(grid, statistics, findings, pairs, outcomes, design),
+        summary=report_summary(grid, statistics, findings, pairs, outcomes, design),
         tables=report_tables(statistics, findings, pairs, design),
         figures=figures,
         missing_figures=missing,
@@ -523,7 +523,7 @@ def build_report(grid: Grid, analysis: Path) -> Report:
     )
 
 
-def summary_lines(
+def report_summary(
     grid: Grid,
     statistics: dict[str, Any],
     findings: dict[str, Any],
