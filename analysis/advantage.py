@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from proximity.errors import ProximityError
-from proximity.metrics import METRICS
+from proximity.metrics import METRICS, get_metric
+from proximity.settings import SimilaritySettings
 from proximity.similarity import advantage_table, similarity_table
 from proximity.specs import parse_mixture
 from proximity.stats import StatsOptions
@@ -86,6 +87,7 @@ def pair_advantages(
     rows = []
     wanted = pairs[["pretrain_spec", "mixture_spec", "target_spec"]].drop_duplicates()
     for metric in metrics:
+        settings = SimilaritySettings(get_metric(metric), options, mixture)  # type: ignore[arg-type]  # checked there
         for (pretrain, target), group in wanted.groupby(["pretrain_spec", "target_spec"]):
             base = parse_mixture(pretrain).canonical()
             specs = [s for s in pd.unique(group["mixture_spec"]) if _differs(s, base)]
@@ -95,8 +97,8 @@ def pair_advantages(
                 on_target(metric, target)
             labelled = [f"m{i}={spec}" for i, spec in enumerate(specs)]
             table = advantage_table(
-                pretrain, target, labelled, metric=metric, tokenizer=tokenizer,
-                options=options, mixture=mixture, data_dir=data_dir, use_cache=use_cache,  # type: ignore[arg-type]
+                pretrain, target, labelled, settings, tokenizer=tokenizer, data_dir=data_dir,
+                use_cache=use_cache,
             )  # fmt: skip
             by_label = table.set_index("mix")
             for i, spec in enumerate(specs):
@@ -126,7 +128,7 @@ def similarity_matrix(
 ) -> pd.DataFrame:
     """Square similarity matrix of `datasets` (labels as rows and columns), for figure 1."""
     table = similarity_table(
-        list(datasets), metric=metric, tokenizer=tokenizer, options=options,
+        list(datasets), SimilaritySettings(get_metric(metric), options), tokenizer=tokenizer,
         data_dir=data_dir, use_cache=use_cache,
     )  # fmt: skip
     labels = list(pd.unique(table["a"]))

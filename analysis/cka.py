@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from tokenizers import Tokenizer
 
+from analysis.results import load_grid
 from proximity.cache import cache_dir
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
@@ -177,8 +178,6 @@ def grid_models(
     """The base (the pretraining node, which is the control's end) and every main midtraining
     and CPT branch of one model and the first seed of a grid, labelled for the figure, and
     the grid's `data` settings (so the held-out split is the one training held out)."""
-    from analysis.results import load_grid  # pandas only; kept beside its one use
-
     grid = load_grid(root)
     rows = grid.results[~grid.results["ablation"]]
     model = model or str(rows["model"].iloc[0])

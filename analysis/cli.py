@@ -7,25 +7,32 @@ pyproject.toml (`proximity.commands`) gives exactly `proximity correlate RUNS_DI
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from proximity.candidates import midtraining_named
+from proximity.data import resolve_data_dir
 from proximity.errors import ProximityError
 from proximity.metrics import METRICS
+from proximity.options import MIXTURE, MixtureOpt, NoCacheOpt, NoPlotOpt
+from proximity.specs import parse_mixture
+from proximity.stats import StatsOptions
 
-# Everything else is imported inside the commands: this module is loaded for every
-# `proximity ...` call that is not a core command (`proximity train` included), and
-# pandas + scipy.stats would add about 1.4 s to each.
+# This module is loaded for every `proximity ...` call that is not a core command
+# (`proximity train` included): what loads pandas, scipy, scikit-learn, matplotlib or torch
+# (~1.4 s and more) is imported inside the command that needs it.
 if TYPE_CHECKING:
     import pandas as pd
 
-    from analysis.correlate import Correlation
+    from analysis.correlate import Correlation, PAProtocol
     from analysis.figure_set import FigureSet
+    from analysis.recommend import FittedRelation
     from analysis.results import Grid
-    from proximity.stats import StatsOptions
 
 METRIC_NAMES = tuple(METRICS)
 
@@ -56,22 +63,14 @@ BranchesOpt = Annotated[
     str, typer.Option(help="Branch kinds in the correlation: midtrain (the paper) or midtrain,cpt.")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed of permutations and bootstrap resamples.")]
-MixtureOpt = Annotated[
-    str,
-    typer.Option(
-        help="Mixture similarity for PA: expected (exact count mixture) or resample (the "
-        "authors' document resampling); correlate also computes the other for the report."
-    ),
-]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute token statistics.")]
-
 CORRELATE_HELP = (
     "Does proximity advantage predict the gain of midtraining? Joins a grid's results.csv "
     "with PA of each (mixture, target) and writes outcomes.csv, correlation.csv and "
     "statistics.json (Pearson r with p and CI, Spearman, permutation p, bootstrap CIs over "
     "pairs and seeds, within-target r, leave-one-target/mixture-out error), per model size "
     "and metric, with similarity.csv, the figures (fig*.png and .pdf) and figures.json, all "
-    "to --out (default RUNS_DIR/analysis)."
+    "to --out (default RUNS_DIR/analysis). The report's comparisons come with it: PA from "
+    "the other tokenizer and from the other --mixture."
 )
 correlate_app = _command_app(CORRELATE_HELP)
 
@@ -110,12 +109,11 @@ def correlate_command(
         Path | None, typer.Option(help="Output folder (default RUNS_DIR/analysis).")
     ] = None,
     no_cache: NoCacheOpt = False,
-    no_plot: Annotated[bool, typer.Option("--no-plot", help="Write no figures.")] = False,
+    no_plot: NoPlotOpt = False,
 ) -> None:
     """`proximity correlate`: see CORRELATE_HELP."""
-    from analysis.advantage import heatmap_datasets, similarity_matrix
-    from analysis.correlate import correlate, pa_protocol, summary_lines, write_correlation
-    from analysis.correlation import Settings
+    # pandas and scipy (~1.4 s): only when correlate runs
+    from analysis.correlate import pa_protocol, summary_lines, write_correlation
     from analysis.results import load_grid
     from proximity.outputs import write_csv, write_json
 
@@ -124,38 +122,16 @@ def correlate_command(
     folder = _data_dir(data_dir, grid.config)
     out = out or grid.root / "analysis"
     protocol = pa_protocol(grid.config, tokenizer=tokenizer, n_docs=n_docs, max_tokens=max_tokens)
-    tokenizer, options = protocol.tokenizer, protocol.options
     console.print(
-        f"PA: tokenizer {tokenizer}, {options.n_docs or 'all'} documents of up to "
-        f"{options.max_tokens or 'all'} tokens ({protocol.why})",
+        f"PA: tokenizer {protocol.tokenizer}, {protocol.options.n_docs or 'all'} documents of up "
+        f"to {protocol.options.max_tokens or 'all'} tokens ({protocol.why})",
         highlight=False,
     )
-    with console.status("computing proximity advantage") as status:
-        result = correlate(
-            grid,
-            metric=metric,
-            tokenizer=tokenizer,
-            options=options,
-            mixture=_mixture_mode(mixture),
-            data_dir=folder,
-            branches=[b.strip() for b in branches.split(",") if b.strip()],
-            settings=Settings(seed=seed),
-            use_cache=not no_cache,
-            on_target=lambda m, t: status.update(f"proximity advantage for {t} ({m})"),
-            compare_tokenizer=_other_tokenizer(tokenizer, grid),
-            compare_mixture="resample" if mixture == "expected" else "expected",
-            protocol_note=protocol.why,
-        )
-        status.update("similarity matrix for figure 1")
-        tok = result.statistics["inputs"]["tokenizer"]
-        similarity = similarity_matrix(
-            heatmap_datasets(result.pairs),
-            metric=result.statistics["inputs"]["metrics"][0],
-            tokenizer=tok,
-            options=options,
-            data_dir=folder,
-            use_cache=not no_cache,
-        )
+    result, similarity = _correlation(
+        grid, protocol, metric=metric, mixture=mixture, data_dir=folder,
+        branches=[b.strip() for b in branches.split(",") if b.strip()], seed=seed,
+        use_cache=not no_cache,
+    )  # fmt: skip
     for note in grid.substitutes:
         console.print(f"[yellow]substitute[/]: {note}", highlight=False)
     for line in summary_lines(result.statistics):
@@ -175,14 +151,50 @@ def correlate_command(
         console.print(f"wrote {path}", highlight=False)
 
 
-def _mixture_mode(mixture: str) -> str:
-    from proximity.similarity import MIXTURE_MODES
+def _correlation(
+    grid: Grid,
+    protocol: PAProtocol,
+    *,
+    metric: str,
+    mixture: str,
+    data_dir: Path | None,
+    branches: list[str],
+    seed: int,
+    use_cache: bool,
+) -> tuple[Correlation, pd.DataFrame]:
+    """PA and every statistic (with the other tokenizer and mixture similarity for the
+    report), then figure 1's similarity matrix, under a status line that says which."""
+    # pandas, scipy and scikit-learn: only when correlate runs
+    from analysis.advantage import heatmap_datasets, similarity_matrix
+    from analysis.correlate import correlate
+    from analysis.correlation import Settings
 
-    if mixture not in MIXTURE_MODES:
-        raise ProximityError(
-            f"--mixture must be one of {', '.join(MIXTURE_MODES)}, got {mixture!r}"
+    with console.status("computing proximity advantage") as status:
+        result = correlate(
+            grid,
+            metric=metric,
+            tokenizer=protocol.tokenizer,
+            options=protocol.options,
+            mixture=mixture,
+            data_dir=data_dir,
+            branches=branches,
+            settings=Settings(seed=seed),
+            use_cache=use_cache,
+            on_target=lambda m, t: status.update(f"proximity advantage for {t} ({m})"),
+            compare_tokenizer=_other_tokenizer(protocol.tokenizer, grid),
+            compare_mixture="resample" if mixture == "expected" else "expected",
+            protocol_note=protocol.why,
         )
-    return mixture
+        status.update("similarity matrix for figure 1")
+        similarity = similarity_matrix(
+            heatmap_datasets(result.pairs),
+            metric=result.statistics["inputs"]["metrics"][0],
+            tokenizer=result.statistics["inputs"]["tokenizer"],
+            options=protocol.options,
+            data_dir=data_dir,
+            use_cache=use_cache,
+        )
+    return result, similarity
 
 
 def recorded_options(
@@ -196,8 +208,6 @@ def recorded_options(
     """The PA options `proximity correlate` recorded in statistics.json (tokenizer, the whole
     statistics protocol, mixture similarity), so `recommend` measures PA exactly as the line
     was fitted; an option given on the command line that differs is refused."""
-    from proximity.stats import StatsOptions
-
     recorded = {
         "tokenizer": inputs["tokenizer"],
         "n-docs": inputs["stats_options"].get("n_docs"),
@@ -226,7 +236,7 @@ def _number(value: float | None, spec: str) -> str:
 def _other_tokenizer(tokenizer: str, grid: Grid) -> str | None:
     """The tokenizer the report compares with: the grid's own when PA uses Pythia (and the
     grid trained another one), Pythia when PA uses the grid's."""
-    from analysis.advantage import grid_tokenizer
+    from analysis.advantage import grid_tokenizer  # pandas: only when correlate runs
 
     if tokenizer == "grid":
         return "pythia"
@@ -252,8 +262,7 @@ def correlate_output(runs_dir: Path, given: Path | None) -> Path:
 
 def _data_dir(given: Path | None, config: dict) -> Path | None:
     """--data-dir, else the grid's own data_dir when it exists here, else $PROXIMITY_DATA_DIR."""
-    from analysis.advantage import grid_data_dir
-    from proximity.data import resolve_data_dir
+    from analysis.advantage import grid_data_dir  # pandas: only when a command runs
 
     if given is not None:
         return resolve_data_dir(given)
@@ -264,9 +273,10 @@ def _data_dir(given: Path | None, config: dict) -> Path | None:
 
 
 def _draw(result: Correlation, grid: Grid, out: Path, similarity: pd.DataFrame) -> FigureSet:
+    # matplotlib and seaborn (~1.5 s): only when figures are drawn
     import pandas as pd
 
-    from analysis.figure_set import draw_correlation_figures  # matplotlib/seaborn: ~1.5 s
+    from analysis.figure_set import draw_correlation_figures
 
     found = [p for p in (out / "cka.csv", grid.root / "cka.csv") if p.exists()]
     cka = pd.read_csv(found[0]) if found else None  # from `proximity cka --out` either place
@@ -298,6 +308,7 @@ def report_command(
     ] = None,
 ) -> None:
     """`proximity report`: see REPORT_HELP."""
+    # pandas, scipy and matplotlib: only when the report is built
     from analysis.report import build_report, write_report
     from analysis.results import load_grid
 
@@ -346,9 +357,9 @@ def cka_command(
     ] = None,
 ) -> None:
     """`proximity cka`: see CKA_HELP."""
-    from analysis.cka import compare_models, grid_models  # torch: only for this command
+    # torch, transformers, pandas and matplotlib: only for this command
+    from analysis.cka import compare_models, grid_models
     from analysis.plots import cka_layers
-    from proximity.data import resolve_data_dir
     from proximity.outputs import write_csv
 
     labels, val_fraction = None, 0.05
@@ -387,8 +398,9 @@ def cka_command(
 RECOMMEND_HELP = (
     "Rank candidate midtraining mixtures for a target by proximity advantage; with --runs "
     "(a correlated grid), by the relative improvement its fitted line predicts, with a 95% "
-    "prediction interval and the line's leave-one-target-out error. Writes recommend.csv to "
-    "--out (default outputs/recommend)."
+    "prediction interval and the line's leave-one-target-out error; PA is then measured as "
+    "correlate recorded it (--tokenizer, --n-docs and --mixture default to that, and a "
+    "different value is refused). Writes recommend.csv to --out (default outputs/recommend)."
 )
 recommend_app = _command_app(RECOMMEND_HELP)
 
@@ -424,13 +436,7 @@ def recommend_command(
         int | None,
         typer.Option(help="Documents per dataset (default 1,000; with --runs, as recorded)."),
     ] = None,
-    mixture: Annotated[
-        str | None,
-        typer.Option(
-            help="Mixture similarity, expected or resample (default expected; with --runs, "
-            "what correlate recorded)."
-        ),
-    ] = None,
+    mixture: Annotated[str | None, MIXTURE] = None,
     data_dir: DataDirOpt = None,
     out: Annotated[Path, typer.Option(help="Output folder (recommend.csv).")] = Path(
         "outputs/recommend"
@@ -438,28 +444,18 @@ def recommend_command(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """`proximity recommend`: see RECOMMEND_HELP."""
-    import json
-
-    from analysis.recommend import FittedRelation, recommend
-    from analysis.results import load_grid
-    from proximity.candidates import midtraining_named
+    # pandas, scipy and scikit-learn: only when recommend runs
+    from analysis.recommend import recommend
     from proximity.outputs import write_csv
-    from proximity.specs import parse_mixture
-    from proximity.stats import StatsOptions
 
     names = [*candidates, *(more or [])]  # `--candidates A B C`: B and C arrive as arguments
     relation, config = None, {}
     options = StatsOptions(n_docs=1000 if n_docs is None else n_docs)
     if runs is not None:
-        grid = load_grid(runs)
-        _print_excluded(grid)
-        config = grid.config
-        stats_path = correlate_output(grid.root, analysis) / "statistics.json"
-        statistics = json.loads(stats_path.read_text())
-        relation = FittedRelation.from_statistics(statistics, model, metric)
-        options, tokenizer, mixture = recorded_options(
-            statistics["inputs"], stats_path, tokenizer=tokenizer, n_docs=n_docs, mixture=mixture
+        grid, relation, options, tokenizer, mixture = _fitted(
+            runs, analysis, model, metric, tokenizer=tokenizer, n_docs=n_docs, mixture=mixture
         )
+        config = grid.config
         pretrain = pretrain or str(grid.results["pretrain_spec"].iloc[0])
         if target in relation.targets:
             console.print(
@@ -477,13 +473,47 @@ def recommend_command(
         metric=metric,
         tokenizer=tokenizer or "pythia",
         options=options,
-        mixture=_mixture_mode(mixture or "expected"),
+        mixture=mixture or "expected",
         data_dir=_data_dir(data_dir, config),
         relation=relation,
         use_cache=not no_cache,
     )
-    from rich.table import Table
+    _print_recommendation(table, target, relation)
+    console.print(f"wrote {write_csv(table, out / 'recommend.csv')}", highlight=False)
 
+
+def _fitted(
+    runs: Path,
+    analysis: Path | None,
+    model: str | None,
+    metric: str,
+    *,
+    tokenizer: str | None,
+    n_docs: int | None,
+    mixture: str | None,
+) -> tuple[Grid, FittedRelation, StatsOptions, str, str]:
+    """The grid, the line correlate fitted on it, and the PA options correlate recorded
+    (tokenizer, statistics protocol, mixture similarity; a different one given is refused)."""
+    # pandas and scipy: only when recommend runs
+    from analysis.recommend import FittedRelation
+    from analysis.results import load_grid
+
+    grid = load_grid(runs)
+    _print_excluded(grid)
+    stats_path = correlate_output(grid.root, analysis) / "statistics.json"
+    statistics = json.loads(stats_path.read_text())
+    relation = FittedRelation.from_statistics(statistics, model, metric)
+    options, tokenizer, mixture = recorded_options(
+        statistics["inputs"], stats_path, tokenizer=tokenizer, n_docs=n_docs, mixture=mixture
+    )
+    return grid, relation, options, tokenizer, mixture
+
+
+def _print_recommendation(
+    table: pd.DataFrame, target: str, relation: FittedRelation | None
+) -> None:
+    """The ranked candidates; with a fitted line, its predictions, refusals and how well it
+    did on held-out targets."""
     shown = Table(title=f"candidates for {target}, best first")
     for column in ("rank", "candidate", "mix", "PA"):
         shown.add_column(column, justify="right" if column in ("rank", "PA") else "left")
@@ -501,33 +531,38 @@ def recommend_command(
             )
         shown.add_row(*cells)
     console.print(shown)
+    if relation is None:
+        return
     for row in table.itertuples():
-        if relation is not None and row.note:
+        if row.note:
             console.print(f"[yellow]{row.candidate}[/]: {row.note}", highlight=False)
-    if relation is not None:
+    _print_line_quality(relation)
+
+
+def _print_line_quality(relation: FittedRelation) -> None:
+    """The fitted line's errors: leave-one-target-out, and coverage on held-out targets."""
+    console.print(
+        f"line fitted on {relation.model}, {len(relation.x)} pairs ({relation.metric}, r = "
+        f"{_number(relation.r, '.2f')}); leave-one-target-out RMSE "
+        f"{_number(relation.loto_rmse, '.4f')} (predicting the mean: "
+        f"{_number(relation.loto_baseline_rmse, '.4f')})",
+        highlight=False,
+    )
+    held = relation.held_out or {}
+    if held.get("coverage") is not None:
         console.print(
-            f"line fitted on {relation.model}, {len(relation.x)} pairs ({relation.metric}, r = "
-            f"{_number(relation.r, '.2f')}); leave-one-target-out RMSE "
-            f"{_number(relation.loto_rmse, '.4f')} (predicting the mean: "
-            f"{_number(relation.loto_baseline_rmse, '.4f')})",
+            f"held-out targets (each of the grid's {held['n_targets']} left out in turn): the "
+            f"95% interval covered {held['coverage']:.0%} of {held['n_pairs']} pairs (goal "
+            f"≥ 90%); RMSE {held['rmse']:.4f} vs {held['baseline_rmse']:.4f} predicting the "
+            f"mean (ratio {_number(held['rmse_ratio'], '.2f')})",
             highlight=False,
         )
-        held = relation.held_out or {}
-        if held.get("coverage") is not None:
-            console.print(
-                f"held-out targets (each of the grid's {held['n_targets']} left out in turn): the "
-                f"95% interval covered {held['coverage']:.0%} of {held['n_pairs']} pairs (goal "
-                f"≥ 90%); RMSE {held['rmse']:.4f} vs {held['baseline_rmse']:.4f} predicting the "
-                f"mean (ratio {_number(held['rmse_ratio'], '.2f')})",
-                highlight=False,
-            )
-        elif held.get("why"):
-            console.print(f"held-out-target coverage not measured: {held['why']}", highlight=False)
-        loto, baseline = relation.loto_rmse, relation.loto_baseline_rmse
-        if loto is None or baseline is None or loto >= baseline:
-            console.print(
-                "[yellow]note[/]: on held-out targets the line did no better than predicting "
-                "the mean improvement; treat the predicted ranking with caution",
-                highlight=False,
-            )
-    console.print(f"wrote {write_csv(table, out / 'recommend.csv')}", highlight=False)
+    elif held.get("why"):
+        console.print(f"held-out-target coverage not measured: {held['why']}", highlight=False)
+    loto, baseline = relation.loto_rmse, relation.loto_baseline_rmse
+    if loto is None or baseline is None or loto >= baseline:
+        console.print(
+            "[yellow]note[/]: on held-out targets the line did no better than predicting "
+            "the mean improvement; treat the predicted ranking with caution",
+            highlight=False,
+        )

@@ -6,10 +6,8 @@ from analysis/advantage.py, statistics per (metric, model) from analysis/correla
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,10 @@ from analysis.design import design_lines, design_summary
 from analysis.example_bootstrap import example_bootstrap, sampling_error_lines
 from analysis.questions import dose_response, forgetting, pretrain_similarities
 from analysis.results import BRANCH_KEYS, Grid, average_seeds, relative_improvements, seed_matrix
-from proximity import __version__
 from proximity.errors import ProximityError
 from proximity.outputs import write_csv, write_json
+from proximity.provenance import provenance
+from proximity.settings import SimilaritySettings
 from proximity.stats import PAPER_MAX_TOKENS, PAPER_N_DOCS, StatsOptions
 
 PAPER_R = {"v1": {"70m": 0.869}, "v2": {"70m": 0.52, "160m": 0.59, "410m": 0.47, "1b": 0.62}}
@@ -128,11 +127,107 @@ def correlate(
     """
     metrics = metrics_for(metric)
     options = options or StatsOptions()
+    # --mixture checked (by the settings type) before any work; pair_advantages sets the metric
+    SimilaritySettings(options=options, mixture=mixture)  # type: ignore[arg-type]
     unknown = sorted(set(branches) - {"midtrain", "cpt"})
     if unknown:
         raise ProximityError(f"--branches: {unknown[0]!r} is not midtrain or cpt")
-    tok = grid_tokenizer(grid.config, grid.root) if tokenizer == "grid" else tokenizer
-    folder = data_dir or grid_data_dir(grid.config)
+    pa = PAInputs(
+        tokenizer=grid_tokenizer(grid.config, grid.root) if tokenizer == "grid" else tokenizer,
+        options=options,
+        mixture=mixture,
+        data_dir=data_dir or grid_data_dir(grid.config),
+        use_cache=use_cache,
+    )
+    outcomes, summary, sampling = _outcomes(grid, settings)
+    pairs = _pairs_with_pa(summary, metrics, branches, pa, on_target)
+    used = pairs[pairs["in_correlation"]]
+    relations = []
+    for name in metrics:
+        relations += _relations(used[used["metric"] == name], outcomes, name, settings)
+    first = used[used["metric"] == metrics[0]]
+    comparisons = {
+        "tokenizer_comparison": _pa_comparison(
+            first,
+            outcomes,
+            metrics[0],
+            pa,
+            _resolved(compare_tokenizer, grid),
+            pa.mixture,
+            settings,
+        ),
+        "mixture_comparison": _pa_comparison(
+            first, outcomes, metrics[0], pa, pa.tokenizer, compare_mixture, settings
+        ),
+    }
+    questions = _questions(pairs, outcomes, metrics[0], pa, settings)
+    statistics = {
+        **provenance("correlate"),
+        "inputs": _inputs(grid, metrics, pa, protocol_note, branches, settings),
+        "paper": PAPER_R,
+        "relations": relations,
+        "outcome_sampling_error": sampling,
+        "design": design_summary(grid),
+        **comparisons,
+        "questions": questions,
+    }
+    return Correlation(outcomes=outcomes, pairs=pairs, statistics=statistics)
+
+
+def _inputs(
+    grid: Grid,
+    metrics: list[str],
+    pa: PAInputs,
+    protocol_note: str | None,
+    branches: Sequence[str],
+    settings: Settings,
+) -> dict[str, Any]:
+    """What the statistics were computed from and how (statistics.json `inputs`)."""
+    return {
+        "runs_dir": str(grid.root),
+        "results_rows": len(grid.results),
+        "metrics": metrics,
+        "tokenizer": pa.tokenizer,
+        "mixture": pa.mixture,
+        "stats_options": asdict(pa.options),
+        "pa_protocol": protocol_note,
+        "data_dir": str(pa.data_dir) if pa.data_dir else None,
+        "branches_in_correlation": list(branches),
+        "outcome": "(L_control − L_branch) / L_control on sft_val_loss, same model, seed "
+        "and target, each at its selected LR; mean over seeds",
+        "settings": asdict(settings),
+        "substitutes": grid.substitutes,
+    }
+
+
+@dataclass(frozen=True)
+class PAInputs:
+    """How correlate measures PA: the tokenizer (resolved), the statistics protocol, the
+    mixture similarity, where the data is, and whether the cache is read."""
+
+    tokenizer: str
+    options: StatsOptions
+    mixture: str
+    data_dir: str | Path | None
+    use_cache: bool
+
+    def advantages(
+        self,
+        pairs: pd.DataFrame,
+        metrics: Sequence[str],
+        on_target: Callable[[str, str], None] | None = None,
+    ) -> pd.DataFrame:
+        """`pair_advantages` of `pairs` measured this way."""
+        return pair_advantages(
+            pairs, metrics, tokenizer=self.tokenizer, options=self.options,
+            mixture=self.mixture, data_dir=self.data_dir, use_cache=self.use_cache,
+            on_target=on_target,
+        )  # fmt: skip
+
+
+def _outcomes(grid: Grid, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Per-seed outcomes, their seed means with the pairs' specs and bootstrap SE over
+    validation examples, and that bootstrap's record."""
     outcomes = relative_improvements(grid.results)
     if outcomes.empty:
         raise ProximityError(
@@ -145,85 +240,47 @@ def correlate(
     sampling = example_bootstrap(
         grid.results, outcomes, grid.root, n_bootstrap=settings.n_bootstrap, seed=settings.seed
     )
-    summary = _with_example_se(summary, sampling)
-    wanted = summary[summary["branch_kind"] != "control"]
-    pa = pair_advantages(
-        wanted,
-        metrics,
-        tokenizer=tok,
-        options=options,
-        mixture=mixture,
-        data_dir=folder,
-        use_cache=use_cache,
-        on_target=on_target,
-    )
+    return outcomes, _with_example_se(summary, sampling), sampling
+
+
+def _pairs_with_pa(
+    summary: pd.DataFrame,
+    metrics: list[str],
+    branches: Sequence[str],
+    pa: PAInputs,
+    on_target: Callable[[str, str], None] | None,
+) -> pd.DataFrame:
+    """One row per (metric, pair) with its PA (0 for the control, by definition) and whether
+    it enters the correlation (a branch kind asked for, not an ablation)."""
+    advantages = pa.advantages(summary[summary["branch_kind"] != "control"], metrics, on_target)
     tables = []
     for name in metrics:
         part = summary.copy()
         part.insert(0, "metric", name)
-        these = pa[pa["metric"] == name].drop(columns="metric")
+        these = advantages[advantages["metric"] == name].drop(columns="metric")
         part = part.merge(these, on=["pretrain_spec", "mixture_spec", "target_spec"], how="left")
         control = part["branch_kind"] == "control"
         part.loc[control, ["advantage"]] = 0.0
         tables.append(part)
     pairs = pd.concat(tables, ignore_index=True)
     pairs["in_correlation"] = pairs["branch_kind"].isin(list(branches)) & ~pairs["ablation"]
+    return pairs
 
-    used = pairs[pairs["in_correlation"]]
-    relations = []
-    for name in metrics:
-        relations += _relations(used[used["metric"] == name], outcomes, name, settings)
-    first = used[used["metric"] == metrics[0]]
-    comparisons = {}
-    for key, other_tokenizer, other_mixture in (
-        ("tokenizer_comparison", _resolved(compare_tokenizer, grid), mixture),
-        ("mixture_comparison", tok, compare_mixture),
-    ):
-        same = (other_tokenizer, other_mixture) == (tok, mixture)
-        if other_tokenizer is None or other_mixture is None or same:
-            comparisons[key] = None
-        else:
-            comparisons[key] = _pa_comparison(
-                first, outcomes, other_tokenizer, other_mixture, metrics[0], options, folder,
-                settings, use_cache,
-            )  # fmt: skip
-    mid = pairs[(pairs["metric"] == metrics[0]) & (pairs["branch_kind"] == "midtrain")]
+
+def _questions(
+    pairs: pd.DataFrame, outcomes: pd.DataFrame, metric: str, pa: PAInputs, settings: Settings
+) -> dict[str, Any]:
+    """Beyond the paper: dose-response of the midtraining pairs, and forgetting against each
+    branch's similarity to the pretraining data (the first metric)."""
+    mid = pairs[(pairs["metric"] == metric) & (pairs["branch_kind"] == "midtrain")]
     sims = pretrain_similarities(
-        outcomes, metrics[0], tokenizer=tok, options=options, mixture=mixture,
-        data_dir=folder, use_cache=use_cache,
+        outcomes, metric, tokenizer=pa.tokenizer, options=pa.options, mixture=pa.mixture,
+        data_dir=pa.data_dir, use_cache=pa.use_cache,
     )  # fmt: skip
-    questions = {
+    return {
         "dose_response": dose_response(mid, outcomes),
-        "forgetting": forgetting(outcomes, sims, metrics[0], settings),
+        "forgetting": forgetting(outcomes, sims, metric, settings),
     }
-    statistics = {
-        "command": "correlate",
-        "argv": sys.argv,
-        "proximity_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": {
-            "runs_dir": str(grid.root),
-            "results_rows": len(grid.results),
-            "metrics": metrics,
-            "tokenizer": tok,
-            "mixture": mixture,
-            "stats_options": asdict(options),
-            "pa_protocol": protocol_note,
-            "data_dir": str(folder) if folder else None,
-            "branches_in_correlation": list(branches),
-            "outcome": "(L_control − L_branch) / L_control on sft_val_loss, same model, seed "
-            "and target, each at its selected LR; mean over seeds",
-            "settings": asdict(settings),
-            "substitutes": grid.substitutes,
-        },
-        "paper": PAPER_R,
-        "relations": relations,
-        "outcome_sampling_error": sampling,
-        "design": design_summary(grid),
-        **comparisons,
-        "questions": questions,
-    }
-    return Correlation(outcomes=outcomes, pairs=pairs, statistics=statistics)
 
 
 def _with_example_se(summary: pd.DataFrame, sampling: dict[str, Any]) -> pd.DataFrame:
@@ -261,27 +318,23 @@ def _relations(
 def _pa_comparison(
     used: pd.DataFrame,
     outcomes: pd.DataFrame,
-    tokenizer: str,
-    mixture: str,
     metric: str,
-    options: StatsOptions,
-    data_dir: Any,
+    pa: PAInputs,
+    tokenizer: str | None,
+    mixture: str | None,
     settings: Settings,
-    use_cache: bool,
-) -> dict[str, Any]:
-    """The first metric's statistics with PA from another tokenizer or mixture similarity,
-    same pairs and outcomes."""
-    pa = pair_advantages(
-        used,
-        [metric],
-        tokenizer=tokenizer,
-        options=options,
-        mixture=mixture,
-        data_dir=data_dir,
-        use_cache=use_cache,
-    )[["pretrain_spec", "mixture_spec", "target_spec", "advantage"]]
+) -> dict[str, Any] | None:
+    """`metric`'s statistics (`used`: its pairs) with PA from another tokenizer or mixture
+    similarity, same pairs and outcomes; None when either is unset or nothing differs."""
+    if tokenizer is None or mixture is None:
+        return None
+    other = replace(pa, tokenizer=tokenizer, mixture=mixture)
+    if other == pa:
+        return None
+    advantages = other.advantages(used, [metric])
+    advantages = advantages[["pretrain_spec", "mixture_spec", "target_spec", "advantage"]]
     swapped = used.drop(columns="advantage").merge(
-        pa, on=["pretrain_spec", "mixture_spec", "target_spec"], how="left"
+        advantages, on=["pretrain_spec", "mixture_spec", "target_spec"], how="left"
     )
     relations = _relations(swapped, outcomes, metric, settings)
     return {"tokenizer": tokenizer, "mixture": mixture, "metric": metric, "relations": relations}

@@ -7,6 +7,7 @@ node. Read with pandas, not training/ (which would import torch for nothing).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -56,8 +57,6 @@ def copy_example_curves(runs_dir: str | Path, out: str | Path) -> list[Path]:
     """Copy the metrics.jsonl files figure 6 reads (its branch's three nodes) from a grid
     folder into `out/nodes/`, so a folder of committed results (figures/micro) can redraw
     figure 6 without the grid's checkpoints."""
-    import shutil
-
     runs_dir, out = Path(runs_dir), Path(out)
     outcomes = pd.read_csv(out / "outcomes.csv")
     run = example_branch(outcomes)

@@ -122,28 +122,12 @@ def pa_scatter(
     points = pairs[(pairs["metric"] == metric) & pairs["in_correlation"]]
     if points.empty:
         return []
-    pretrain = points.get("pretrain_spec", pd.Series("c4", index=points.index))
-    points = points.assign(
-        label=[
-            mixture_label(m, s, p) + (" (CPT)" if kind == "cpt" else "")
-            for m, s, p, kind in zip(
-                points["mixture"], points["mixture_spec"], pretrain, points["branch_kind"],
-                strict=True,
-            )
-        ]
-    )  # fmt: skip
+    points = _labelled_points(points)
     models = _model_order(points["model"])
     targets = sorted(points["target"].unique())
     labels = sorted(points["label"].unique())
-    hues = (
-        [sns.color_palette("colorblind")[i] for i in CB_ORDER[: len(targets)]]
-        if len(targets) <= len(CB_ORDER)
-        else sns.color_palette("tab20", len(targets))
-    )
-    palette = dict(zip(targets, hues, strict=True))
+    palette = dict(zip(targets, _target_colours(len(targets)), strict=True))
     markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(labels)}
-    highest = points.groupby("label")["weight"].transform("max")
-    points = points.assign(filled=points["weight"] == highest)
     has_se = "improvement_se_examples" in points and points["improvement_se_examples"].notna().any()
     relations = {(r["metric"], r["model"]): r for r in statistics["relations"]}
     with mpl.rc_context(STYLE):
@@ -155,42 +139,8 @@ def pa_scatter(
             y = group["improvement"].to_numpy(float)
             shift = _dodge(group, targets, float(np.ptp(x)) if len(x) else 0.0)
             for row, dx in zip(group.itertuples(), shift, strict=True):
-                colour = palette[row.target]
-                if has_se and np.isfinite(row.improvement_se_examples):
-                    ax.errorbar(
-                        row.advantage + dx, row.improvement, yerr=row.improvement_se_examples,
-                        fmt="none", ecolor=colour, elinewidth=5, alpha=0.35, capsize=0,
-                    )  # fmt: skip
-                std = row.improvement_std if np.isfinite(row.improvement_std) else 0.0
-                ax.errorbar(
-                    row.advantage + dx,
-                    row.improvement,
-                    yerr=std,
-                    fmt=markers[row.label],
-                    color=colour,
-                    markerfacecolor=colour if row.filled else "white",
-                    markeredgecolor="black" if row.filled else colour,
-                    markeredgewidth=0.6 if row.filled else 1.6,
-                    markersize=7,
-                    capsize=2.5,
-                    elinewidth=0.9,
-                    alpha=0.9,
-                )
-            relation = relations.get((metric, model), {})
-            pearson = relation.get("pearson", {})
-            if pearson.get("r") is not None and len(group) > 2 and np.ptp(x) > 0:
-                grid = np.linspace(x.min(), x.max(), 100)
-                centre, low, high = _fit_band(x, y, grid)
-                label = f"fit: r = {pearson['r']:.2f}, p = {pearson['p']:.2g} (n = {len(x)})"
-                boot = relation.get("bootstrap_two_way") or {}
-                if boot.get("ci_low") is not None:
-                    label += f"\ntwo-way bootstrap CI [{boot['ci_low']:.2f}, {boot['ci_high']:.2f}]"
-                word = (relation.get("verdict") or {}).get("verdict")
-                if word:
-                    label += f"\nverdict: {word}"
-                ax.plot(grid, centre, "--", color="0.25", label=label)
-                ax.fill_between(grid, low, high, color="0.5", alpha=0.18, linewidth=0)
-                ax.legend(loc="best", fontsize=8)
+                _pa_point(ax, row, dx, palette[row.target], markers[row.label], has_se)
+            _pa_fit(ax, x, y, relations.get((metric, model), {}))
             ax.axhline(0, color="0.4", linewidth=0.8)
             ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(5))
             ax.set_title(model)
@@ -204,6 +154,74 @@ def pa_scatter(
                 text.set_fontweight("bold")
         fig.suptitle("Does proximity advantage predict the gain of midtraining?")
         return save(fig, path)
+
+
+def _labelled_points(points: pd.DataFrame) -> pd.DataFrame:
+    """The pairs with their legend `label` (mixture dataset, CPT marked) and `filled` (the
+    dataset's largest weight)."""
+    pretrain = points.get("pretrain_spec", pd.Series("c4", index=points.index))
+    points = points.assign(
+        label=[
+            mixture_label(m, s, p) + (" (CPT)" if kind == "cpt" else "")
+            for m, s, p, kind in zip(
+                points["mixture"], points["mixture_spec"], pretrain, points["branch_kind"],
+                strict=True,
+            )
+        ]
+    )  # fmt: skip
+    highest = points.groupby("label")["weight"].transform("max")
+    return points.assign(filled=points["weight"] == highest)
+
+
+def _target_colours(n: int) -> list:
+    """seaborn's colour-blind-safe palette in CB_ORDER; tab20 past 10 targets."""
+    if n <= len(CB_ORDER):
+        return [sns.color_palette("colorblind")[i] for i in CB_ORDER[:n]]
+    return sns.color_palette("tab20", n)
+
+
+def _pa_point(ax, row: Any, dx: float, colour: Any, marker: str, has_se: bool) -> None:
+    """One pair: its seed-std error bar and marker, behind it its SE over examples."""
+    if has_se and np.isfinite(row.improvement_se_examples):
+        ax.errorbar(
+            row.advantage + dx, row.improvement, yerr=row.improvement_se_examples,
+            fmt="none", ecolor=colour, elinewidth=5, alpha=0.35, capsize=0,
+        )  # fmt: skip
+    std = row.improvement_std if np.isfinite(row.improvement_std) else 0.0
+    ax.errorbar(
+        row.advantage + dx,
+        row.improvement,
+        yerr=std,
+        fmt=marker,
+        color=colour,
+        markerfacecolor=colour if row.filled else "white",
+        markeredgecolor="black" if row.filled else colour,
+        markeredgewidth=0.6 if row.filled else 1.6,
+        markersize=7,
+        capsize=2.5,
+        elinewidth=0.9,
+        alpha=0.9,
+    )
+
+
+def _pa_fit(ax, x: np.ndarray, y: np.ndarray, relation: dict[str, Any]) -> None:
+    """The least-squares line with its 95% band, labelled with r, p, the two-way bootstrap
+    interval and the verdict (nothing for fewer than three pairs or a single PA value)."""
+    pearson = relation.get("pearson", {})
+    if pearson.get("r") is None or len(x) <= 2 or not np.ptp(x) > 0:
+        return
+    grid = np.linspace(x.min(), x.max(), 100)
+    centre, low, high = _fit_band(x, y, grid)
+    label = f"fit: r = {pearson['r']:.2f}, p = {pearson['p']:.2g} (n = {len(x)})"
+    boot = relation.get("bootstrap_two_way") or {}
+    if boot.get("ci_low") is not None:
+        label += f"\ntwo-way bootstrap CI [{boot['ci_low']:.2f}, {boot['ci_high']:.2f}]"
+    word = (relation.get("verdict") or {}).get("verdict")
+    if word:
+        label += f"\nverdict: {word}"
+    ax.plot(grid, centre, "--", color="0.25", label=label)
+    ax.fill_between(grid, low, high, color="0.5", alpha=0.18, linewidth=0)
+    ax.legend(loc="best", fontsize=8)
 
 
 def _pa_legend(

@@ -503,29 +503,62 @@ def reproduce_commands(grid: Grid, statistics: dict, analysis: Path) -> list[str
 
 
 def build_report(grid: Grid, analysis: Path) -> Report:
+    """Everything the report shows, read from the grid and from what correlate wrote to
+    `analysis`: the summary, the tables, the figures, the configuration and provenance."""
     statistics, pairs, outcomes = read_analysis(analysis)
     findings = paper_findings(outcomes, statistics)
-    metric = statistics["inputs"]["metrics"][0]
     figures, missing = figures_in(analysis)
+    design = statistics.get("design") or design_summary(grid)  # older analyses: from the files
+    config = grid.config or {}
+    return Report(
+        title=f"Proximity report: {grid.root.name}",
+        summary=report_summary(grid, statistics, findings, pairs, outcomes, design),
+        tables=report_tables(statistics, findings, pairs, design),
+        figures=figures,
+        missing_figures=missing,
+        config_yaml=yaml.safe_dump(config, sort_keys=False) if config else "(no grid.yaml)",
+        provenance=provenance_lines(grid, statistics, pairs),
+        commands=reproduce_commands(grid, statistics, analysis),
+        findings=findings,
+    )
+
+
+def report_summary(
+    grid: Grid,
+    statistics: dict[str, Any],
+    findings: dict[str, Any],
+    pairs: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    design: dict[str, Any],
+) -> list[str]:
+    """The report's opening: the headline verdicts, what was run and measured, the seed noise
+    and the outcome's sampling error, and the design checks."""
+    metric = statistics["inputs"]["metrics"][0]
     inputs = statistics["inputs"]
     n_pairs = max(
         (r["n_pairs"] for r in statistics["relations"] if r["model"] != POOLED), default=0
     )
     branches = ", ".join(inputs["branches_in_correlation"])
     summary = [
+        *headline_lines(statistics, findings),
         f"{len(grid.results)} SFT runs in {grid.root}; {len(outcomes)} (model, seed, branch, "
         f"target) outcomes at the selected LR; up to {n_pairs} (mixture, target) pairs per "
         "model in the correlation.",
         f"Outcome: {inputs['outcome']}. Branches in r: {branches} (control and ablation "
         "branches excluded).",
     ]
-    summary = [*headline_lines(statistics, findings), *summary]
     noise = seed_noise_line(pairs, metric)
     if noise:
         summary.append(noise)
     summary += sampling_error_lines(statistics)
-    design = statistics.get("design") or design_summary(grid)  # older analyses: from the files
     summary += design_lines(design)
+    return summary
+
+
+def provenance_lines(grid: Grid, statistics: dict[str, Any], pairs: pd.DataFrame) -> list[str]:
+    """Which version computed what, when, with which data, tokenizer and protocol, and every
+    substitute dataset and PA note."""
+    inputs = statistics["inputs"]
     substitutes = grid.substitutes
     pa_notes = sorted(
         {
@@ -552,44 +585,46 @@ def build_report(grid: Grid, analysis: Path) -> Report:
     ]
     if not substitutes:
         provenance.append("substitutes (grid): none recorded in results.csv")
-    config = grid.config or {}
-    commands = reproduce_commands(grid, statistics, analysis)
-    tables = [
+    return provenance
+
+
+FINDINGS_NOTE = (
+    "Findings 1-3 are tested paired by seed (a seed's mean difference over the comparisons, "
+    "t-test over seeds, n_seeds − 1 df) and hold only when significant in their favour "
+    "without any single comparison; finding 3 also at equal specialised tokens. PA holds only "
+    "when the parametric test, both stratified permutations, the two-way bootstrap interval "
+    "and leave-one-pair-out all agree; 'does not hold' needs significant evidence the other "
+    "way; otherwise 'inconclusive'. Nothing was tuned on these values."
+)
+STATISTICS_NOTE = (
+    "CI: 95%. Permutations shuffle the outcome within targets (or mixtures); the two-way "
+    "bootstrap draws targets and mixtures independently with replacement (pairs of one "
+    "target or mixture move together). LOTO/LOMO: leave-one-target-out / leave-one-mixture-"
+    "out prediction error of the fitted line, with the error of predicting the training mean "
+    "in brackets (PA helps only where the first is smaller). PA std: over the pairs (ddof 1)."
+)
+
+
+def report_tables(
+    statistics: dict[str, Any], findings: dict[str, Any], pairs: pd.DataFrame, design: dict
+) -> list[Table]:
+    """The report's tables in order: the headline ones (before the figures), then every
+    statistic, the comparisons, the design checks and the questions beyond the paper."""
+    metric = statistics["inputs"]["metrics"][0]
+    return [
         Table("The correlation beside the paper's", paper_table(statistics)),
-        Table(
-            "The paper's findings at this scale",
-            findings_table(findings),
-            "Findings 1-3 are tested paired by seed (a seed's mean difference over the "
-            "comparisons, t-test over seeds, n_seeds − 1 df) and hold only when significant "
-            "in their favour without any single comparison; finding 3 also at equal "
-            "specialised tokens. PA holds only when the parametric test, both stratified "
-            "permutations, the two-way bootstrap interval and leave-one-pair-out all agree; "
-            "'does not hold' needs significant evidence the other way; otherwise "
-            "'inconclusive'. Nothing was tuned on these values.",
-        ),
+        Table("The paper's findings at this scale", findings_table(findings), FINDINGS_NOTE),
         Table(
             "Every statistic, per metric and model size",
             statistics_table(statistics),
-            "CI: 95%. Permutations shuffle the outcome within targets (or mixtures); the "
-            "two-way bootstrap draws targets and mixtures independently with replacement "
-            "(pairs of one target or mixture move together). LOTO/LOMO: leave-one-target-out "
-            "/ leave-one-mixture-out prediction error of the fitted line, with the error of "
-            "predicting the training mean in brackets (PA helps only where the first is "
-            "smaller). PA std: over the pairs (ddof 1).",
+            STATISTICS_NOTE,
             after_figures=True,
         ),
-        *(
-            [
-                Table(
-                    f"Does the tokenizer matter? r with PA from each ({metric})",
-                    tok_table,
-                    "The paper measures PA with the Pythia tokenizer; a micro grid trains its "
-                    "own. Same pairs, same outcomes, only PA differs.",
-                    after_figures=True,
-                )
-            ]
-            if (tok_table := tokenizer_table(statistics)) is not None
-            else []
+        *_optional(
+            f"Does the tokenizer matter? r with PA from each ({metric})",
+            tokenizer_table(statistics),
+            "The paper measures PA with the Pythia tokenizer; a micro grid trains its "
+            "own. Same pairs, same outcomes, only PA differs.",
         ),
         *_optional(
             f"Does the mixture similarity matter? r with PA from each ({metric})",
@@ -646,17 +681,6 @@ def build_report(grid: Grid, analysis: Path) -> Report:
             after_figures=True,
         ),
     ]
-    return Report(
-        title=f"Proximity report: {grid.root.name}",
-        summary=summary,
-        tables=tables,
-        figures=figures,
-        missing_figures=missing,
-        config_yaml=yaml.safe_dump(config, sort_keys=False) if config else "(no grid.yaml)",
-        provenance=provenance,
-        commands=commands,
-        findings=findings,
-    )
 
 
 def _optional(title: str, frame: pd.DataFrame | None, note: str) -> list[Table]:

@@ -1,31 +1,22 @@
 """The `proximity` command line.
 
-Core commands live here; commands from other packages (`training`, `analysis`)
-register through the `proximity.commands` entry-point group, so the core package
-never imports them (no upward imports).
+The app itself is proximity/app.py's; the core commands (proximity/commands.py) add
+themselves to it, and commands from other packages (`training`, `analysis`) register through
+the `proximity.commands` entry-point group, so the core package never imports them (no
+upward imports).
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
 import typer
 
-from proximity import __version__
+from proximity.app import HELP_OPTIONS, app
 from proximity.errors import ProximityError
 
-HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
-"""`-h` as well as `--help`, like most command lines; sub-commands inherit it from the root."""
-
-app = typer.Typer(
-    name="proximity",
-    help="Domain proximity for language-model midtraining.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings=HELP_OPTIONS,
-)
+# A plugin package's own console script uses HELP_OPTIONS and run_app from here.
+__all__ = ["CORE_COMMANDS", "HELP_OPTIONS", "app", "main", "run_app"]
 
 
 def _err_console():
@@ -37,24 +28,6 @@ def _err_console():
 
 
 CORE_COMMANDS = ("similarity", "advantage")
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        typer.echo(f"proximity {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", is_eager=True, callback=_print_version, help="Print the version."
-        ),
-    ] = False,
-) -> None:
-    """Domain proximity for language-model midtraining."""
 
 
 def _register_plugins() -> None:
@@ -94,7 +67,9 @@ def _single_command(sub_app: typer.Typer) -> typer.models.TyperInfo | None:
 
 
 def _register_core_commands() -> None:
-    # Imported here so `proximity --help` stays fast and each module registers itself.
+    """Add `similarity` and `advantage` (importing proximity.commands adds them to the app)."""
+    # Imported here: commands loads rich and pandas (~0.5 s), which a plugin's own console
+    # script (`python -m training.cli`, for run_app) must not pay for.
     from proximity import commands  # noqa: F401
 
 
@@ -110,7 +85,7 @@ def run_app(typer_app: typer.Typer) -> None:
     try:
         typer_app(standalone_mode=True)
     except ProximityError as error:
-        from rich.markup import escape
+        from rich.markup import escape  # rich: only when there is an error to print
 
         # escaped, no emoji codes: `[x]` and `:abc:` in a message are the user's own text
         message = escape(str(error))

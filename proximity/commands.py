@@ -4,15 +4,18 @@
     proximity advantage --pretrain c4 --target gsm8k --mix starcoder:0.2 --mix math:0.12
 
 Both are thin wrappers around `proximity.similarity.run_similarity` / `run_advantage` (the
-Python API gives the same numbers): they declare the options, draw progress bars, print a
-table, and write a tidy CSV, a JSON record of every option and source (enough to reproduce
-the run) and a PNG figure to `--out`.
+Python API gives the same numbers): they take the options declared in proximity/options.py
+(the similarity flags arrive as one `SimilaritySettings`, made by `from_flags` as the API
+makes it), draw progress bars, print a table, and write a tidy CSV, a JSON record of every
+option and source (enough to reproduce the run) and a PNG figure to `--out`. Importing this
+module adds both commands to the app (proximity/app.py).
 """
 
 from __future__ import annotations
 
-import sys
-import time
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,93 +27,52 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from proximity import __version__
-from proximity.api import similarity_settings
-from proximity.bootstrap import Bootstrap
-from proximity.cli import app
-from proximity.data import DATA_DIR_ENV, resolve_data_dir
-from proximity.metrics import Metric, metrics_help
-from proximity.outputs import figure_key, png_figure_key, write_csv, write_json
-from proximity.registry import Registry
-from proximity.similarity import Run, run_advantage, run_similarity
-from proximity.stats import (
-    PAPER_MAX_CHARS,
-    PAPER_MAX_TOKENS,
-    StatsOptions,
-    TokenStats,
+from proximity.app import app
+from proximity.data import resolve_data_dir
+from proximity.options import (
+    SETTINGS_OPTIONS,
+    DataDirOpt,
+    NoCacheOpt,
+    NoPlotOpt,
+    OutOpt,
+    RegistryOpt,
+    TokenizerOpt,
 )
+from proximity.outputs import figure_key, png_figure_key, write_csv, write_json
+from proximity.provenance import provenance
+from proximity.registry import Registry
+from proximity.settings import SimilaritySettings
+from proximity.similarity import Run, run_advantage, run_similarity
+from proximity.stats import TokenStats
 
 console = Console()
 
-# Shared options: one definition, so both commands read and document them the same way.
-MetricOpt = Annotated[str, typer.Option("--metric", "-m", help=f"Metric. {metrics_help()}.")]
-NDocsOpt = Annotated[
-    int | None,
-    typer.Option(
-        help="Documents per dataset (default 1000; with --equal-tokens and --sample first, as "
-        "many as the budget needs)."
-    ),
-]
-SampleOpt = Annotated[
-    str,
-    typer.Option(
-        help="'first' N documents or a seeded uniform 'random' sample of N (also under "
-        "--equal-tokens, whose budget is then taken from that sample in random order)."
-    ),
-]
-SeedOpt = Annotated[
-    int,
-    typer.Option(help="Seed of the document sample (--sample random) and of --mixture resample."),
-]
-MaxCharsOpt = Annotated[
-    int, typer.Option(help="Cut each document to this many characters (0: no cut).")
-]
-MaxTokensOpt = Annotated[int, typer.Option(help="Keep each document's first N tokens (0: all).")]
-EqualTokensOpt = Annotated[
-    int | None,
-    typer.Option(
-        help="Cut every dataset at exactly this many tokens (the Jaccard term grows with tokens "
-        "seen, so compare on equal budgets)."
-    ),
-]
-NgramOrderOpt = Annotated[
-    int, typer.Option(help="Also count hashed n-grams of this order (ngram_kl sets 2).")
-]
-NgramBucketsOpt = Annotated[int, typer.Option(help="Hash buckets for n-grams (power of two).")]
-MixtureOpt = Annotated[
-    str,
-    typer.Option(
-        help="How a mixture is compared: 'expected' (exact token frequencies, vocabulary "
-        "expected at a matched token budget; continuous in the weights) or 'resample' (the "
-        "authors' script: all specialised documents plus pretraining documents in "
-        "proportion, capped at the pretraining sample). See docs/SIMILARITY.md."
-    ),
-]
-BootstrapOpt = Annotated[
-    int, typer.Option(help="Bootstrap resamples over documents for confidence intervals (0: off).")
-]
-BootstrapSeedOpt = Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")]
-CILevelOpt = Annotated[float, typer.Option(help="Confidence level of the bootstrap interval.")]
-CIMethodOpt = Annotated[
-    str,
-    typer.Option(
-        help="Bootstrap interval (scipy.stats.bootstrap): 'basic' (default; corrects the low "
-        "bias of sampled similarities), 'percentile' or 'bca' (slow: a jackknife per document)."
-    ),
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option(envvar=DATA_DIR_ENV, help="Local data folder (else the Hugging Face hub)."),
-]
-TokenizerOpt = Annotated[
-    str, typer.Option(help="Tokenizer: alias (pythia, gpt2), hub id, tokenizer.json or folder.")
-]
-RegistryOpt = Annotated[
-    list[Path] | None, typer.Option(help="Extra dataset registry file(s) (TOML).")
-]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute, ignore the cache.")]
-NoPlotOpt = Annotated[bool, typer.Option("--no-plot", help="Write the table files only.")]
-OutOpt = Annotated[Path, typer.Option(help="Output folder.")]
+
+def _settings_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with its parameter `settings` spelled out as the flags of SETTINGS_OPTIONS
+    (defaults: `SimilaritySettings.from_flags`'), so `similarity` and `advantage` declare them
+    once: typer reads the signature set here, and the command receives the settings made."""
+    own = inspect.signature(command, eval_str=True)
+    defaults = inspect.signature(SimilaritySettings.from_flags).parameters
+    flags = [
+        inspect.Parameter(
+            name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[name].default,
+            annotation=option,
+        )
+        for name, option in SETTINGS_OPTIONS.items()
+    ]  # fmt: skip
+    parameters = []
+    for parameter in own.parameters.values():
+        parameters += flags if parameter.name == "settings" else [parameter]
+
+    @functools.wraps(command)
+    def with_flags(**given: Any) -> None:
+        chosen = {name: given.pop(name) for name in SETTINGS_OPTIONS}
+        command(settings=SimilaritySettings.from_flags(**chosen), **given)
+
+    with_flags.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_flags.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_flags
 
 
 class _Bars:
@@ -164,19 +126,16 @@ def _print_notes(run: Run) -> None:
 
 
 def _record(
-    command: str, metric: Metric, boot: Bootstrap, mixture: str, tokenizer_name: str,
-    data_dir: Path | None, run: Run, extra: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
+    command: str, tokenizer_name: str, data_dir: Path | None, run: Run, extra: dict[str, Any]
+) -> dict[str, Any]:
     """Everything needed to reproduce and audit a run."""
+    settings = run.settings
     return {
-        "command": command,
-        "argv": sys.argv,
-        "proximity_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "metric": {"name": metric.name, "formula": metric.formula},
-        "mixture": mixture,
+        **provenance(command),
+        "metric": {"name": settings.metric.name, "formula": settings.metric.formula},
+        "mixture": settings.mixture,
         "options": asdict(run.options),
-        "bootstrap": asdict(boot),
+        "bootstrap": asdict(settings.bootstrap),
         "tokenizer": {"name": tokenizer_name, "fingerprint": run.tokenizer_fingerprint},
         "data_dir": str(data_dir) if data_dir else None,
         "compared": run.compared,
@@ -224,6 +183,7 @@ ADVANTAGE_HELP = (
 
 
 @app.command("similarity", help=SIMILARITY_HELP)
+@_settings_flags
 def similarity_command(
     datasets: Annotated[
         list[str],
@@ -232,20 +192,7 @@ def similarity_command(
             "c4:0.8+starcoder:0.2; label one with name=spec."
         ),
     ],
-    metric: MetricOpt = "paper",
-    n_docs: NDocsOpt = None,
-    sample: SampleOpt = "first",
-    seed: SeedOpt = 0,
-    max_chars: MaxCharsOpt = PAPER_MAX_CHARS,
-    max_tokens: MaxTokensOpt = PAPER_MAX_TOKENS,
-    equal_tokens: EqualTokensOpt = None,
-    ngram_order: NgramOrderOpt = 0,
-    ngram_buckets: NgramBucketsOpt = 2**20,
-    mixture: MixtureOpt = "expected",
-    bootstrap: BootstrapOpt = 0,
-    bootstrap_seed: BootstrapSeedOpt = 0,
-    ci_level: CILevelOpt = 0.95,
-    ci_method: CIMethodOpt = "basic",
+    settings: SimilaritySettings,
     data_dir: DataDirOpt = None,
     tokenizer: TokenizerOpt = "pythia",
     registry: RegistryOpt = None,
@@ -254,22 +201,17 @@ def similarity_command(
     no_plot: NoPlotOpt = False,
 ) -> None:
     """`proximity similarity`: see SIMILARITY_HELP."""
-    chosen, options, boot = similarity_settings(
-        metric, n_docs, sample, seed, max_chars, max_tokens, equal_tokens, ngram_order,
-        ngram_buckets, mixture, bootstrap, bootstrap_seed, ci_level, ci_method,
-    )  # fmt: skip
     folder = resolve_data_dir(data_dir)
     reg = Registry.load(registry)
     with _progress() as progress:
         run = run_similarity(
-            datasets, metric=chosen, tokenizer=tokenizer, options=options,
-            mixture=mixture, bootstrap=boot, data_dir=folder, registry=reg,  # type: ignore[arg-type]
+            datasets, settings, tokenizer=tokenizer, data_dir=folder, registry=reg,
             use_cache=not no_cache, progress=_Bars(progress),
         )  # fmt: skip
     _print_notes(run)
     table = run.table
     labels = list(run.compared)
-    grid = Table(title=f"{chosen.name} similarity (row a, column b)")
+    grid = Table(title=f"{settings.metric.name} similarity (row a, column b)")
     grid.add_column("", overflow="fold")
     for label in labels:
         grid.add_column(label, justify="right", overflow="fold")
@@ -279,21 +221,20 @@ def similarity_command(
         grid.add_row(a, *cells)
     console.print(grid)
 
-    record = _record("similarity", chosen, boot, mixture, tokenizer, folder, run, {})
+    record = _record("similarity", tokenizer, folder, run, {})
     paths = [
         write_csv(table, out / "similarity.csv"),
         write_json(record, out / "similarity.json"),
     ]
     if not no_plot:
         matrix = table.pivot(index="a", columns="b", values="value").loc[labels, labels]
-        title = f"{chosen.name} similarity"
-        paths.append(
-            _heatmap(matrix, out / "similarity_heatmap.png", title, _budget_note(options, run))
-        )
+        title = f"{settings.metric.name} similarity"
+        paths.append(_heatmap(matrix, out / "similarity_heatmap.png", title, _budget_note(run)))
     _print_written(paths)
 
 
 @app.command("advantage", help=ADVANTAGE_HELP)
+@_settings_flags
 def advantage_command(
     pretrain: Annotated[str, typer.Option(help="Pretraining data (the baseline), e.g. c4.")],
     target: Annotated[str, typer.Option(help="Target (SFT) data, e.g. gsm8k.")],
@@ -305,20 +246,7 @@ def advantage_command(
             "mixture such as c4:0.7+math:0.3. Label one with label=value."
         ),
     ],
-    metric: MetricOpt = "paper",
-    n_docs: NDocsOpt = None,
-    sample: SampleOpt = "first",
-    seed: SeedOpt = 0,
-    max_chars: MaxCharsOpt = PAPER_MAX_CHARS,
-    max_tokens: MaxTokensOpt = PAPER_MAX_TOKENS,
-    equal_tokens: EqualTokensOpt = None,
-    ngram_order: NgramOrderOpt = 0,
-    ngram_buckets: NgramBucketsOpt = 2**20,
-    mixture: MixtureOpt = "expected",
-    bootstrap: BootstrapOpt = 0,
-    bootstrap_seed: BootstrapSeedOpt = 0,
-    ci_level: CILevelOpt = 0.95,
-    ci_method: CIMethodOpt = "basic",
+    settings: SimilaritySettings,
     data_dir: DataDirOpt = None,
     tokenizer: TokenizerOpt = "pythia",
     registry: RegistryOpt = None,
@@ -327,22 +255,41 @@ def advantage_command(
     no_plot: NoPlotOpt = False,
 ) -> None:
     """`proximity advantage`: see ADVANTAGE_HELP."""
-    chosen, options, boot = similarity_settings(
-        metric, n_docs, sample, seed, max_chars, max_tokens, equal_tokens, ngram_order,
-        ngram_buckets, mixture, bootstrap, bootstrap_seed, ci_level, ci_method,
-    )  # fmt: skip
     folder = resolve_data_dir(data_dir)
     reg = Registry.load(registry)
     with _progress() as progress:
         run = run_advantage(
-            pretrain, target, mix, metric=chosen, tokenizer=tokenizer, options=options,
-            mixture=mixture, bootstrap=boot, data_dir=folder, registry=reg,  # type: ignore[arg-type]
-            use_cache=not no_cache, progress=_Bars(progress),
+            pretrain, target, mix, settings, tokenizer=tokenizer, data_dir=folder,
+            registry=reg, use_cache=not no_cache, progress=_Bars(progress),
         )  # fmt: skip
     _print_notes(run)
     table = run.table
+    _print_advantage(table, settings)
+    record = _record(
+        "advantage", tokenizer, folder, run,
+        {
+            "pretrain": table["pretrain_spec"].iloc[0],
+            "target": table["target_spec"].iloc[0],
+            "mixes": dict(zip(table["mix"], table["mix_spec"], strict=True)),
+        },
+    )  # fmt: skip
+    paths = [
+        write_csv(table, out / "advantage.csv"),
+        write_json(record, out / "advantage.json"),
+    ]
+    if not no_plot:
+        goal, base = table["target"].iloc[0], table["pretrain"].iloc[0]
+        title = f"Proximity advantage for {goal} vs {base} ({settings.metric.name})"
+        paths.append(_bar_chart(table, out / "advantage.png", title))
+    _print_written(paths)
+
+
+def _print_advantage(table: pd.DataFrame, settings: SimilaritySettings) -> None:
+    """The ranked mixes, the baseline similarity, and each mix's resampling notes."""
     goal, base = table["target"].iloc[0], table["pretrain"].iloc[0]
-    grid = Table(title=f"proximity advantage for target {goal} ({chosen.name}, {mixture})")
+    grid = Table(
+        title=f"proximity advantage for target {goal} ({settings.metric.name}, {settings.mixture})"
+    )
     for name in ("rank", "mix", "as mixture", f"sim(mix, {goal})", "PA"):
         right = name in ("rank", "PA") or name.startswith("sim")
         grid.add_column(name, justify="right" if right else "left", overflow="fold")
@@ -362,25 +309,10 @@ def advantage_command(
     for row in table.itertuples():
         for note in (n for n in row.notes.split("; ") if n.startswith("resample:")):
             console.print(f"[yellow]note[/]: {row.mix}: {note}", highlight=False)
-    record = _record(
-        "advantage", chosen, boot, mixture, tokenizer, folder, run,
-        {
-            "pretrain": table["pretrain_spec"].iloc[0],
-            "target": table["target_spec"].iloc[0],
-            "mixes": dict(zip(table["mix"], table["mix_spec"], strict=True)),
-        },
-    )  # fmt: skip
-    paths = [
-        write_csv(table, out / "advantage.csv"),
-        write_json(record, out / "advantage.json"),
-    ]
-    if not no_plot:
-        title = f"Proximity advantage for {goal} vs {base} ({chosen.name})"
-        paths.append(_bar_chart(table, out / "advantage.png", title))
-    _print_written(paths)
 
 
-def _budget_note(options: StatsOptions, run: Run) -> str:
+def _budget_note(run: Run) -> str:
+    options = run.options
     if options.token_budget:
         return f"equal token budget: {options.token_budget:,} tokens per dataset"
     tokens = sorted({st.n_tokens for st in run.stats.values()})
@@ -391,7 +323,8 @@ def _heatmap(matrix: pd.DataFrame, path: Path, title: str, note: str) -> Path:
     key = figure_key("heatmap", matrix, title=title, note=note)
     if png_figure_key(path) == key:
         return _Current(path)  # drawn from these very inputs already
-    from proximity.figures import save_heatmap  # matplotlib (~0.4 s) only when drawing
+    # matplotlib (~0.4 s): only when the figure is drawn, not for a current one or --no-plot
+    from proximity.figures import save_heatmap
 
     return save_heatmap(matrix, path, title=title, note=note, key=key)
 
@@ -401,7 +334,8 @@ def _bar_chart(table: pd.DataFrame, path: Path, title: str) -> Path:
     key = figure_key("advantage", drawn, title=title)
     if png_figure_key(path) == key:
         return _Current(path)  # drawn from these very inputs already
-    from proximity.figures import save_advantage_chart  # matplotlib only when drawing
+    # matplotlib (~0.4 s): only when the figure is drawn, not for a current one or --no-plot
+    from proximity.figures import save_advantage_chart
 
     return save_advantage_chart(table, path, title=title, key=key)
 

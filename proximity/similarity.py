@@ -19,9 +19,9 @@ the authors' `resample`) is `proximity.mixtures`'; the document bootstrap is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -37,17 +37,15 @@ from proximity.candidates import (
     unique_datasets,
 )
 from proximity.errors import ProximityError
-from proximity.metrics import Metric, get_metric
+from proximity.metrics import Metric
 from proximity.mixtures import ResamplePlan, expected_profile, resample_plan
 from proximity.registry import Registry
+from proximity.settings import PAPER_SETTINGS, MixtureMode, SimilaritySettings
 from proximity.specs import DatasetSpec, MixtureSpec
 from proximity.stats import Counts, Profile, StatsOptions, TokenStats, compute_stats
 from proximity.tokenizer import TokenizerHandle
 
-MixtureMode = Literal["expected", "resample"]
-MIXTURE_MODES: tuple[str, ...] = ("expected", "resample")
 NO_BOOTSTRAP = Bootstrap()
-PAPER_PROTOCOL = StatsOptions()
 
 __all__ = [
     "Bootstrap",
@@ -122,10 +120,6 @@ class Comparison:
         base: MixtureSpec | None = None,
         seed: int = 0,
     ):
-        if mixture not in MIXTURE_MODES:
-            raise ProximityError(
-                f"--mixture must be one of {', '.join(MIXTURE_MODES)}, got {mixture!r}"
-            )
         self.candidates = list(dict.fromkeys(candidates))
         self.stats = stats
         self.mixture = mixture
@@ -372,50 +366,38 @@ class Run:
     tokenizer_fingerprint: str
     compared: dict[str, str]
     """Label -> canonical spec of everything compared."""
-    options: StatsOptions
+    settings: SimilaritySettings
+
+    @property
+    def options(self) -> StatsOptions:
+        """How every dataset was sampled and counted."""
+        return self.settings.counting
 
 
-def _setup(
-    metric: str | Metric,
+def _reading(
     tokenizer: str | Tokenizer,
-    options: StatsOptions,
-    mixture: MixtureMode,
-    bootstrap: Bootstrap,
     data_dir: str | Path | None,
     registry: Registry | Sequence[str | Path] | None,
-) -> tuple[Metric, TokenizerHandle, StatsOptions, Registry]:
-    chosen = get_metric(metric) if isinstance(metric, str) else metric
-    if mixture not in MIXTURE_MODES:
-        raise ProximityError(
-            f"--mixture must be one of {', '.join(MIXTURE_MODES)}, got {mixture!r}"
-        )
-    if chosen.uses == "ngram" and not options.ngram_order:
-        options = replace(options, ngram_order=2)
-    if bootstrap.n_resamples or mixture == "resample":
-        options = replace(options, per_document=True)
+) -> tuple[TokenizerHandle, Registry]:
+    """The tokenizer (fingerprinted once for every dataset) and the registry to read with."""
     reg = registry if isinstance(registry, Registry) else Registry.load(list(registry or []))
-    return chosen, TokenizerHandle(tokenizer, data_dir), options, reg
+    return TokenizerHandle(tokenizer, data_dir), reg
 
 
 def run_advantage(
     pretrain: str,
     target: str,
     mixes: Sequence[str],
+    settings: SimilaritySettings = PAPER_SETTINGS,
     *,
-    metric: str | Metric = "paper",
     tokenizer: str | Tokenizer = "pythia",
-    options: StatsOptions = PAPER_PROTOCOL,
-    mixture: MixtureMode = "expected",
-    bootstrap: Bootstrap = NO_BOOTSTRAP,
     data_dir: str | Path | None = None,
     registry: Registry | Sequence[str | Path] | None = None,
     use_cache: bool = True,
     progress: StatsProgress | None = None,
 ) -> Run:
     """`advantage_table` with the statistics and provenance behind it (the CLI's JSON)."""
-    chosen, tok, options, reg = _setup(
-        metric, tokenizer, options, mixture, bootstrap, data_dir, registry
-    )
+    tok, reg = _reading(tokenizer, data_dir, registry)
     base = candidate(pretrain)
     goal = candidate(target)
     mix_specs = labelled([midtraining_named(base, text) for text in mixes])
@@ -424,42 +406,38 @@ def run_advantage(
     stats = gather_stats(
         [base, goal, *mix_specs],
         tok,
-        options,
+        settings.counting,
         data_dir=data_dir,
         registry=reg,
         use_cache=use_cache,
         progress=progress,
     )
     table = proximity_advantage(
-        base, goal, mix_specs, stats, chosen, bootstrap, mixture=mixture, seed=options.seed
-    )
+        base, goal, mix_specs, stats, settings.metric, settings.bootstrap,
+        mixture=settings.mixture, seed=settings.options.seed,
+    )  # fmt: skip
     compared = {m.name: m.canonical() for m in (base, goal, *mix_specs)}
-    return Run(table, stats, tok.fingerprint, compared, options)
+    return Run(table, stats, tok.fingerprint, compared, settings)
 
 
 def advantage_table(
     pretrain: str,
     target: str,
     mixes: Sequence[str],
+    settings: SimilaritySettings = PAPER_SETTINGS,
     *,
-    metric: str | Metric = "paper",
     tokenizer: str | Tokenizer = "pythia",
-    options: StatsOptions = PAPER_PROTOCOL,
-    mixture: MixtureMode = "expected",
-    bootstrap: Bootstrap = NO_BOOTSTRAP,
     data_dir: str | Path | None = None,
     registry: Registry | Sequence[str | Path] | None = None,
     use_cache: bool = True,
-    progress: StatsProgress | None = None,
 ) -> pd.DataFrame:
     """Proximity advantage of each mix for `target` over `pretrain`, ranked best first.
 
     `mixes` are `--mix` values: `starcoder:0.2` (pretrain·0.8 + starcoder·0.2), `starcoder`
     or `starcoder:1` (continued pretraining), or a full mixture (`c4:0.8+starcoder:0.2`),
-    optionally labelled (`code20=starcoder:0.2`). `metric`: paper, cosine, jaccard, js or
-    ngram_kl. `options`: how each dataset is sampled and counted (the paper's protocol by
-    default). `mixture`: `expected` (exact frequencies, vocabulary at a matched token budget)
-    or `resample` (the authors' document mixing). `bootstrap`: intervals, off by default.
+    optionally labelled (`code20=starcoder:0.2`). `settings`: the metric, how each dataset is
+    sampled and counted, how a mixture is compared and the bootstrap (the paper's protocol,
+    no intervals, by default; see `proximity.settings`).
 
     Columns: rank, mix (label), mix_spec (canonical mixture), weight (share of specialised
     data), target, target_spec, pretrain, pretrain_spec, metric, mixture, advantage,
@@ -467,67 +445,49 @@ def advantage_table(
     notes (substitute data, short datasets, resampling caps).
     """
     return run_advantage(
-        pretrain,
-        target,
-        mixes,
-        metric=metric,
-        tokenizer=tokenizer,
-        options=options,
-        mixture=mixture,
-        bootstrap=bootstrap,
-        data_dir=data_dir,
-        registry=registry,
-        use_cache=use_cache,
-        progress=progress,
-    ).table
+        pretrain, target, mixes, settings, tokenizer=tokenizer, data_dir=data_dir,
+        registry=registry, use_cache=use_cache,
+    ).table  # fmt: skip
 
 
 def run_similarity(
     datasets: Sequence[str],
+    settings: SimilaritySettings = PAPER_SETTINGS,
     *,
-    metric: str | Metric = "paper",
     tokenizer: str | Tokenizer = "pythia",
-    options: StatsOptions = PAPER_PROTOCOL,
-    mixture: MixtureMode = "expected",
-    bootstrap: Bootstrap = NO_BOOTSTRAP,
     data_dir: str | Path | None = None,
     registry: Registry | Sequence[str | Path] | None = None,
     use_cache: bool = True,
     progress: StatsProgress | None = None,
 ) -> Run:
     """`similarity_table` with the statistics and provenance behind it (the CLI's JSON)."""
-    chosen, tok, options, reg = _setup(
-        metric, tokenizer, options, mixture, bootstrap, data_dir, registry
-    )
+    tok, reg = _reading(tokenizer, data_dir, registry)
     candidates = labelled([named(text) for text in datasets])
     stats = gather_stats(
         candidates,
         tok,
-        options,
+        settings.counting,
         data_dir=data_dir,
         registry=reg,
         use_cache=use_cache,
         progress=progress,
     )
     table = similarity_matrix(
-        candidates, stats, chosen, bootstrap, mixture=mixture, seed=options.seed
-    )
+        candidates, stats, settings.metric, settings.bootstrap, mixture=settings.mixture,
+        seed=settings.options.seed,
+    )  # fmt: skip
     compared = {c.name: c.canonical() for c in candidates}
-    return Run(table, stats, tok.fingerprint, compared, options)
+    return Run(table, stats, tok.fingerprint, compared, settings)
 
 
 def similarity_table(
     datasets: Sequence[str],
+    settings: SimilaritySettings = PAPER_SETTINGS,
     *,
-    metric: str | Metric = "paper",
     tokenizer: str | Tokenizer = "pythia",
-    options: StatsOptions = PAPER_PROTOCOL,
-    mixture: MixtureMode = "expected",
-    bootstrap: Bootstrap = NO_BOOTSTRAP,
     data_dir: str | Path | None = None,
     registry: Registry | Sequence[str | Path] | None = None,
     use_cache: bool = True,
-    progress: StatsProgress | None = None,
 ) -> pd.DataFrame:
     """Similarity of every ordered pair of `datasets` (specs or mixtures), one row each.
 
@@ -535,14 +495,6 @@ def similarity_table(
     ci_low, ci_high, n_tokens_a, n_tokens_b, spec_a, spec_b, notes_a, notes_b.
     """
     return run_similarity(
-        datasets,
-        metric=metric,
-        tokenizer=tokenizer,
-        options=options,
-        mixture=mixture,
-        bootstrap=bootstrap,
-        data_dir=data_dir,
-        registry=registry,
+        datasets, settings, tokenizer=tokenizer, data_dir=data_dir, registry=registry,
         use_cache=use_cache,
-        progress=progress,
-    ).table
+    ).table  # fmt: skip

@@ -16,6 +16,8 @@ from scipy import stats
 from analysis.correlate import correlate, write_correlation
 from analysis.results import average_seeds, load_grid, relative_improvements
 from proximity.errors import ProximityError
+from proximity.metrics import get_metric
+from proximity.settings import SimilaritySettings
 from proximity.similarity import advantage_table
 from proximity.stats import StatsOptions
 
@@ -102,8 +104,7 @@ def test_pa_in_the_join_is_proximitys_advantage_of_the_trained_specs(correlated,
         "c4",
         "pycode",
         ["c4:0.8+starcoder:0.2", "starcoder"],
-        metric="paper",
-        options=StatsOptions(n_docs=N_DOCS),
+        SimilaritySettings(get_metric("paper"), StatsOptions(n_docs=N_DOCS)),
         data_dir=shared_data,
     ).set_index("mix_spec")["advantage"]
     paper = pairs[(pairs["metric"] == "paper") & (pairs["target"] == "pycode")]
@@ -187,7 +188,7 @@ def test_the_grids_own_tokenizer_gives_a_second_set_of_statistics(shared_data, t
         "c4",
         "pycode",
         ["c4:0.8+starcoder:0.2"],
-        options=options,
+        SimilaritySettings(options=options),
         tokenizer=str(gpt2),
         data_dir=shared_data,
     )
@@ -267,8 +268,8 @@ def test_the_other_mixture_similarity_gives_a_second_set_of_statistics(correlate
     )
     points = pd.DataFrame(comparison["relations"][0]["points"])
     direct = advantage_table(
-        "c4", "pycode", ["c4:0.8+starcoder:0.2"], options=options, mixture="resample",
-        data_dir=shared_data,
+        "c4", "pycode", ["c4:0.8+starcoder:0.2"],
+        SimilaritySettings(options=options, mixture="resample"), data_dir=shared_data,
     )  # fmt: skip
     row = points[(points["mixture"] == "starcoder") & (points["target"] == "pycode")]
     assert row["advantage"].item() == pytest.approx(direct["advantage"].item(), abs=1e-12)

@@ -13,6 +13,7 @@ from grid_utils import generated_results, write_grid
 
 from analysis.cli import recorded_options
 from analysis.correlate import pa_protocol
+from proximity.settings import SimilaritySettings
 from proximity.similarity import advantage_table
 from proximity.stats import StatsOptions
 
@@ -77,14 +78,16 @@ def test_correlate_measures_pa_on_the_cut_text_with_the_grids_tokenizer(shared_d
     assert "sft.seq_len" not in inputs["pa_protocol"] and "seq_len 32" in inputs["pa_protocol"]
     assert statistics["tokenizer_comparison"]["tokenizer"] == "pythia"
     direct = advantage_table(
-        "c4", "pycode", ["c4:0.8+starcoder:0.2"], tokenizer=str(gpt2),
-        options=StatsOptions(n_docs=60, max_tokens=32), data_dir=shared_data,
+        "c4", "pycode", ["c4:0.8+starcoder:0.2"],
+        SimilaritySettings(options=StatsOptions(n_docs=60, max_tokens=32)),
+        tokenizer=str(gpt2), data_dir=shared_data,
     )  # fmt: skip
     points = statistics["relations"][0]["points"]
     (row,) = [p for p in points if p["mixture"] == "starcoder" and p["target"] == "pycode"]
     assert abs(row["advantage"] - direct["advantage"].item()) < 1e-12
     whole = advantage_table(
-        "c4", "pycode", ["c4:0.8+starcoder:0.2"], tokenizer=str(gpt2),
-        options=StatsOptions(n_docs=60, max_tokens=None), data_dir=shared_data,
+        "c4", "pycode", ["c4:0.8+starcoder:0.2"],
+        SimilaritySettings(options=StatsOptions(n_docs=60, max_tokens=None)),
+        tokenizer=str(gpt2), data_dir=shared_data,
     )  # fmt: skip
     assert abs(row["advantage"] - whole["advantage"].item()) > 1e-6  # the cut matters

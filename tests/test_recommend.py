@@ -17,6 +17,7 @@ from analysis.correlate import correlate, write_correlation
 from analysis.recommend import FittedRelation, prediction_interval, recommend
 from analysis.results import load_grid
 from proximity.errors import ProximityError
+from proximity.settings import SimilaritySettings
 from proximity.similarity import advantage_table
 from proximity.stats import StatsOptions
 
@@ -50,7 +51,11 @@ def test_ranking_by_pa_alone_is_proximitys_advantage_order(shared_data):
         "pycode", candidates, options=StatsOptions(n_docs=N_DOCS), data_dir=shared_data
     )
     direct = advantage_table(
-        "c4", "pycode", candidates, options=StatsOptions(n_docs=N_DOCS), data_dir=shared_data
+        "c4",
+        "pycode",
+        candidates,
+        SimilaritySettings(options=StatsOptions(n_docs=N_DOCS)),
+        data_dir=shared_data,
     )
     assert list(table["mixture_spec"]) == list(direct["mix_spec"])
     assert np.allclose(table["advantage"], direct["advantage"], atol=1e-12)

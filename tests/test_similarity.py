@@ -20,6 +20,7 @@ import proximity.stats
 from proximity.candidates import candidate, labelled, midtraining_mix, midtraining_named, named
 from proximity.errors import ProximityError
 from proximity.metrics import METRICS, get_metric
+from proximity.settings import SimilaritySettings
 from proximity.similarity import (
     Bootstrap,
     advantage_table,
@@ -192,8 +193,8 @@ def code_grid(shared_data: Path, tokenizer: Tokenizer):
     options = StatsOptions(n_docs=100, ngram_order=2)
     tables = {
         name: advantage_table(
-            "c4", "pycode", mixes, metric=name, tokenizer=tokenizer, options=options,
-            data_dir=shared_data,
+            "c4", "pycode", mixes, SimilaritySettings(get_metric(name), options),
+            tokenizer=tokenizer, data_dir=shared_data,
         ).set_index("mix")
         for name in METRICS
     }  # fmt: skip
@@ -222,8 +223,8 @@ def test_continued_pretraining_is_on_the_same_scale_as_the_dataset_itself(
     assert table.loc["starcoder", "advantage"] == table.loc["starcoder:1", "advantage"]
     assert table.loc["starcoder", "weight"] == 1.0
     matrix = similarity_table(
-        ["c4", "starcoder", "pycode"], tokenizer=tokenizer, options=StatsOptions(n_docs=100),
-        data_dir=shared_data,
+        ["c4", "starcoder", "pycode"], SimilaritySettings(options=StatsOptions(n_docs=100)),
+        tokenizer=tokenizer, data_dir=shared_data,
     ).set_index(["a", "b"])["value"]  # fmt: skip
     plain = matrix[("starcoder", "pycode")] - matrix[("c4", "pycode")]
     assert table.loc["starcoder", "advantage"] == pytest.approx(plain, abs=1e-12)
@@ -238,10 +239,10 @@ def test_resample_mode_equals_the_authors_document_mixing(
     small.write_text("".join(json.dumps(r) + "\n" for r in gsm))
     c4_path, code_path = shared_data / "c4_en_sample.jsonl", shared_data / "code_alpaca_2k.jsonl"
     seed, weight = 11, 0.2
+    resample = SimilaritySettings(options=StatsOptions(n_docs=150, seed=seed), mixture="resample")
     table = advantage_table(
         f"{c4_path}?field=text", f"{code_path}?field=instruction,output",
-        [f"{small}?field=question,answer:{weight}"], tokenizer=tokenizer,
-        options=StatsOptions(n_docs=150, seed=seed), mixture="resample",
+        [f"{small}?field=question,answer:{weight}"], resample, tokenizer=tokenizer,
     )  # fmt: skip
     c4_docs = [r["text"] for r in _records(c4_path, 150)]
     special = [f"{r['question']}\n\n{r['answer']}" for r in gsm]
@@ -256,8 +257,7 @@ def test_resample_mode_equals_the_authors_document_mixing(
     # The authors' cap: 1,000 specialised documents at 20% would need 4,000 of C4's 150.
     capped = advantage_table(
         f"{c4_path}?field=text", f"{code_path}?field=instruction,output", ["gsm8k:0.2"],
-        tokenizer=tokenizer, options=StatsOptions(n_docs=150, seed=seed),
-        mixture="resample", data_dir=shared_data,
+        resample, tokenizer=tokenizer, data_dir=shared_data,
     )  # fmt: skip
     assert "600 documents needed for weight 0.8" in capped["notes"].iloc[0]
 
