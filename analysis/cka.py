@@ -6,7 +6,7 @@ Y (n × q) of the same n tokens, CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F · ‖Y�
 identical representations and invariant to orthogonal transforms and isotropic scaling,
 so it asks whether two layers encode the same geometry, not the same coordinates.
 
-The text is the trainer's own held-out split of `--data` (training.tokenized, with the same
+The text is the trainer's own held-out split of `--data` (training.data.tokenized, with the same
 n_docs / max_chars / val_fraction / seed as the grid's data settings), cut into windows.
 """
 
@@ -24,8 +24,8 @@ from proximity.cache import cache_dir
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
 from training.checkpoint import resolve_checkpoint
+from training.data.tokenized import tokenize_dataset
 from training.phases import SPLIT_SEED
-from training.tokenized import tokenize_dataset
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:

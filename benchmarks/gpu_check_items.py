@@ -471,7 +471,7 @@ def item_data(ctx: Context) -> None:
 
     from proximity.tokenizer import load_tokenizer
     from training import phases
-    from training.batches import BatchPrefetcher
+    from training.data.batches import BatchPrefetcher
     from training.distributed import DistInfo
 
     seq_len, batch, steps = 2048, 32, ctx.scale.data_steps

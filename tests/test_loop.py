@@ -136,7 +136,7 @@ def test_sft_on_gsm8k_masks_the_prompt_and_evaluates_forgetting(
     tokenizer_file, shared_data, pretrained, tmp_path
 ):
     from proximity.tokenizer import load_tokenizer
-    from training.sft_data import build_sft_data
+    from training.data.sft_data import build_sft_data
 
     cfg = tiny_config(
         tokenizer_file, shared_data, tmp_path, phase="sft",

@@ -56,8 +56,8 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
 def _sft_split(cfg):
     """The training examples, rebuilt from the data module (not the loop)."""
     from proximity.tokenizer import load_tokenizer
+    from training.data.sft_data import build_sft_data
     from training.phases import SPLIT_SEED
-    from training.sft_data import build_sft_data
 
     tokenizer = load_tokenizer(cfg.data.tokenizer)
     split, _ = build_sft_data(

@@ -69,7 +69,7 @@ def test_config_checkpoint_pointer_manifest_and_tokenizer_go_through_the_fsync_h
     tokenizer_file, shared_data, tmp_path, monkeypatch
 ):
     from proximity.tokenizer import load_tokenizer
-    from training.tokenized import tokenize_dataset
+    from training.data.tokenized import tokenize_dataset
     from training.tokenizer_training import save_tokenizer
 
     synced: list[str] = []

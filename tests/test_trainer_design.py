@@ -20,8 +20,8 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 import training.loop
 import training.throughput
 from proximity.errors import ProximityError
-from training.batches import BatchPrefetcher
 from training.checkpoint import latest_checkpoint
+from training.data.batches import BatchPrefetcher
 from training.loop import load_optimizer_state, set_deterministic, train
 from training.losses import IGNORE_INDEX, chunked_loss_sum, lm_loss
 from training.metrics_log import read_metrics

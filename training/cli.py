@@ -130,7 +130,7 @@ def prepare(
 
     Writes one build folder per dataset under --out (with --config: the run's data.cache_dir).
     """
-    from training import prepare as preparing  # torch (SFT data): seconds, off `train --help`
+    from training.data import prepare as preparing  # torch (SFT data): seconds, off `train --help`
 
     if workers < 1:
         raise ProximityError(f"--workers must be at least 1, got {workers}")

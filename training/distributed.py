@@ -46,7 +46,7 @@ def setup(requested_device: str = "auto", timeout_minutes: float = 30) -> DistIn
 
     The timeout is explicit: a collective that waits longer (a rank stuck or dead) fails the
     job with an error instead of hanging, and no collective waits on data preparation (ranks
-    wait on the prepared data's manifest file instead; see training/tokenized.py).
+    wait on the prepared data's manifest file instead; see training/data/tokenized.py).
     """
     if "RANK" not in os.environ:
         device = pick_device(requested_device)

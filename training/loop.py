@@ -46,7 +46,6 @@ from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
 from training import distributed, phases, starts
 from training.attention import use_causal_attention
-from training.batches import BatchPrefetcher
 from training.checkpoint import (
     capture_rng,
     latest_checkpoint,
@@ -55,6 +54,7 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.config import RunConfig
+from training.data.batches import BatchPrefetcher
 from training.evaluate import EvalSet, evaluate, example_losses
 from training.losses import IGNORE_INDEX, lm_loss, token_loss_sum
 from training.memory import GIB, check_fits

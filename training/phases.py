@@ -30,12 +30,12 @@ from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.specs import parse_mixture
 from training.config import RunConfig
+from training.data.sampler import MixtureSampler, PackedSequences
+from training.data.sft_prepared import prepare_sft
+from training.data.tokenized import SPLIT_SEED, tokenize_dataset
 from training.distributed import DistInfo
 from training.evaluate import EvalSet, packed_eval_set, sft_eval_set
 from training.losses import Batch, packed_batch, sft_batch
-from training.sampler import MixtureSampler, PackedSequences
-from training.sft_prepared import prepare_sft
-from training.tokenized import SPLIT_SEED, tokenize_dataset
 
 
 @dataclass

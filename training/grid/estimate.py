@@ -15,6 +15,8 @@ import torch
 from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
+from training.data.sft_data import build_sft_data
+from training.data.tokenized import SPLIT_SEED
 from training.grid.plan import Plan
 from training.grid.presets import PYTHIA_VOCAB
 from training.memory import (
@@ -25,9 +27,7 @@ from training.memory import (
     training_memory,
 )
 from training.presets import flops_per_token, memory_shape, model_config
-from training.sft_data import build_sft_data
 from training.throughput import peak_flops_for
-from training.tokenized import SPLIT_SEED
 
 
 @dataclass

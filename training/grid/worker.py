@@ -128,7 +128,7 @@ def _prepare(node: dict[str, Any], threads: int | None) -> dict[str, Any]:
     A setting whose data cannot be read is reported and left out, not fatal: the nodes that
     read it fail with that error when they run, and the rest of the grid goes on.
     """
-    from training.prepare import prepare_run  # torch: a tokenizer node's worker never needs it
+    from training.data.prepare import prepare_run  # torch: a tokenizer node's worker never needs it
 
     builds, failed = {}, []
     for settings in node["run_configs"]:

@@ -128,7 +128,7 @@ def tokenize_dataset(
     reader's version), the tokenizer's fingerprint and every option here, so changing any of
     them (a registry template edited, say) builds a new folder. `val_fraction` of the
     documents (at least `min_val_docs`) are held out.
-    Only single datasets: a mixture is several builds mixed by `training.sampler.MixtureSampler`.
+    Only single datasets: a mixture is several builds mixed by `training.data.sampler.MixtureSampler`.
     """
     spec = _single_spec(spec)
     if not 0.0 <= val_fraction < 1.0:
@@ -240,7 +240,7 @@ def wait_for_build(
     """Poll for another process's finished build (its manifest) instead of a collective.
 
     `opener(directory, key)` returns the build when it is finished and current, else None
-    (default: a token build; training/sft_prepared.py passes its own).
+    (default: a token build; training/data/sft_prepared.py passes its own).
     """
     opener = opener or _open_if_current
     deadline = time.monotonic() + timeout_s

@@ -4,7 +4,7 @@
     proximity train prepare --config configs/pythia-70m-paper.yaml --workers 16
 
 Each dataset becomes one memory-mapped build (train.bin, val.bin, manifest.json; see
-training/tokenized.py) under the output folder, tokenised in shards by `workers` processes,
+training/data/tokenized.py) under the output folder, tokenised in shards by `workers` processes,
 resumable per shard and byte-identical for any number of workers. A run reads these builds
 when `data.cache_dir` is that folder and its data settings (n_docs, max_chars, val_fraction,
 tokenizer) are the same (they are part of each build's key). A run whose data is not prepared
@@ -24,9 +24,9 @@ from tokenizers import Tokenizer
 from proximity.specs import parse_mixture
 from proximity.tokenizer import load_tokenizer
 from training.config import RunConfig
+from training.data.sft_prepared import PreparedSFT
+from training.data.tokenized import SPLIT_SEED, TokenizedDataset, tokenize_dataset
 from training.phases import cache_dir, sft_build
-from training.sft_prepared import PreparedSFT
-from training.tokenized import SPLIT_SEED, TokenizedDataset, tokenize_dataset
 
 
 def prepare(
@@ -61,7 +61,7 @@ def prepare(
 
 def run_specs(cfg: RunConfig) -> list[str]:
     """The packed datasets a run reads: its training mixture (not an SFT target: that is an SFT
-    build, training/sft_prepared.py) and every `eval.datasets` entry."""
+    build, training/data/sft_prepared.py) and every `eval.datasets` entry."""
     specs = [] if cfg.phase == "sft" else [cfg.data.train]
     return list(dict.fromkeys([*specs, *cfg.eval.datasets]))
 

@@ -1,6 +1,6 @@
 """SFT examples prepared once on disk, memory-mapped by every rank and every run that needs them.
 
-`build_sft_data` (training/sft_data.py) turns a target's prompt/response examples into flat
+`build_sft_data` (training/data/sft_data.py) turns a target's prompt/response examples into flat
 token arrays. Doing that inside each training process would make every rank of a DDP job
 tokenise the whole target, and every SFT run of a grid (each LR, each branch) tokenise it
 again. Here the arrays are written once into a folder named by a hash of everything that
@@ -32,8 +32,8 @@ from proximity.atomic import fsync_path, fsync_tree
 from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.tokenizer import tokenizer_fingerprint
-from training.sft_data import SFTSplit, build_sft_data, resolve_pad_id
-from training.tokenized import resolve_eos_id, slug, wait_for_build
+from training.data.sft_data import SFTSplit, build_sft_data, resolve_pad_id
+from training.data.tokenized import resolve_eos_id, slug, wait_for_build
 
 # 2: an example whose prompt fills seq_len is kept (cut) when the prompt is in the loss.
 SFT_FORMAT_VERSION = 2
