@@ -59,13 +59,13 @@ study-part: install
 	/usr/bin/time -f "part $(MODEL) seed $(SEED): %e s wall" -o $(RUNS)/study-$(MODEL)-$(SEED).time \
 		$(BIN)/proximity train-grid study --out $(RUNS)/study --seeds $(SEED) \
 		--set 'models=["$(MODEL)"]' --jobs $(JOBS); \
-	$(BIN)/python -m training.grid.merge_parts collect $(RUNS)/study $(STUDY_FIGURES) \
+	$(BIN)/python -m proximity.training.grid.merge_parts collect $(RUNS)/study $(STUDY_FIGURES) \
 		--part $(MODEL)-seed$(SEED); \
 	cp $(RUNS)/study-$(MODEL)-$(SEED).time $(STUDY_FIGURES)/parts/time-$(MODEL)-seed$(SEED).txt
 
 study-merge: install
 	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; \
-	$(BIN)/python -m training.grid.merge_parts merge $(STUDY_FIGURES) --spec study; \
+	$(BIN)/python -m proximity.training.grid.merge_parts merge $(STUDY_FIGURES) --spec study; \
 	$(BIN)/proximity correlate $(STUDY_FIGURES) --metric all --out $(STUDY_FIGURES); \
 	$(BIN)/proximity report $(STUDY_FIGURES) --analysis $(STUDY_FIGURES) \
 		--out $(STUDY_FIGURES)/report.html
@@ -92,7 +92,7 @@ reproduce-micro: install
 		cp $$tok/tokenizer.json $(MICRO_FIGURES)/nodes/$$(basename $$tok)/; \
 	done; \
 	$$P correlate $(RUNS)/micro --metric all --out $(MICRO_FIGURES); \
-	$(BIN)/python -c "from analysis.curves import copy_example_curves as c; \
+	$(BIN)/python -c "from proximity.analysis.curves import copy_example_curves as c; \
 		c('$(RUNS)/micro', '$(MICRO_FIGURES)')"; \
 	$$P report $(RUNS)/micro --analysis $(MICRO_FIGURES) --out $(MICRO_FIGURES)/report.html
 
@@ -115,7 +115,7 @@ gpu-check: install
 	PROXIMITY_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/gpu_check.py --device $(DEVICE) \
 		--out $(GPU_CHECK_OUT); status=$$?; \
 	if [ "$(DEVICE)" = cuda ]; then \
-		$(BIN)/python -m training.gpu_check --preset 70m --micro-batch 32 \
+		$(BIN)/python -m proximity.training.gpu_check --preset 70m --micro-batch 32 \
 			| tee $(GPU_CHECK_OUT)/gpu_path.txt || status=1; \
 	fi; exit $$status
 

@@ -6,8 +6,9 @@ Y (n × q) of the same n tokens, CKA = ‖YᵀX‖²_F / (‖XᵀX‖_F · ‖Y�
 identical representations and invariant to orthogonal transforms and isotropic scaling,
 so it asks whether two layers encode the same geometry, not the same coordinates.
 
-The text is the trainer's own held-out split of `--data` (training.data.tokenized, with the same
-n_docs / max_chars / val_fraction / seed as the grid's data settings), cut into windows.
+The text is the trainer's own held-out split of `--data` (proximity.training.data.tokenized,
+with the same n_docs / max_chars / val_fraction / seed as the grid's data settings), cut into
+windows.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import pandas as pd
 import torch
 from tokenizers import Tokenizer
 
-from analysis.results import load_grid
+from proximity.analysis.results import load_grid
 from proximity.cache import cache_dir
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
-from training.checkpoint import resolve_checkpoint
-from training.data.tokenized import tokenize_dataset
-from training.phases import SPLIT_SEED
+from proximity.training.checkpoint import resolve_checkpoint
+from proximity.training.data.tokenized import tokenize_dataset
+from proximity.training.phases import SPLIT_SEED
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:

@@ -29,10 +29,10 @@ from proximity.stats import StatsOptions
 if TYPE_CHECKING:
     import pandas as pd
 
-    from analysis.correlate import Correlation, PAProtocol
-    from analysis.figure_set import FigureSet
-    from analysis.recommend import FittedRelation
-    from analysis.results import Grid
+    from proximity.analysis.correlate import Correlation, PAProtocol
+    from proximity.analysis.figure_set import FigureSet
+    from proximity.analysis.recommend import FittedRelation
+    from proximity.analysis.results import Grid
 
 METRIC_NAMES = tuple(METRICS)
 
@@ -113,8 +113,8 @@ def correlate_command(
 ) -> None:
     """`proximity correlate`: see CORRELATE_HELP."""
     # pandas and scipy (~1.4 s): only when correlate runs
-    from analysis.correlate import pa_protocol, summary_lines, write_correlation
-    from analysis.results import load_grid
+    from proximity.analysis.correlate import pa_protocol, summary_lines, write_correlation
+    from proximity.analysis.results import load_grid
     from proximity.outputs import write_csv, write_json
 
     grid = load_grid(runs_dir)
@@ -165,9 +165,9 @@ def _correlation(
     """PA and every statistic (with the other tokenizer and mixture similarity for the
     report), then figure 1's similarity matrix, under a status line that says which."""
     # pandas, scipy and scikit-learn: only when correlate runs
-    from analysis.advantage import heatmap_datasets, similarity_matrix
-    from analysis.correlate import correlate
-    from analysis.correlation import Settings
+    from proximity.analysis.advantage import heatmap_datasets, similarity_matrix
+    from proximity.analysis.correlate import correlate
+    from proximity.analysis.correlation import Settings
 
     with console.status("computing proximity advantage") as status:
         result = correlate(
@@ -236,7 +236,7 @@ def _number(value: float | None, spec: str) -> str:
 def _other_tokenizer(tokenizer: str, grid: Grid) -> str | None:
     """The tokenizer the report compares with: the grid's own when PA uses Pythia (and the
     grid trained another one), Pythia when PA uses the grid's."""
-    from analysis.advantage import grid_tokenizer  # pandas: only when correlate runs
+    from proximity.analysis.advantage import grid_tokenizer  # pandas: only when correlate runs
 
     if tokenizer == "grid":
         return "pythia"
@@ -262,7 +262,7 @@ def correlate_output(runs_dir: Path, given: Path | None) -> Path:
 
 def _data_dir(given: Path | None, config: dict) -> Path | None:
     """--data-dir, else the grid's own data_dir when it exists here, else $PROXIMITY_DATA_DIR."""
-    from analysis.advantage import grid_data_dir  # pandas: only when a command runs
+    from proximity.analysis.advantage import grid_data_dir  # pandas: only when a command runs
 
     if given is not None:
         return resolve_data_dir(given)
@@ -276,7 +276,7 @@ def _draw(result: Correlation, grid: Grid, out: Path, similarity: pd.DataFrame) 
     # matplotlib and seaborn (~1.5 s): only when figures are drawn
     import pandas as pd
 
-    from analysis.figure_set import draw_correlation_figures
+    from proximity.analysis.figure_set import draw_correlation_figures
 
     found = [p for p in (out / "cka.csv", grid.root / "cka.csv") if p.exists()]
     cka = pd.read_csv(found[0]) if found else None  # from `proximity cka --out` either place
@@ -309,8 +309,8 @@ def report_command(
 ) -> None:
     """`proximity report`: see REPORT_HELP."""
     # pandas, scipy and matplotlib: only when the report is built
-    from analysis.report import build_report, write_report
-    from analysis.results import load_grid
+    from proximity.analysis.report import build_report, write_report
+    from proximity.analysis.results import load_grid
 
     grid = load_grid(runs_dir)
     _print_excluded(grid)
@@ -358,8 +358,8 @@ def cka_command(
 ) -> None:
     """`proximity cka`: see CKA_HELP."""
     # torch, transformers, pandas and matplotlib: only for this command
-    from analysis.cka import compare_models, grid_models
-    from analysis.plots import cka_layers
+    from proximity.analysis.cka import compare_models, grid_models
+    from proximity.analysis.plots import cka_layers
     from proximity.outputs import write_csv
 
     labels, val_fraction = None, 0.05
@@ -445,7 +445,7 @@ def recommend_command(
 ) -> None:
     """`proximity recommend`: see RECOMMEND_HELP."""
     # pandas, scipy and scikit-learn: only when recommend runs
-    from analysis.recommend import recommend
+    from proximity.analysis.recommend import recommend
     from proximity.outputs import write_csv
 
     names = [*candidates, *(more or [])]  # `--candidates A B C`: B and C arrive as arguments
@@ -495,8 +495,8 @@ def _fitted(
     """The grid, the line correlate fitted on it, and the PA options correlate recorded
     (tokenizer, statistics protocol, mixture similarity; a different one given is refused)."""
     # pandas and scipy: only when recommend runs
-    from analysis.recommend import FittedRelation
-    from analysis.results import load_grid
+    from proximity.analysis.recommend import FittedRelation
+    from proximity.analysis.results import load_grid
 
     grid = load_grid(runs)
     _print_excluded(grid)

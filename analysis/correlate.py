@@ -13,12 +13,18 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.advantage import grid_data_dir, grid_tokenizer, metrics_for, pair_advantages
-from analysis.correlation import DEFAULT_SETTINGS, Settings, relation_statistics
-from analysis.design import design_lines, design_summary
-from analysis.example_bootstrap import example_bootstrap, sampling_error_lines
-from analysis.questions import dose_response, forgetting, pretrain_similarities
-from analysis.results import BRANCH_KEYS, Grid, average_seeds, relative_improvements, seed_matrix
+from proximity.analysis.advantage import grid_data_dir, grid_tokenizer, metrics_for, pair_advantages
+from proximity.analysis.correlation import DEFAULT_SETTINGS, Settings, relation_statistics
+from proximity.analysis.design import design_lines, design_summary
+from proximity.analysis.example_bootstrap import example_bootstrap, sampling_error_lines
+from proximity.analysis.questions import dose_response, forgetting, pretrain_similarities
+from proximity.analysis.results import (
+    BRANCH_KEYS,
+    Grid,
+    average_seeds,
+    relative_improvements,
+    seed_matrix,
+)
 from proximity.errors import ProximityError
 from proximity.outputs import write_csv, write_json
 from proximity.provenance import provenance

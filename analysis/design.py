@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.results import BRANCH_KEYS, Grid
+from proximity.analysis.results import BRANCH_KEYS, Grid
 
 PRETRAINING = "pretraining.csv"
 SFT_COLUMNS = {

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.results import BRANCH_KEYS, selected_runs
+from proximity.analysis.results import BRANCH_KEYS, selected_runs
 from proximity.errors import ProximityError
 
 MERGED = "val_examples.npz"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plots
-from analysis.correlate import Correlation
-from analysis.curves import branch_curves, example_branch
-from analysis.results import Grid
+from proximity.analysis import plots
+from proximity.analysis.correlate import Correlation
+from proximity.analysis.curves import branch_curves, example_branch
+from proximity.analysis.results import Grid
 
 FIGURES = {
     "fig1_similarity": "Similarity of pretraining data, specialised data and targets",

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.correlation import ALPHA
+from proximity.analysis.correlation import ALPHA
 from proximity.registry import Registry
 from proximity.specs import parse_mixture
 

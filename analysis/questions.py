@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.advantage import pair_advantages
-from analysis.correlation import ALPHA, Settings, relation_statistics
+from proximity.analysis.advantage import pair_advantages
+from proximity.analysis.correlation import ALPHA, Settings, relation_statistics
 from proximity.stats import StatsOptions
 
 CELL = ["model", "mixture", "start_step", "target"]

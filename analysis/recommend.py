@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.advantage import pair_advantages
-from analysis.correlate import POOLED
-from analysis.correlation import new_target_interval
+from proximity.analysis.advantage import pair_advantages
+from proximity.analysis.correlate import POOLED
+from proximity.analysis.correlation import new_target_interval
 from proximity.candidates import midtraining_mix
 from proximity.errors import ProximityError
 from proximity.specs import parse_mixture

@@ -23,13 +23,19 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from analysis.correlate import PAPER_R, POOLED
-from analysis.design import design_lines, design_summary, lr_table, pretraining_table, sft_table
-from analysis.example_bootstrap import sampling_error_lines
-from analysis.figure_set import FIGURES
-from analysis.findings import paper_findings
-from analysis.results import Grid
 from proximity import __version__
+from proximity.analysis.correlate import PAPER_R, POOLED
+from proximity.analysis.design import (
+    design_lines,
+    design_summary,
+    lr_table,
+    pretraining_table,
+    sft_table,
+)
+from proximity.analysis.example_bootstrap import sampling_error_lines
+from proximity.analysis.figure_set import FIGURES
+from proximity.analysis.findings import paper_findings
+from proximity.analysis.results import Grid
 from proximity.atomic import write_text_atomic
 from proximity.errors import ProximityError
 

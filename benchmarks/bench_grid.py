@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.grid.estimate import estimate, naive_tokens
-from training.grid.plan import build_plan
-from training.grid.spec import load_grid
+from proximity.training.grid.estimate import estimate, naive_tokens
+from proximity.training.grid.plan import build_plan
+from proximity.training.grid.spec import load_grid
 
 
 def tokens(preset: str, data_dir: str | None) -> None:

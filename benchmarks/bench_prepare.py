@@ -30,7 +30,7 @@ from pathlib import Path
 
 from proximity.data import load_texts
 from proximity.tokenizer import load_tokenizer
-from training.data.prepare import prepare
+from proximity.training.data.prepare import prepare
 
 
 def main() -> None:
@@ -54,9 +54,9 @@ def main() -> None:
     if args.sft_spec:
         _sft_memory(args)
     if args.shard_docs:  # a small sample is one shard at the default size: nothing to share out
-        import training.data.tokenized
+        import proximity.training.data.tokenized
 
-        training.data.tokenized.SHARD_DOCS = args.shard_docs
+        proximity.training.data.tokenized.SHARD_DOCS = args.shard_docs
 
     tokenizer = load_tokenizer(args.tokenizer, data_dir=args.data_dir)
     texts = list(load_texts(args.spec, n_docs=args.n_docs, data_dir=args.data_dir))
@@ -94,7 +94,7 @@ def _sft_child(args) -> dict:
     """One variant in this (fresh) process: peak RSS growth over the loaded tokenizer, reading
     the examples included (build_sft_data reads them itself, so both variants do)."""
     from proximity.data import load_examples
-    from training.data.sft_data import build_sft_data
+    from proximity.training.data.sft_data import build_sft_data
 
     tokenizer = load_tokenizer(args.tokenizer, data_dir=args.data_dir)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

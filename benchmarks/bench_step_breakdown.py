@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPTNeoXForCausalLM
 
-from training.presets import model_config
+from proximity.training.presets import model_config
 
 
 def time_steps(model, batch, optimizer_kind: str, steps: int, skip: int) -> tuple[float, float]:

@@ -5,7 +5,7 @@
 
 CPU part (always): the same model (`--preset`, default micro-4l-256), the same tokenised C4
 batches in the same order, the same batch, AdamW settings, warmup + cosine schedule and gradient
-clipping, trained by `training.loop.train` and by `transformers.Trainer`, interleaved
+clipping, trained by `proximity.training.loop.train` and by `transformers.Trainer`, interleaved
 (`--repeats` rounds, ours then theirs) so both see the same machine load. Reported: tokens/s
 (median over rounds, first `--skip` steps of each run excluded as warm-up), the ratio
 ours / Trainer (goal >= 1.2), and model FLOPs utilisation against the measured fp32 matmul
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import torch
 
-from training.config import RunConfig
-from training.presets import flops_per_token, model_config
+from proximity.training.config import RunConfig
+from proximity.training.presets import flops_per_token, model_config
 
 LR, MIN_LR, WARMUP = 1e-3, 1e-4, 5
 
@@ -108,10 +108,10 @@ def _synchronize(device: str) -> None:
 
 
 def run_ours(bench: Bench) -> list[float]:
-    """Seconds per step of training.loop.train, steps skip+1 .. steps (1-step metrics windows;
-    log_every=1 reads the loss every step, so each window ends with the GPU caught up)."""
-    from training.loop import train
-    from training.metrics_log import read_metrics
+    """Seconds per step of proximity.training.loop.train, steps skip+1 .. steps (1-step metrics
+    windows; log_every=1 reads the loss every step, so each window ends with the GPU caught up)."""
+    from proximity.training.loop import train
+    from proximity.training.metrics_log import read_metrics
 
     with tempfile.TemporaryDirectory() as tmp:
         train(our_config(bench, Path(tmp)))
@@ -122,8 +122,8 @@ def run_ours(bench: Bench) -> list[float]:
 def _same_batches(bench: Bench):
     """Our data for `bench` (the prepared C4 build): step -> (inputs, targets) on the CPU."""
     from proximity.tokenizer import load_tokenizer
-    from training import phases
-    from training.distributed import DistInfo
+    from proximity.training import phases
+    from proximity.training.distributed import DistInfo
 
     tokenizer = load_tokenizer(bench.tokenizer, data_dir=bench.data_dir)
     info = DistInfo(0, 0, 1, torch.device("cpu"))
@@ -262,7 +262,7 @@ def matmul_peak(threads: int | None, n: int = 2048, repeats: int = 10, dtype=Non
 
 def gpu_part(args, tokenizer: str) -> None:
     from proximity.tokenizer import load_tokenizer
-    from training.throughput import peak_flops_for
+    from proximity.training.throughput import peak_flops_for
 
     vocab = load_tokenizer(tokenizer, data_dir=args.data_dir).get_vocab_size()
     name = torch.cuda.get_device_name()
@@ -308,7 +308,7 @@ def main() -> None:
     tokenizer = args.tokenizer
     if tokenizer is None:
         from proximity.data import load_texts
-        from training.tokenizer_training import save_tokenizer, train_tokenizer
+        from proximity.training.tokenizer_training import save_tokenizer, train_tokenizer
 
         texts = list(load_texts("c4", n_docs=args.n_docs, data_dir=args.data_dir))
         tokenizer = str(save_tokenizer(train_tokenizer(texts, 8192), args.cache / "tok8k"))

@@ -3,8 +3,8 @@
 An item records what it measures through a `Recorder` as it goes (a timed-out item keeps its
 figures) and ends with one verdict: pass, fail or skipped, with the reason in words. The sizes
 come from `Scale`: the real ones on a GPU, tiny ones for the CPU rehearsal (same code paths).
-Everything trains through the project's own entry points (training.loop.train, the `proximity
-train` CLI under torchrun, the grid's run_grid), so the check tests what a user runs.
+Everything trains through the project's own entry points (proximity.training.loop.train, the
+`proximity train` CLI under torchrun, the grid's run_grid), so the check tests what a user runs.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class Context:
         path = self.args.out / "cache" / f"tokenizer-{SMALL_VOCAB}" / "tokenizer.json"
         if not path.exists():
             from proximity.data import load_texts
-            from training.tokenizer_training import save_tokenizer, train_tokenizer
+            from proximity.training.tokenizer_training import save_tokenizer, train_tokenizer
 
             texts = load_texts("c4", n_docs=self.scale.n_docs, data_dir=self.args.data_dir)
             save_tokenizer(train_tokenizer(list(texts), SMALL_VOCAB), path.parent)
@@ -156,7 +156,7 @@ class Context:
 
 def run_config(ctx: Context, out_dir: Path, tokenizer: str | None = None, **sections: dict) -> Any:
     """A pretraining RunConfig at this scale on the shared C4 build; `sections` update it."""
-    from training.config import RunConfig
+    from proximity.training.config import RunConfig
 
     s = ctx.scale
     base: dict[str, dict] = {
@@ -180,7 +180,7 @@ def run_config(ctx: Context, out_dir: Path, tokenizer: str | None = None, **sect
 
 
 def train_losses(out: Path) -> list[tuple[int, float]]:
-    from training.metrics_log import read_metrics
+    from proximity.training.metrics_log import read_metrics
 
     return [
         (m["step"], m["loss"]) for m in read_metrics(out / "metrics.jsonl") if m["split"] == "train"
@@ -197,10 +197,10 @@ def item_e2e(ctx: Context) -> None:
     `proximity train-grid smoke --set ...` runs it: every node kind must finish."""
     import pandas as pd
 
-    from training.grid.cli import run_grid
-    from training.grid.nodes import error_line, node_dir, node_state
-    from training.grid.plan import build_plan
-    from training.grid.spec import check_datasets, load_grid
+    from proximity.training.grid.cli import run_grid
+    from proximity.training.grid.nodes import error_line, node_dir, node_state
+    from proximity.training.grid.plan import build_plan
+    from proximity.training.grid.spec import check_datasets, load_grid
 
     overrides = list(ctx.scale.grid_set)
     ctx.rec.figure("command", f"proximity train-grid smoke --jobs {ctx.scale.grid_jobs} "
@@ -254,7 +254,7 @@ def item_resume(ctx: Context) -> None:
     A second uninterrupted run is the control: if even it differs from the first, the kernels
     are not deterministic despite system.deterministic, and the resume is held to that noise.
     """
-    from training.loop import train
+    from proximity.training.loop import train
 
     steps = ctx.scale.run_steps
     settings = {"system": {"deterministic": True}}
@@ -271,7 +271,8 @@ def item_resume(ctx: Context) -> None:
     config = ctx.work / "resume.yaml"
     run_config(ctx, split, **settings).save(config)
     resumed = subprocess.run(
-        [sys.executable, "-m", "training.cli", "pretrain", "--config", str(config), "--resume"],
+        [sys.executable, "-m", "proximity.training.cli", "pretrain", "--config", str(config),
+         "--resume"],
         capture_output=True, text=True,
     )  # fmt: skip
     if resumed.returncode != 0:
@@ -308,7 +309,7 @@ def compare_runs(a: Path, b: Path) -> dict[str, Any]:
     """Two run folders' final checkpoints and logged training losses, bit for bit."""
     import torch
 
-    from training.checkpoint import latest_checkpoint, load_checkpoint
+    from proximity.training.checkpoint import latest_checkpoint, load_checkpoint
 
     ca = load_checkpoint(latest_checkpoint(a / "checkpoints"))
     cb = load_checkpoint(latest_checkpoint(b / "checkpoints"))
@@ -356,7 +357,7 @@ def _same_tensors(a: Any, b: Any) -> bool:
 def peak_of_device(device: str) -> float | None:
     import torch
 
-    from training.throughput import peak_flops_for
+    from proximity.training.throughput import peak_flops_for
 
     return peak_flops_for(torch.cuda.get_device_name()) if device == "cuda" else None
 
@@ -369,7 +370,7 @@ def item_speed(ctx: Context) -> None:
     import bench_trainer as bt
 
     from proximity.tokenizer import load_tokenizer
-    from training.presets import flops_per_token, model_config
+    from proximity.training.presets import flops_per_token, model_config
 
     s = ctx.scale
     peak = peak_of_device(s.device)
@@ -435,7 +436,7 @@ def _timed(run: Callable, bench: Any) -> tuple[list[float], int | None]:
 
 
 def _speed_verdict(ctx: Context, measured: dict, peak: float | None, vocab: int) -> None:
-    from training.presets import flops_per_token, model_config
+    from proximity.training.presets import flops_per_token, model_config
 
     if ctx.scale.device != "cuda":
         ctx.rec.verdict(SKIPPED, f"{NEEDS_CUDA}: the goals are GPU goals (the three loops ran "
@@ -470,9 +471,9 @@ def item_data(ctx: Context) -> None:
     import torch
 
     from proximity.tokenizer import load_tokenizer
-    from training import phases
-    from training.data.batches import BatchPrefetcher
-    from training.distributed import DistInfo
+    from proximity.training import phases
+    from proximity.training.data.batches import BatchPrefetcher
+    from proximity.training.distributed import DistInfo
 
     seq_len, batch, steps = 2048, 32, ctx.scale.data_steps
     cfg = run_config(ctx, ctx.work, PYTHIA, model={"preset": "160m", "seq_len": seq_len},
@@ -505,8 +506,8 @@ def item_data(ctx: Context) -> None:
 def gpu_demand(ctx: Context, vocab: int) -> tuple[float, str]:
     """Tokens/s the GPU trains 160M at: the speed item's measurement when it ran on this GPU,
     else what an H100 SXM (or this GPU) at the 45% MFU goal would take."""
-    from training.presets import flops_per_token, model_config
-    from training.throughput import peak_flops_for
+    from proximity.training.presets import flops_per_token, model_config
+    from proximity.training.throughput import peak_flops_for
 
     speed = ctx.args.out / "items" / "speed.json"
     if ctx.scale.device == "cuda" and speed.exists():
@@ -527,11 +528,11 @@ def gpu_demand(ctx: Context, vocab: int) -> tuple[float, str]:
 
 
 def item_ddp(ctx: Context) -> None:
-    """The documented launch, `torchrun -m training.cli pretrain`, with one rank per GPU (NCCL;
-    gloo on CPU), against one process on the same global batch."""
+    """The documented launch, `torchrun -m proximity.training.cli pretrain`, with one rank per GPU
+    (NCCL; gloo on CPU), against one process on the same global batch."""
     import torch
 
-    from training.loop import train
+    from proximity.training.loop import train
 
     cuda = ctx.scale.device == "cuda"
     ranks = ctx.args.ddp_procs or (torch.cuda.device_count() if cuda else 2)
@@ -551,7 +552,7 @@ def item_ddp(ctx: Context) -> None:
     config = ctx.work / "ddp.yaml"
     run_config(ctx, ctx.work / "ddp", **settings).save(config)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={ranks}", "-m", "training.cli", "pretrain", "--config",
+               f"--nproc_per_node={ranks}", "-m", "proximity.training.cli", "pretrain", "--config",
                str(config)]  # fmt: skip
     ctx.rec.figure("command", "torchrun " + " ".join(command[3:]))
     ctx.rec.figure("ranks (backend)", f"{ranks} ({'nccl' if cuda else 'gloo'})")
@@ -610,10 +611,10 @@ def step_peak_bytes(preset: str, micro: int, seq_len: int, vocab: int) -> int | 
     import torch
     from transformers import GPTNeoXForCausalLM
 
-    from training.config import RunConfig
-    from training.loop import configure_optimizer
-    from training.losses import lm_loss
-    from training.presets import model_config
+    from proximity.training.config import RunConfig
+    from proximity.training.loop import configure_optimizer
+    from proximity.training.losses import lm_loss
+    from proximity.training.presets import model_config
 
     device = torch.device("cuda")
     torch.cuda.empty_cache()
@@ -643,7 +644,7 @@ def item_memory(ctx: Context) -> None:
     import torch
 
     from proximity.tokenizer import load_tokenizer
-    from training.config import RunConfig
+    from proximity.training.config import RunConfig
 
     vocab = load_tokenizer(PYTHIA, data_dir=ctx.args.data_dir).get_vocab_size()
     total = torch.cuda.get_device_properties(0).total_memory
@@ -692,7 +693,7 @@ def environment(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {"torch": torch.__version__, "transformers": transformers.__version__,
                            "cuda": torch.version.cuda, "gpu_count": 0}  # fmt: skip
     if device == "cuda":
-        from training.throughput import peak_flops_for
+        from proximity.training.throughput import peak_flops_for
 
         env["gpu_count"] = torch.cuda.device_count()
         env["gpu_name"] = torch.cuda.get_device_name()

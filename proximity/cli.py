@@ -22,7 +22,7 @@ __all__ = ["CORE_COMMANDS", "HELP_OPTIONS", "app", "main", "run_app"]
 def _err_console():
     """rich, for the few messages that need it: `import proximity.cli` (help, --version, every
     command's start) does not pay for it (~40 ms)."""
-    from rich.console import Console
+    from rich.console import Console  # ~40 ms, kept off help and --version
 
     return Console(stderr=True)
 
@@ -69,7 +69,7 @@ def _single_command(sub_app: typer.Typer) -> typer.models.TyperInfo | None:
 def _register_core_commands() -> None:
     """Add `similarity` and `advantage` (importing proximity.commands adds them to the app)."""
     # Imported here: commands loads rich and pandas (~0.5 s), which a plugin's own console
-    # script (`python -m training.cli`, for run_app) must not pay for.
+    # script (`python -m proximity.training.cli`, for run_app) must not pay for.
     from proximity import commands  # noqa: F401
 
 

@@ -50,7 +50,7 @@ def pretrained(tokenizer_file: Path, shared_data: Path, tmp_path_factory) -> Pat
     one per module, so no module sees another's writes."""
     from trainer_utils import tiny_config
 
-    from training.loop import train
+    from proximity.training.loop import train
 
     out = tmp_path_factory.mktemp("pretrain")
     result = train(tiny_config(tokenizer_file, shared_data, out, checkpoint={"steps": [6]}))

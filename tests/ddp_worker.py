@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from training import loop
-from training.config import RunConfig
+from proximity.training import loop
+from proximity.training.config import RunConfig
 
 
 def main() -> None:

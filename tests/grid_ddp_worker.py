@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import sys
 
-import training.checkpoint
-from training import loop
-from training.grid import worker
+import proximity.training.checkpoint
+from proximity.training import loop
+from proximity.training.grid import worker
 
 if __name__ == "__main__":
     if int(os.environ.get("RANK", "0")) > 0:
-        training.checkpoint.latest_checkpoint = lambda root: None  # the worker's own look
+        proximity.training.checkpoint.latest_checkpoint = lambda root: None  # the worker's own look
         loop.latest_checkpoint = lambda root: None  # the loop's (overruled by the broadcast)
     sys.exit(worker.main(sys.argv[1:]))

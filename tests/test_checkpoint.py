@@ -7,7 +7,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import GPTNeoXForCausalLM
 
-from training.checkpoint import (
+from proximity.training.checkpoint import (
     capture_rng,
     latest_checkpoint,
     list_checkpoints,
@@ -15,7 +15,7 @@ from training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from training.presets import model_config
+from proximity.training.presets import model_config
 
 
 def _model() -> GPTNeoXForCausalLM:

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from trainer_utils import tiny_config, train_tiny_tokenizer
 
-from analysis.cka import compare_models, linear_cka, model_folder
+from proximity.analysis.cka import compare_models, linear_cka, model_folder
 from proximity.errors import ProximityError
-from training.loop import train
+from proximity.training.loop import train
 
 
 def _hsic_cka(x: np.ndarray, y: np.ndarray) -> float:

@@ -79,7 +79,7 @@ def test_bad_input_is_one_line_with_exit_code_2(shared_data, tmp_path, extra, wi
 
 # Issue 18 §1: usage errors as click shows them (usage line, hint, message), exit 2, no
 # traceback, for every command and sub-command; help and --version exit 0.
-TRAIN_CLI = [sys.executable, "-m", "training.cli"]
+TRAIN_CLI = [sys.executable, "-m", "proximity.training.cli"]
 USAGE_CASES = [
     # (command line, exit code, the usage line it must show, text the output must hold)
     ([], (0, 2), "Usage: proximity [OPTIONS] COMMAND", "similarity"),
@@ -122,7 +122,7 @@ USAGE_CASES = [
     (["report", "-h"], (0,), "Usage: proximity report", "--analysis"),
     (["recommend", "--target", "gsm8k"], (2,), "Usage: proximity recommend", "--candidates"),
     (["cka", "--n-windows", "abc"], (2,), "Usage: proximity cka", "'abc'"),
-    ([*TRAIN_CLI, "-h"], (0,), "Usage: python -m training.cli", "pretrain"),
+    ([*TRAIN_CLI, "-h"], (0,), "Usage: python -m proximity.training.cli", "pretrain"),
     (
         # click raises "requires an argument" without its context, so it shows no usage line
         [*TRAIN_CLI, "midtrain", "--config"],
@@ -133,7 +133,7 @@ USAGE_CASES = [
     (
         [*TRAIN_CLI, "sft", "-c", "x.yaml", "--resum"],
         (2,),
-        "Usage: python -m training.cli sft",
+        "Usage: python -m proximity.training.cli sft",
         "--resum",
     ),
 ]
@@ -208,7 +208,7 @@ def test_empty_or_header_only_results_are_one_line(tmp_path, command, content, m
 def test_nonfinite_losses_are_named_left_out_and_seed_counts_stay_true(tmp_path):
     from grid_utils import generated_results, write_grid
 
-    from analysis.results import average_seeds, load_grid, relative_improvements
+    from proximity.analysis.results import average_seeds, load_grid, relative_improvements
 
     results = generated_results(noise=0.01, cpt=False)
     chosen = results["selected"] & (results["target"] == "gsm8k")
@@ -292,8 +292,8 @@ BROKEN_YAML = "model:\n  n_layer: 2\n   n_head: 3\n"  # the third line's ':' is 
 
 
 def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
-    from training.config import RunConfig
-    from training.grid.spec import load_grid as load_grid_spec
+    from proximity.training.config import RunConfig
+    from proximity.training.grid.spec import load_grid as load_grid_spec
 
     path = tmp_path / "broken.yaml"
     path.write_text(BROKEN_YAML)
@@ -315,7 +315,7 @@ def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
     ],
 )
 def test_a_grid_override_is_refused_under_the_users_key(override, message):
-    from training.grid.spec import load_grid as load_grid_spec
+    from proximity.training.grid.spec import load_grid as load_grid_spec
 
     with pytest.raises(ProximityError) as error:
         load_grid_spec("smoke", [override])

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from proximity.errors import ProximityError
-from training.config import RunConfig, config_fields
+from proximity.training.config import RunConfig, config_fields
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

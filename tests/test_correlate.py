@@ -13,8 +13,8 @@ import pytest
 from grid_utils import MIXTURES, TARGETS, generated_results, write_grid
 from scipy import stats
 
-from analysis.correlate import correlate, write_correlation
-from analysis.results import average_seeds, load_grid, relative_improvements
+from proximity.analysis.correlate import correlate, write_correlation
+from proximity.analysis.results import average_seeds, load_grid, relative_improvements
 from proximity.errors import ProximityError
 from proximity.metrics import get_metric
 from proximity.settings import SimilaritySettings
@@ -202,7 +202,7 @@ def test_the_grids_own_tokenizer_gives_a_second_set_of_statistics(shared_data, t
 
 
 def test_grid_tokenizer_and_data_dir_are_read_as_train_grid_writes_them(tmp_path):
-    from analysis.advantage import grid_data_dir, grid_tokenizer
+    from proximity.analysis.advantage import grid_data_dir, grid_tokenizer
 
     config = {"tokenizer": {"name": "train", "corpus": "c4"}, "data": {"data_dir": "/d"}}
     with pytest.raises(ProximityError, match=r"no tokenizer\.json yet"):
@@ -247,7 +247,7 @@ def test_each_model_size_gets_its_own_relation(shared_data, tmp_path):
     assert pooled["bootstrap_two_way"]["n_targets"] == len(TARGETS)
     assert pooled["bootstrap_two_way"]["n_mixtures"] == len(MIXTURES)
 
-    from analysis.plots import _model_order
+    from proximity.analysis.plots import _model_order
 
     assert _model_order(["1b", "160m", "micro-2l-128", "70m", "410m"]) == [
         "70m",

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.correlation import (
+from proximity.analysis.correlation import (
     Settings,
     bootstrap_pairs,
     bootstrap_seeds,

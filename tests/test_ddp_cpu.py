@@ -13,9 +13,9 @@ import torch
 from trainer_utils import state_dicts_equal, tiny_config
 from transformers import GPTNeoXForCausalLM
 
-from training.checkpoint import load_checkpoint
-from training.loop import train
-from training.metrics_log import read_metrics
+from proximity.training.checkpoint import load_checkpoint
+from proximity.training.loop import train
+from proximity.training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("ddp_worker.py")

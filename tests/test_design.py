@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from grid_utils import generated_results, write_grid
 
-from analysis.design import design_lines, design_summary, lr_edges, lr_table, sft_table
-from analysis.results import load_grid
+from proximity.analysis.design import design_lines, design_summary, lr_edges, lr_table, sft_table
+from proximity.analysis.results import load_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.correlation import (
+from proximity.analysis.correlation import (
     Settings,
     _weighted_r,
     bootstrap_pairs,
@@ -23,7 +23,7 @@ from analysis.correlation import (
     stratified_permutation,
     verdict,
 )
-from analysis.recommend import prediction_interval
+from proximity.analysis.recommend import prediction_interval
 
 
 def _crossed(n_targets: int, n_mixtures: int) -> tuple[np.ndarray, np.ndarray]:

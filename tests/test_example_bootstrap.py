@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.example_bootstrap import example_bootstrap, sampling_error_lines
-from analysis.results import relative_improvements
+from proximity.analysis.example_bootstrap import example_bootstrap, sampling_error_lines
+from proximity.analysis.results import relative_improvements
 from proximity.errors import ProximityError
 
 
@@ -149,9 +149,9 @@ def test_correlate_and_report_carry_the_standard_error(shared_data, tmp_path):
     each pair's SE lands in the pairs table and statistics.json, and the report says it."""
     from grid_utils import generated_results, write_grid
 
-    from analysis.correlate import correlate, summary_lines, write_correlation
-    from analysis.report import build_report
-    from analysis.results import load_grid
+    from proximity.analysis.correlate import correlate, summary_lines, write_correlation
+    from proximity.analysis.report import build_report
+    from proximity.analysis.results import load_grid
     from proximity.stats import StatsOptions
 
     results = generated_results(seeds=(0, 1), noise=0.01)

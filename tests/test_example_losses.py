@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from transformers import GPTNeoXForCausalLM
 
-from training.evaluate import EvalSet, example_losses
-from training.losses import IGNORE_INDEX, token_loss_sum
-from training.presets import model_config
+from proximity.training.evaluate import EvalSet, example_losses
+from proximity.training.losses import IGNORE_INDEX, token_loss_sum
+from proximity.training.presets import model_config
 
 
 def test_each_example_is_scored_alone_whatever_its_batch_holds():

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import plots
-from analysis.correlation import Settings, bootstrap_two_way, pearson
+from proximity.analysis import plots
+from proximity.analysis.correlation import Settings, bootstrap_two_way, pearson
 
 STUDY_TARGETS = ("gsm8k", "pycode", "lima", "sciq", "openbookqa", "social_iqa")
 STUDY_MIXTURES = {"code": "starcoder", "math": "math", "mathword": "gsm8k?split=test&format=plain",

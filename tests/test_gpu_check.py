@@ -340,8 +340,8 @@ def test_rehearsal_grid_ran_every_node_kind_and_wrote_results(rehearsal):
 def test_rehearsal_resume_is_bitwise_by_an_independent_comparison(rehearsal):
     from transformers import GPTNeoXForCausalLM
 
-    from training.checkpoint import latest_checkpoint
-    from training.metrics_log import read_metrics
+    from proximity.training.checkpoint import latest_checkpoint
+    from proximity.training.metrics_log import read_metrics
 
     _, out, _, items = rehearsal
     work = out / "work" / "resume"
@@ -395,7 +395,7 @@ def test_rehearsal_data_path_against_an_h100_at_the_mfu_goal(rehearsal):
 
 @pytest.mark.slow
 def test_rehearsal_ddp_losses_match_the_metrics_files(rehearsal):
-    from training.metrics_log import read_metrics
+    from proximity.training.metrics_log import read_metrics
 
     _, out, _, items = rehearsal
     work = out / "work" / "ddp"

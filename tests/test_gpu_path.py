@@ -16,22 +16,22 @@ from trainer_utils import tiny_config
 from transformers import GPTNeoXForCausalLM
 
 from proximity.errors import ProximityError
-from training import loop
-from training.attention import use_causal_attention
-from training.config import RunConfig
-from training.grid.estimate import check_memory, memory_by_kind
-from training.grid.plan import build_plan
-from training.grid.presets import PYTHIA_VOCAB
-from training.grid.spec import load_grid
-from training.losses import lm_loss
-from training.memory import (
+from proximity.training import loop
+from proximity.training.attention import use_causal_attention
+from proximity.training.config import RunConfig
+from proximity.training.grid.estimate import check_memory, memory_by_kind
+from proximity.training.grid.plan import build_plan
+from proximity.training.grid.presets import PYTHIA_VOCAB
+from proximity.training.grid.spec import load_grid
+from proximity.training.losses import lm_loss
+from proximity.training.memory import (
     FIT_FRACTION,
     MEASURED_TOLERANCE,
     gpu_memory_gib,
     largest_fitting_micro_batch,
     training_memory,
 )
-from training.presets import memory_shape, model_config
+from proximity.training.presets import memory_shape, model_config
 
 H100 = gpu_memory_gib("NVIDIA H100 80GB HBM3")
 
@@ -244,7 +244,7 @@ def test_dtype_auto_picks_bf16_only_on_gpus_with_bf16_tensor_cores(monkeypatch):
 
 def test_one_process_on_cuda_1_makes_it_the_current_device(monkeypatch):
     """Else CUDA RNG save/restore (the current device's) would act on GPU 0."""
-    from training import distributed
+    from proximity.training import distributed
 
     made_current = []
     monkeypatch.delenv("RANK", raising=False)
@@ -258,7 +258,7 @@ def test_one_process_on_cuda_1_makes_it_the_current_device(monkeypatch):
 
 
 def test_the_gpu_check_refuses_to_run_without_a_gpu(monkeypatch):
-    from training import gpu_check
+    from proximity.training import gpu_check
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ProximityError, match="needs a CUDA GPU"):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from training.grid.ledger import Ledger
-from training.grid.nodes import ERROR, RESULT, node_dir
-from training.grid.plan import build_plan
-from training.grid.spec import load_grid
+from proximity.training.grid.ledger import Ledger
+from proximity.training.grid.nodes import ERROR, RESULT, node_dir
+from proximity.training.grid.plan import build_plan
+from proximity.training.grid.spec import load_grid
 
 
 def test_a_failed_node_skips_every_dependent_in_one_pass_and_the_rest_stay_ready(tmp_path):

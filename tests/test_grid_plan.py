@@ -11,13 +11,13 @@ from transformers import GPTNeoXForCausalLM
 from typer.testing import CliRunner
 
 from proximity.errors import ProximityError
-from training.checkpoint import load_checkpoint
-from training.grid.cli import grid_app
-from training.grid.estimate import estimate, naive_tokens
-from training.grid.plan import build_plan, node_id
-from training.grid.results import COLUMNS
-from training.grid.spec import check_datasets, load_grid
-from training.loop import train
+from proximity.training.checkpoint import load_checkpoint
+from proximity.training.grid.cli import grid_app
+from proximity.training.grid.estimate import estimate, naive_tokens
+from proximity.training.grid.plan import build_plan, node_id
+from proximity.training.grid.results import COLUMNS
+from proximity.training.grid.spec import check_datasets, load_grid
+from proximity.training.loop import train
 
 CONTRACT_COLUMNS = [  # docs/RESULTS.md, in its order
     "model", "seed", "branch_kind", "mixture", "mixture_spec", "pretrain_spec", "weight",

@@ -9,8 +9,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from training.grid.nodes import LOCK, node_dir, node_lock
-from training.grid.progress import snapshot, summary_lines
+from proximity.training.grid.nodes import LOCK, node_dir, node_lock
+from proximity.training.grid.progress import snapshot, summary_lines
 
 NODES = [
     {"id": "tokenizer-t", "kind": "tokenizer", "label": "tok", "tokens": None},
@@ -88,7 +88,7 @@ def test_the_first_pretraining_node_is_timed_by_its_logged_throughput(tmp_path):
 def test_status_prints_the_same_totals(tmp_path):
     from typer.testing import CliRunner
 
-    from training.grid.cli import grid_app
+    from proximity.training.grid.cli import grid_app
 
     _grid(tmp_path)
     (tmp_path / "plan.json").write_text(json.dumps({"name": "g", "nodes": NODES}))

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.grid.nodes import LOCK, is_locked, node_lock
-from training.grid.progress import fmt_seconds
+from proximity.training.grid.nodes import LOCK, is_locked, node_lock
+from proximity.training.grid.progress import fmt_seconds
 
 pytestmark = pytest.mark.slow
 CLI = "from proximity.cli import main; main()"
@@ -149,9 +149,9 @@ def test_dry_run_after_the_tokenizer_node_counts_sft_tokens_as_trained(smoke_run
     """--dry-run --out DIR counts SFT examples with the grid's trained tokenizer and the
     trainer's length filter: its SFT tokens equal what each SFT node trained (results.csv).
     Before the tokenizer node has run it says its count is approximate."""
-    from training.grid.estimate import estimate
-    from training.grid.plan import build_plan
-    from training.grid.spec import load_grid
+    from proximity.training.grid.estimate import estimate
+    from proximity.training.grid.plan import build_plan
+    from proximity.training.grid.spec import load_grid
 
     plan = build_plan(load_grid("smoke"))
     tokenizer = next(n for n in plan.nodes if n.kind == "tokenizer")
@@ -341,7 +341,7 @@ def test_node_lock_is_held_by_a_live_process_only(tmp_path):
     with node_lock(folder) as held:
         assert held
         holder = subprocess.run(
-            [sys.executable, "-c", f"from training.grid.nodes import is_locked; "
+            [sys.executable, "-c", f"from proximity.training.grid.nodes import is_locked; "
              f"from pathlib import Path; print(is_locked(Path({str(folder)!r})))"],
             capture_output=True, text=True,
         )  # fmt: skip
@@ -358,7 +358,7 @@ def test_status_shows_done_running_failed_and_pending_nodes(tmp_path):
 
     from typer.testing import CliRunner
 
-    from training.grid.cli import grid_app
+    from proximity.training.grid.cli import grid_app
 
     out = tmp_path / "grid"
     nodes = [{"id": f"sft-{state}", "kind": "sft", "label": "gsm8k lr 1e-3"}

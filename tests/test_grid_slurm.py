@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 
 from proximity.errors import ProximityError
-from training.grid import slurm
-from training.grid.local import available_cores
-from training.grid.nodes import RESULT, node_dir
-from training.grid.plan import build_plan
-from training.grid.spec import load_grid
+from proximity.training.grid import slurm
+from proximity.training.grid.local import available_cores
+from proximity.training.grid.nodes import RESULT, node_dir
+from proximity.training.grid.plan import build_plan
+from proximity.training.grid.spec import load_grid
 
 CLI = "from proximity.cli import main; main()"
 VOLATILE = ["wall_time_s"]
@@ -107,7 +107,13 @@ def test_torchrun_command_for_ddp_nodes(tmp_path):
     single = launch.command(python="py")
     assert single[:5] == ["py", "-m", "torch.distributed.run", "--standalone", "--nnodes"]
     assert single[single.index("--nproc-per-node") + 1] == "4"
-    assert single[-5:] == ["-m", "training.grid.worker", str(tmp_path / "n"), "--threads", "8"]
+    assert single[-5:] == [
+        "-m",
+        "proximity.training.grid.worker",
+        str(tmp_path / "n"),
+        "--threads",
+        "8",
+    ]
     two = slurm.launch_for(load_grid("smoke", ["slurm.nodes=2"]).slurm, tmp_path / "n")
     command = two.command(master="gpu017", job_id="4242", python="py")
     assert "--standalone" not in command
@@ -117,7 +123,14 @@ def test_torchrun_command_for_ddp_nodes(tmp_path):
     assert command[command.index("--nproc-per-node") + 1] == "1"
     # one process, no torchrun: the same command the local executor runs
     plain = slurm.launch_for(load_grid("smoke").slurm, tmp_path / "n").command(python="py")
-    assert plain == ["py", "-m", "training.grid.worker", str(tmp_path / "n"), "--threads", "1"]
+    assert plain == [
+        "py",
+        "-m",
+        "proximity.training.grid.worker",
+        str(tmp_path / "n"),
+        "--threads",
+        "1",
+    ]
 
 
 def test_slurm_section_is_checked_and_never_changes_node_ids():
@@ -314,7 +327,7 @@ def test_dry_run_shows_each_kinds_slurm_job(tmp_path):
     assert "torch.distributed.run --standalone --nnodes 1 --nproc-per-node 8" in rows["pretrain"][8]
     assert rows["pretrain"][8].endswith("--threads 8")
     assert rows["sft"][1:7] == ["1620", "gpu", "4.0 h", "1", "1", "8"]
-    assert rows["sft"][8] == "-m training.grid.worker DIR/nodes/ID --threads 8"
+    assert rows["sft"][8] == "-m proximity.training.grid.worker DIR/nodes/ID --threads 8"
 
 
 @pytest.mark.parametrize(

@@ -19,16 +19,24 @@ import pytest
 from trainer_utils import state_dicts_equal, tiny_config, train_tiny_tokenizer
 from transformers import GPTNeoXForCausalLM
 
-from training.checkpoint import latest_checkpoint
-from training.loop import train
-from training.metrics_log import read_metrics
+from proximity.training.checkpoint import latest_checkpoint
+from proximity.training.loop import train
+from proximity.training.metrics_log import read_metrics
 
 STEPS = 30
 
 
 def _launch(config: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "pretrain", "--config", str(config), *extra],
+        [
+            sys.executable,
+            "-m",
+            "proximity.training.cli",
+            "pretrain",
+            "--config",
+            str(config),
+            *extra,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -11,13 +11,13 @@ import torch
 from trainer_utils import state_dicts_equal, tiny_config
 from transformers import GPTNeoXForCausalLM
 
-import training.loop
+import proximity.training.loop
 from proximity.errors import ProximityError
-from training.checkpoint import latest_checkpoint, load_checkpoint
-from training.loop import train
-from training.losses import IGNORE_INDEX, lm_loss, sft_batch
-from training.metrics_log import read_metrics
-from training.starts import new_schedule
+from proximity.training.checkpoint import latest_checkpoint, load_checkpoint
+from proximity.training.loop import train
+from proximity.training.losses import IGNORE_INDEX, lm_loss, sft_batch
+from proximity.training.metrics_log import read_metrics
+from proximity.training.starts import new_schedule
 
 
 def _final_train_loss(out: Path) -> float:
@@ -120,7 +120,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
         loss = lm_loss(model, inputs, targets)
         return loss * math.nan if calls["n"] >= 8 else loss  # the 8th step goes bad
 
-    monkeypatch.setattr(training.loop, "lm_loss", poisoned_loss)
+    monkeypatch.setattr(proximity.training.loop, "lm_loss", poisoned_loss)
     cfg = tiny_config(tokenizer_file, shared_data, tmp_path, checkpoint={"every": 5})
     with pytest.raises(ProximityError, match=r"loss is nan at step 8.*step-000005"):
         train(cfg)
@@ -136,7 +136,7 @@ def test_sft_on_gsm8k_masks_the_prompt_and_evaluates_forgetting(
     tokenizer_file, shared_data, pretrained, tmp_path
 ):
     from proximity.tokenizer import load_tokenizer
-    from training.data.sft_data import build_sft_data
+    from proximity.training.data.sft_data import build_sft_data
 
     cfg = tiny_config(
         tokenizer_file, shared_data, tmp_path, phase="sft",

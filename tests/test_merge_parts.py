@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from proximity.errors import ProximityError
-from training.grid.merge_parts import collect, merge
+from proximity.training.grid.merge_parts import collect, merge
 
 
 def _fake_part(run_dir, rows):

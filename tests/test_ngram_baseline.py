@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from proximity.errors import ProximityError
-from training.ngram_baseline import ngram_losses
+from proximity.training.ngram_baseline import ngram_losses
 
 
 def test_unigram_loss_is_the_add_one_estimate_worked_by_hand():

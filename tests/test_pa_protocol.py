@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 from grid_utils import generated_results, write_grid
 
-from analysis.cli import recorded_options
-from analysis.correlate import pa_protocol
+from proximity.analysis.cli import recorded_options
+from proximity.analysis.correlate import pa_protocol
 from proximity.settings import SimilaritySettings
 from proximity.similarity import advantage_table
 from proximity.stats import StatsOptions

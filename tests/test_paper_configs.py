@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from training.config import RunConfig
-from training.presets import PRESETS
+from proximity.training.config import RunConfig
+from proximity.training.presets import PRESETS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -9,13 +9,13 @@ import pytest
 from trainer_utils import tiny_config
 from typer.testing import CliRunner
 
-import training.data.tokenized
+import proximity.training.data.tokenized
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
-from training.cli import train_app
-from training.data.prepare import prepare, prepare_run
-from training.data.tokenized import TokenizedDataset, tokenize_dataset
-from training.loop import train
+from proximity.training.cli import train_app
+from proximity.training.data.prepare import prepare, prepare_run
+from proximity.training.data.tokenized import TokenizedDataset, tokenize_dataset
+from proximity.training.loop import train
 
 FILES = ("train.bin", "val.bin", "val_docs.npy", "manifest.json")
 
@@ -24,7 +24,7 @@ def _one_shot_reference(texts, tokenizer, eos_id, val_fraction, seed):
     """Independent of the sharded writer: every document encoded alone, split by the hash."""
     import numpy as np
 
-    from training.data.tokenized import hash_uniform
+    from proximity.training.data.tokenized import hash_uniform
 
     held_out = hash_uniform(np.arange(len(texts)), seed) < val_fraction
     out = {"train": [], "val": []}
@@ -38,7 +38,9 @@ def test_the_same_bytes_for_any_number_of_workers(shared_data, pythia_tokenizer_
                                                   monkeypatch):  # fmt: skip
     from proximity.data import load_texts
 
-    monkeypatch.setattr(training.data.tokenized, "SHARD_DOCS", 70)  # 600 documents: 9 shards
+    monkeypatch.setattr(
+        proximity.training.data.tokenized, "SHARD_DOCS", 70
+    )  # 600 documents: 9 shards
     tokenizer = load_tokenizer(str(pythia_tokenizer_path))
     kwargs = dict(data_dir=shared_data, n_docs=600, max_chars=3000, progress=False)
     one = prepare("c4", tokenizer, tmp_path / "one", workers=1, **kwargs)[0]
@@ -54,9 +56,11 @@ def test_the_same_bytes_for_any_number_of_workers(shared_data, pythia_tokenizer_
 def test_a_killed_build_resumes_at_the_first_unfinished_shard(
     shared_data, tokenizer_file, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(training.data.tokenized, "SHARD_DOCS", 50)  # 300 documents: 6 shards
+    monkeypatch.setattr(
+        proximity.training.data.tokenized, "SHARD_DOCS", 50
+    )  # 300 documents: 6 shards
     tokenizer = load_tokenizer(str(tokenizer_file))
-    real = training.data.tokenized._tokenize_shard
+    real = proximity.training.data.tokenized._tokenize_shard
     calls: list[int] = []
 
     def dies_at_shard_3(job, parts, index, *args, **kwargs):
@@ -66,7 +70,7 @@ def test_a_killed_build_resumes_at_the_first_unfinished_shard(
         return real(job, parts, index, *args, **kwargs)
 
     kwargs = dict(data_dir=shared_data, n_docs=300, progress=False)
-    monkeypatch.setattr(training.data.tokenized, "_tokenize_shard", dies_at_shard_3)
+    monkeypatch.setattr(proximity.training.data.tokenized, "_tokenize_shard", dies_at_shard_3)
     with pytest.raises(KeyboardInterrupt):
         prepare("c4", tokenizer, tmp_path / "resumed", **kwargs)
     assert calls == [0, 1, 2]
@@ -76,7 +80,7 @@ def test_a_killed_build_resumes_at_the_first_unfinished_shard(
         return real(job, parts, index, *args, **kwargs)
 
     calls.clear()
-    monkeypatch.setattr(training.data.tokenized, "_tokenize_shard", counted)
+    monkeypatch.setattr(proximity.training.data.tokenized, "_tokenize_shard", counted)
     resumed = prepare("c4", tokenizer, tmp_path / "resumed", **kwargs)[0]
     assert calls == [3, 4, 5]  # the finished shards were not tokenised again
     fresh = prepare("c4", tokenizer, tmp_path / "fresh", **kwargs)[0]
@@ -91,7 +95,9 @@ def test_builders_of_the_same_dataset_at_once_all_get_the_one_build(
     shards another has deleted; every one returns the finished build, identical to a lone one."""
     import threading
 
-    monkeypatch.setattr(training.data.tokenized, "SHARD_DOCS", 20)  # many shards: a wide window
+    monkeypatch.setattr(
+        proximity.training.data.tokenized, "SHARD_DOCS", 20
+    )  # many shards: a wide window
     tokenizer = load_tokenizer(str(tokenizer_file))
     kwargs = dict(data_dir=shared_data, n_docs=300, progress=False)
     start = threading.Barrier(3)

@@ -5,7 +5,7 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from proximity.errors import ProximityError
-from training.presets import PRESETS, count_parameters, model_config, padded_vocab_size
+from proximity.training.presets import PRESETS, count_parameters, model_config, padded_vocab_size
 
 PYTHIA_VOCAB = 50277  # the GPT-NeoX-20B tokenizer, padded to 50,304 rows like Pythia's
 

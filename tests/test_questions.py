@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.correlation import Settings
-from analysis.findings import earlier_start, paired_by_seed
-from analysis.questions import dose_response, forgetting
+from proximity.analysis.correlation import Settings
+from proximity.analysis.findings import earlier_start, paired_by_seed
+from proximity.analysis.questions import dose_response, forgetting
 
 
 def _t_p(values: list[float]) -> float:

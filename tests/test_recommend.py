@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from grid_utils import generated_results, write_grid
 
-from analysis.cli import correlate_output
-from analysis.correlate import correlate, write_correlation
-from analysis.recommend import FittedRelation, prediction_interval, recommend
-from analysis.results import load_grid
+from proximity.analysis.cli import correlate_output
+from proximity.analysis.correlate import correlate, write_correlation
+from proximity.analysis.recommend import FittedRelation, prediction_interval, recommend
+from proximity.analysis.results import load_grid
 from proximity.errors import ProximityError
 from proximity.settings import SimilaritySettings
 from proximity.similarity import advantage_table
@@ -160,7 +160,7 @@ def _fitted(kinds: list[str], n_targets: int = 4) -> FittedRelation:
 
 
 def test_cpt_candidates_use_a_line_fitted_on_cpt_branches_or_are_refused():
-    from analysis.recommend import _predict, is_cpt
+    from proximity.analysis.recommend import _predict, is_cpt
 
     assert is_cpt("starcoder", "c4") and not is_cpt("c4:0.8+starcoder:0.2", "c4")
     table = pd.DataFrame({"advantage": [0.03, 0.05, 0.5]})
@@ -180,7 +180,7 @@ def test_cpt_candidates_use_a_line_fitted_on_cpt_branches_or_are_refused():
 
 
 def test_recommend_measures_pa_with_the_options_correlate_recorded(tmp_path):
-    from analysis.cli import recorded_options
+    from proximity.analysis.cli import recorded_options
 
     inputs = {
         "tokenizer": "some/tokenizer.json",

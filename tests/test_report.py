@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from grid_utils import generated_results, write_grid
 
-from analysis.figure_set import draw_correlation_figures
-from analysis.findings import earlier_start, midtrain_vs_cpt, paper_findings
-from analysis.results import load_grid, relative_improvements
+from proximity.analysis.figure_set import draw_correlation_figures
+from proximity.analysis.findings import earlier_start, midtrain_vs_cpt, paper_findings
+from proximity.analysis.results import load_grid, relative_improvements
 from proximity.errors import ProximityError
 from proximity.registry import Registry
 
@@ -90,7 +90,7 @@ def test_correlate_draws_figures_1_to_6_as_png_and_pdf(grid_dir: Path):
 
 
 def test_a_grid_without_ablation_or_logs_says_which_figures_it_cannot_draw(shared_data, tmp_path):
-    from analysis.correlate import correlate
+    from proximity.analysis.correlate import correlate
     from proximity.stats import StatsOptions
 
     grid = load_grid(write_grid(generated_results(), tmp_path / "g", shared_data))
@@ -170,7 +170,7 @@ def test_report_is_self_contained_html_and_markdown(grid_dir: Path, tmp_path: Pa
 
 
 def test_reproduce_commands_include_cka_when_its_table_is_there(grid_dir: Path, tmp_path: Path):
-    from analysis.report import reproduce_commands
+    from proximity.analysis.report import reproduce_commands
 
     grid = load_grid(grid_dir)
     statistics = json.loads((grid_dir / "analysis" / "statistics.json").read_text())
@@ -186,7 +186,7 @@ def test_reproduce_commands_include_cka_when_its_table_is_there(grid_dir: Path, 
 
 def test_report_before_correlate_names_the_command(tmp_path, shared_data):
     root = write_grid(generated_results(), tmp_path / "g", shared_data)
-    from analysis.report import build_report
+    from proximity.analysis.report import build_report
 
     with pytest.raises(ProximityError, match="proximity correlate"):
         build_report(load_grid(root), root / "analysis")
@@ -197,7 +197,7 @@ def test_start_step_figure_labels_every_line_and_skips_targets_without_a_line(
 ):
     """Figure 3's one legend lists every line drawn in any panel (it once took the last
     panel's, which lacked a line), and a target with one start step per mixture gets no panel."""
-    import analysis.plots as plots
+    import proximity.analysis.plots as plots
 
     rows = []
     for seed in (0, 1):

@@ -10,8 +10,8 @@ import torch
 
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
-from training.data.sampler import MixtureSampler, PackedSequences, feistel_permute
-from training.data.tokenized import tokenize_dataset
+from proximity.training.data.sampler import MixtureSampler, PackedSequences, feistel_permute
+from proximity.training.data.tokenized import tokenize_dataset
 
 SEQ_LEN = 32
 

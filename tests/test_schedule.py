@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from training.schedule import CosineSchedule, warmup_steps_for
+from proximity.training.schedule import CosineSchedule, warmup_steps_for
 
 
 def test_warmup_rises_linearly_to_the_peak():

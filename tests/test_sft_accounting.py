@@ -17,9 +17,9 @@ import torch
 from trainer_utils import tiny_config
 from transformers import GPTNeoXForCausalLM
 
-from training.checkpoint import load_checkpoint
-from training.loop import train
-from training.metrics_log import read_metrics
+from proximity.training.checkpoint import load_checkpoint
+from proximity.training.loop import train
+from proximity.training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 N_DOCS = 48  # 43 train examples at 10% held out: 5 steps of 8
@@ -56,8 +56,8 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
 def _sft_split(cfg):
     """The training examples, rebuilt from the data module (not the loop)."""
     from proximity.tokenizer import load_tokenizer
-    from training.data.sft_data import build_sft_data
-    from training.phases import SPLIT_SEED
+    from proximity.training.data.sft_data import build_sft_data
+    from proximity.training.phases import SPLIT_SEED
 
     tokenizer = load_tokenizer(cfg.data.tokenizer)
     split, _ = build_sft_data(
@@ -132,7 +132,7 @@ def test_two_process_gloo_sft_with_prompt_masking_equals_one_process(
     config = tmp_path / "sft.yaml"
     _sft_config(tokenizer_file, shared_data, tmp_path / "unused", pretrained).save(config)
     ddp = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "training.cli", "sft",
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "proximity.training.cli", "sft",
          "--config", str(config), "--out", str(tmp_path / "ddp"),
          "--set", "train.micro_batch_size=1"],  # 2 ranks x 4 accumulation steps x 1 row
         capture_output=True, text=True, cwd=REPO, timeout=300,

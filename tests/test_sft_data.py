@@ -10,8 +10,8 @@ import torch
 
 from proximity.data import load_examples
 from proximity.tokenizer import load_tokenizer
-from training.data.sft_data import IGNORE_INDEX, build_sft_data
-from training.data.tokenized import validation_mask
+from proximity.training.data.sft_data import IGNORE_INDEX, build_sft_data
+from proximity.training.data.tokenized import validation_mask
 
 N_DOCS = 200
 
@@ -173,7 +173,7 @@ def test_a_batch_padded_to_its_longest_example_has_the_loss_of_one_padded_to_seq
     while the batch is only as wide as its longest example (rounded up to PAD_MULTIPLE)."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from training.data.sft_data import PAD_MULTIPLE
+    from proximity.training.data.sft_data import PAD_MULTIPLE
 
     train, _ = build_sft_data(
         "gsm8k", pythia, seq_len=512, mask_prompt=True, data_dir=shared_data, n_docs=30

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
-from training.data import sft_prepared
-from training.data.sft_data import build_sft_data
-from training.data.sft_prepared import prepare_sft
+from proximity.training.data import sft_prepared
+from proximity.training.data.sft_data import build_sft_data
+from proximity.training.data.sft_prepared import prepare_sft
 
 N_DOCS = 120
 
@@ -119,7 +119,7 @@ def test_processes_building_the_same_target_at_once_all_get_the_one_build(
 def test_other_ranks_wait_for_the_manifest_and_give_up_with_one_line(
     pythia, shared_data, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr("training.data.tokenized._WAIT_POLL_S", 0.05)
+    monkeypatch.setattr("proximity.training.data.tokenized._WAIT_POLL_S", 0.05)
     with pytest.raises(ProximityError, match="proximity train prepare"):
         prepare_sft(
             "gsm8k", pythia, cache_dir=tmp_path, build=False, wait_timeout_s=0.2,
@@ -144,9 +144,9 @@ def test_other_ranks_wait_for_the_manifest_and_give_up_with_one_line(
 def test_prepare_with_an_sft_config_builds_what_the_run_then_reads(shared_data, tmp_path):
     """`proximity train prepare --config SFT.yaml` makes the build the SFT run finds: the run's
     own lookup (build=False: wait only) gets it at once."""
-    from training.cli import train_app
-    from training.config import RunConfig
-    from training.phases import sft_build
+    from proximity.training.cli import train_app
+    from proximity.training.config import RunConfig
+    from proximity.training.phases import sft_build
 
     config = Path(__file__).parents[1] / "configs" / "micro-sft.yaml"
 

@@ -13,8 +13,8 @@ from trainer_utils import tiny_config
 
 import proximity.atomic
 from proximity.errors import ProximityError
-from training.loop import train
-from training.metrics_log import MetricsLog
+from proximity.training.loop import train
+from proximity.training.metrics_log import MetricsLog
 
 
 def _midtrain(tokenizer_file, shared_data, out, init_from, **sections):
@@ -69,8 +69,8 @@ def test_config_checkpoint_pointer_manifest_and_tokenizer_go_through_the_fsync_h
     tokenizer_file, shared_data, tmp_path, monkeypatch
 ):
     from proximity.tokenizer import load_tokenizer
-    from training.data.tokenized import tokenize_dataset
-    from training.tokenizer_training import save_tokenizer
+    from proximity.training.data.tokenized import tokenize_dataset
+    from proximity.training.tokenizer_training import save_tokenizer
 
     synced: list[str] = []
     real = proximity.atomic.fsync_path

@@ -11,7 +11,7 @@ import pytest
 from proximity.data import load_texts
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
-from training.data.tokenized import TokenizedDataset, token_dtype, tokenize_dataset
+from proximity.training.data.tokenized import TokenizedDataset, token_dtype, tokenize_dataset
 
 EOS = "<|endoftext|>"
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from proximity.data import load_texts
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
-from training.tokenizer_training import save_tokenizer, tokenizer_app, train_tokenizer
+from proximity.training.tokenizer_training import save_tokenizer, tokenizer_app, train_tokenizer
 
 VOCAB = 1000
 

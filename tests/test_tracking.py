@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from training.metrics_log import read_metrics
-from training.tracking import scalars
+from proximity.training.metrics_log import read_metrics
+from proximity.training.tracking import scalars
 
 pytest.importorskip("tensorboard")
 
@@ -25,7 +25,7 @@ def tracked_run(shared_data, tmp_path_factory):
     """A 12-step pretraining run with both trackers (W&B offline), evaluated every 4 steps."""
     from trainer_utils import tiny_config, train_tiny_tokenizer
 
-    from training.loop import train
+    from proximity.training.loop import train
 
     folder = tmp_path_factory.mktemp("tracked")
     tokenizer = train_tiny_tokenizer(shared_data, folder / "tokenizer.json")
@@ -126,9 +126,9 @@ def test_offline_wandb_run_holds_the_same_metrics_and_the_grouping(tracked_run):
 def test_a_grid_groups_tracked_nodes_by_grid_and_kind(tmp_path):
     """train_set's log.* reach every training node; W&B group = the grid, job type = kind,
     TensorBoard under DIR/tensorboard/<kind>/<node id>; node ids do not change."""
-    from training.grid.ledger import node_payload
-    from training.grid.plan import build_plan
-    from training.grid.spec import load_grid
+    from proximity.training.grid.ledger import node_payload
+    from proximity.training.grid.plan import build_plan
+    from proximity.training.grid.spec import load_grid
 
     plain = build_plan(load_grid("smoke", [], None))
     extra = [*plain.spec.train_set, "log.tensorboard=true", "log.wandb=p"]  # keep the preset's
@@ -152,8 +152,8 @@ def test_a_tracker_that_cannot_start_never_stops_the_run(tmp_path, capsys, monke
     is still written."""
     import builtins
 
-    from training.config import RunConfig
-    from training.metrics_log import MetricsLog
+    from proximity.training.config import RunConfig
+    from proximity.training.metrics_log import MetricsLog
 
     real_import = builtins.__import__
 
@@ -180,8 +180,8 @@ def test_wandb_without_a_key_logs_offline_at_once(tmp_path, monkeypatch):
         pytest.skip("wandb not installed")
     import time
 
-    from training.config import RunConfig
-    from training.metrics_log import MetricsLog
+    from proximity.training.config import RunConfig
+    from proximity.training.metrics_log import MetricsLog
 
     for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
         monkeypatch.delenv(name, raising=False)

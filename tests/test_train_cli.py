@@ -12,9 +12,9 @@ from trainer_utils import tiny_config, train_tiny_tokenizer
 from typer.testing import CliRunner
 
 from proximity.errors import ProximityError
-from training.checkpoint import latest_checkpoint
-from training.cli import train_app
-from training.metrics_log import read_metrics
+from proximity.training.checkpoint import latest_checkpoint
+from proximity.training.cli import train_app
+from proximity.training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -52,7 +52,7 @@ def test_bad_override_raises_a_proximity_error_naming_the_field(config_file, tmp
 
 
 def test_command_line_prints_one_line_errors(config_file):
-    cmd = [sys.executable, "-m", "training.cli", "pretrain", "--config", str(config_file),
+    cmd = [sys.executable, "-m", "proximity.training.cli", "pretrain", "--config", str(config_file),
            "--set", "optim.lr=fast"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 2
@@ -65,7 +65,7 @@ def test_keys_lists_every_field_with_its_default():
     assert "optim.lr = 0.0006" in result.output
     assert "checkpoint.steps = []" in result.output
     # Each key is followed by its help: the comment above its field in training/config.py.
-    from training.config import config_fields
+    from proximity.training.config import config_fields
 
     lines = result.output.splitlines()
     keys = [i for i, line in enumerate(lines) if not line.startswith(" ")]
@@ -82,7 +82,8 @@ def test_ddp_with_two_cpu_processes_matches_one_process(config_file, tmp_path):
         pytest.skip("torchrun not installed beside this Python")
     common = ["pretrain", "--config", str(config_file), "--set", "train.steps=4"]
     ddp = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "training.cli", *common,
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "proximity.training.cli",
+         *common,
          "--out", str(tmp_path / "ddp"), "--set", "train.micro_batch_size=2"],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip

@@ -17,15 +17,15 @@ import torch.nn.functional as F
 from trainer_utils import tiny_config
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-import training.loop
-import training.throughput
+import proximity.training.loop
+import proximity.training.throughput
 from proximity.errors import ProximityError
-from training.checkpoint import latest_checkpoint
-from training.data.batches import BatchPrefetcher
-from training.loop import load_optimizer_state, set_deterministic, train
-from training.losses import IGNORE_INDEX, chunked_loss_sum, lm_loss
-from training.metrics_log import read_metrics
-from training.throughput import mfu, peak_flops_for
+from proximity.training.checkpoint import latest_checkpoint
+from proximity.training.data.batches import BatchPrefetcher
+from proximity.training.loop import load_optimizer_state, set_deterministic, train
+from proximity.training.losses import IGNORE_INDEX, chunked_loss_sum, lm_loss
+from proximity.training.metrics_log import read_metrics
+from proximity.training.throughput import mfu, peak_flops_for
 
 
 def _tiny_model(seed: int = 0) -> GPTNeoXForCausalLM:
@@ -142,8 +142,8 @@ def test_throughput_leaves_out_evaluation_time(tokenizer_file, shared_data, tmp_
         return {"c4": 1.0}
 
     clock_module = types.SimpleNamespace(perf_counter=perf_counter)
-    monkeypatch.setattr(training.throughput, "time", clock_module)
-    monkeypatch.setattr(training.loop, "evaluate", slow_evaluate)
+    monkeypatch.setattr(proximity.training.throughput, "time", clock_module)
+    monkeypatch.setattr(proximity.training.loop, "evaluate", slow_evaluate)
     cfg = tiny_config(
         tokenizer_file, shared_data, tmp_path, train={"steps": 8, "log_every": 4},
         eval={"every": 2}, checkpoint={"every": 2},
@@ -164,7 +164,7 @@ def test_a_nan_between_logged_steps_never_reaches_a_checkpoint(
         loss = lm_loss(model, inputs, targets)
         return loss * math.nan if calls["n"] >= 3 else loss  # step 3 goes bad, unlogged
 
-    monkeypatch.setattr(training.loop, "lm_loss", poisoned_loss)
+    monkeypatch.setattr(proximity.training.loop, "lm_loss", poisoned_loss)
     cfg = tiny_config(
         tokenizer_file, shared_data, tmp_path, train={"log_every": 5}, checkpoint={"every": 2}
     )
@@ -196,7 +196,7 @@ def test_compiled_training_matches_eager_on_cpu(tokenizer_file, shared_data, tmp
 def _broadcast_worker(rank: int, init_file: str, results: str) -> None:
     import torch.distributed as dist
 
-    from training import distributed
+    from proximity.training import distributed
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     info = distributed.DistInfo(rank, rank, 2, torch.device("cpu"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from training.config import RunConfig
+from proximity.training.config import RunConfig
 
 VOCAB_SIZE = 512
 N_DOCS = 300
@@ -19,7 +19,7 @@ N_DOCS = 300
 
 def train_tiny_tokenizer(shared_data: Path, out: Path) -> Path:
     from proximity.data import load_texts
-    from training.tokenizer_training import save_tokenizer, train_tokenizer
+    from proximity.training.tokenizer_training import save_tokenizer, train_tokenizer
 
     texts = list(load_texts("c4", n_docs=N_DOCS, max_chars=4000, data_dir=shared_data))
     return save_tokenizer(train_tokenizer(texts, VOCAB_SIZE), out)

@@ -6,7 +6,8 @@
     proximity train keys          # every settable key
     proximity train prepare c4 --tokenizer pythia --out data/tokens --workers 8
 
-Also runnable as `python -m training.cli ...`, which is what torchrun launches (see loop.py).
+Also runnable as `python -m proximity.training.cli ...`, which is what torchrun launches (see
+loop.py).
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ from typing import Annotated
 
 import typer
 
-from proximity.cli import HELP_OPTIONS, run_app
+from proximity.app import HELP_OPTIONS
+from proximity.cli import run_app
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
-from training.config import RunConfig, config_fields, field_help
+from proximity.training.config import RunConfig, config_fields, field_help
 
 train_app = typer.Typer(
     help="Pretrain, midtrain and fine-tune Pythia-style models (see configs/).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings=HELP_OPTIONS,  # `python -m training.cli -h` as well as `proximity train -h`
+    # `python -m proximity.training.cli -h` as well as `proximity train -h`
+    context_settings=HELP_OPTIONS,
 )
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration.")]
@@ -48,7 +51,7 @@ def _run(phase: str, config: Path, overrides: list[str] | None, resume: bool, ou
     if out is not None:
         extra.append(f"out_dir={out}")
     cfg = RunConfig.from_yaml(config, extra)  # a config error is reported before torch loads
-    from training.loop import train  # torch: seconds to import
+    from proximity.training.loop import train  # torch: seconds to import
 
     result = train(cfg, resume=resume)
     if not result.finished:
@@ -130,7 +133,9 @@ def prepare(
 
     Writes one build folder per dataset under --out (with --config: the run's data.cache_dir).
     """
-    from training.data import prepare as preparing  # torch (SFT data): seconds, off `train --help`
+    from proximity.training.data import (
+        prepare as preparing,  # torch (SFT data): seconds, off `train --help`
+    )
 
     if workers < 1:
         raise ProximityError(f"--workers must be at least 1, got {workers}")
@@ -169,7 +174,8 @@ def keys() -> None:
 
 
 def main() -> None:
-    """`python -m training.cli`: the same usage and one-line errors as the `proximity` command."""
+    """`python -m proximity.training.cli`: the same usage and one-line errors as the `proximity`
+    command."""
     run_app(train_app)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from training.losses import (
+from proximity.training.losses import (
     IGNORE_INDEX,
     Batch,
     chunked_loss_sum,

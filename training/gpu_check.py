@@ -1,7 +1,7 @@
 """The prepared first-GPU check (`make gpu-check`): what issue 16 fixed by reading, confirmed on
 one CUDA GPU in a few minutes, no data needed (random tokens at the paper's shapes).
 
-    python -m training.gpu_check [--preset 70m] [--micro-batch 32] [--steps 3]
+    python -m proximity.training.gpu_check [--preset 70m] [--micro-batch 32] [--steps 3]
 
 For eager and compiled runs of the loop's model (causal-only attention, bf16 autocast, fused
 AdamW, lm_loss, 2 accumulation steps) it prints: the peak of torch.cuda.max_memory_allocated
@@ -20,11 +20,11 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from proximity.errors import ProximityError
-from training.attention import use_causal_attention
-from training.grid.presets import PYTHIA_VOCAB
-from training.losses import lm_loss
-from training.memory import GIB, training_memory
-from training.presets import memory_shape, model_config
+from proximity.training.attention import use_causal_attention
+from proximity.training.grid.presets import PYTHIA_VOCAB
+from proximity.training.losses import lm_loss
+from proximity.training.memory import GIB, training_memory
+from proximity.training.presets import memory_shape, model_config
 
 GPU_TOLERANCE = 0.15  # the CPU check agrees to 2%; CUDA kernels keep other workspaces
 

@@ -20,11 +20,11 @@ Launch commands (the YAML files are in configs/; `--set key=value` overrides any
     proximity train pretrain --config configs/pythia-70m-paper.yaml
 
     # 8 GPUs on one node (DDP; train.batch_size is the global batch)
-    torchrun --standalone --nproc_per_node=8 -m training.cli pretrain \\
+    torchrun --standalone --nproc_per_node=8 -m proximity.training.cli pretrain \\
         --config configs/pythia-70m-paper.yaml
     # 2 nodes x 8 GPUs: run on each node, node_rank 0 and 1
     torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --rdzv_backend=c10d \\
-        --rdzv_endpoint=HOST:29500 -m training.cli pretrain \\
+        --rdzv_endpoint=HOST:29500 -m proximity.training.cli pretrain \\
         --config configs/pythia-160m-paper.yaml
 """
 
@@ -44,24 +44,24 @@ from tqdm import tqdm
 from proximity.atomic import atomic_path
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
-from training import distributed, phases, starts
-from training.attention import use_causal_attention
-from training.checkpoint import (
+from proximity.training import distributed, phases, starts
+from proximity.training.attention import use_causal_attention
+from proximity.training.checkpoint import (
     capture_rng,
     latest_checkpoint,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
 )
-from training.config import RunConfig
-from training.data.batches import BatchPrefetcher
-from training.evaluate import EvalSet, evaluate, example_losses
-from training.losses import IGNORE_INDEX, lm_loss, token_loss_sum
-from training.memory import GIB, check_fits
-from training.metrics_log import MetricsLog
-from training.presets import flops_per_token, memory_shape
-from training.schedule import CosineSchedule
-from training.throughput import ThroughputMeter, peak_flops_for
+from proximity.training.config import RunConfig
+from proximity.training.data.batches import BatchPrefetcher
+from proximity.training.evaluate import EvalSet, evaluate, example_losses
+from proximity.training.losses import IGNORE_INDEX, lm_loss, token_loss_sum
+from proximity.training.memory import GIB, check_fits
+from proximity.training.metrics_log import MetricsLog
+from proximity.training.presets import flops_per_token, memory_shape
+from proximity.training.schedule import CosineSchedule
+from proximity.training.throughput import ThroughputMeter, peak_flops_for
 
 
 @dataclass

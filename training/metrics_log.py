@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from training.tracking import open_sinks, warn
+from proximity.training.tracking import open_sinks, warn
 
 
 class MetricsLog:

@@ -22,8 +22,8 @@ from scipy.optimize import minimize_scalar
 
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
-from training.config import RunConfig
-from training.phases import tokenized_build
+from proximity.training.config import RunConfig
+from proximity.training.phases import tokenized_build
 
 TUNE_FRACTION = 0.1  # the tail of the training stream that picks the interpolation weight
 

@@ -29,13 +29,13 @@ from proximity.cache import cache_dir as proximity_cache_dir
 from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.specs import parse_mixture
-from training.config import RunConfig
-from training.data.sampler import MixtureSampler, PackedSequences
-from training.data.sft_prepared import prepare_sft
-from training.data.tokenized import SPLIT_SEED, tokenize_dataset
-from training.distributed import DistInfo
-from training.evaluate import EvalSet, packed_eval_set, sft_eval_set
-from training.losses import Batch, packed_batch, sft_batch
+from proximity.training.config import RunConfig
+from proximity.training.data.sampler import MixtureSampler, PackedSequences
+from proximity.training.data.sft_prepared import prepare_sft
+from proximity.training.data.tokenized import SPLIT_SEED, tokenize_dataset
+from proximity.training.distributed import DistInfo
+from proximity.training.evaluate import EvalSet, packed_eval_set, sft_eval_set
+from proximity.training.losses import Batch, packed_batch, sft_batch
 
 
 @dataclass

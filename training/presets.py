@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from transformers import GPTNeoXConfig
 
 from proximity.errors import ProximityError
-from training.memory import ModelShape
+from proximity.training.memory import ModelShape
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ from transformers import GPTNeoXForCausalLM
 from transformers.utils import logging as hf_logging
 
 from proximity.errors import ProximityError
-from training.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
-from training.config import RunConfig
-from training.phases import TrainData
-from training.presets import model_config, padded_vocab_size
-from training.schedule import CosineSchedule, warmup_steps_for
+from proximity.training.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
+from proximity.training.config import RunConfig
+from proximity.training.phases import TrainData
+from proximity.training.presets import model_config, padded_vocab_size
+from proximity.training.schedule import CosineSchedule, warmup_steps_for
 
 
 @dataclass

@@ -34,7 +34,7 @@ from proximity.atomic import atomic_path, write_text_atomic
 from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer, tokenizer_fingerprint
-from training.data.tokenized import EOS_TOKEN, PAD_TOKEN
+from proximity.training.data.tokenized import EOS_TOKEN, PAD_TOKEN
 
 SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN)  # ids 0 and 1, as in GPT-NeoX
 # The 256 byte symbols plus the special tokens exist before any merge is learned.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from training.losses import Batch
+from proximity.training.losses import Batch
 
 
 class BatchPrefetcher:

@@ -23,10 +23,10 @@ from tokenizers import Tokenizer
 
 from proximity.specs import parse_mixture
 from proximity.tokenizer import load_tokenizer
-from training.config import RunConfig
-from training.data.sft_prepared import PreparedSFT
-from training.data.tokenized import SPLIT_SEED, TokenizedDataset, tokenize_dataset
-from training.phases import cache_dir, sft_build
+from proximity.training.config import RunConfig
+from proximity.training.data.sft_prepared import PreparedSFT
+from proximity.training.data.tokenized import SPLIT_SEED, TokenizedDataset, tokenize_dataset
+from proximity.training.phases import cache_dir, sft_build
 
 
 def prepare(

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from proximity.errors import ProximityError
-from training.data.tokenized import hash_uniform
+from proximity.training.data.tokenized import hash_uniform
 
 _FEISTEL_ROUNDS = 4
 _WEIGHT_TOLERANCE = 1e-6

@@ -37,8 +37,8 @@ from tokenizers import Tokenizer
 
 from proximity.data import Example, load_examples
 from proximity.errors import ProximityError
-from training.data.tokenized import PAD_TOKEN, resolve_eos_id, validation_mask
-from training.losses import IGNORE_INDEX
+from proximity.training.data.tokenized import PAD_TOKEN, resolve_eos_id, validation_mask
+from proximity.training.losses import IGNORE_INDEX
 
 PAD_MULTIPLE = 64  # batches are padded to a multiple of this many tokens (see batch_width)
 _ENCODE_CHUNK = 1024  # examples per `encode_batch` call while building (bounds its memory)

@@ -32,8 +32,8 @@ from proximity.atomic import fsync_path, fsync_tree
 from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.tokenizer import tokenizer_fingerprint
-from training.data.sft_data import SFTSplit, build_sft_data, resolve_pad_id
-from training.data.tokenized import resolve_eos_id, slug, wait_for_build
+from proximity.training.data.sft_data import SFTSplit, build_sft_data, resolve_pad_id
+from proximity.training.data.tokenized import resolve_eos_id, slug, wait_for_build
 
 # 2: an example whose prompt fills seq_len is kept (cut) when the prompt is in the loss.
 SFT_FORMAT_VERSION = 2

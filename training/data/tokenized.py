@@ -128,7 +128,8 @@ def tokenize_dataset(
     reader's version), the tokenizer's fingerprint and every option here, so changing any of
     them (a registry template edited, say) builds a new folder. `val_fraction` of the
     documents (at least `min_val_docs`) are held out.
-    Only single datasets: a mixture is several builds mixed by `training.data.sampler.MixtureSampler`.
+    Only single datasets: a mixture is several builds mixed by
+    `proximity.training.data.sampler.MixtureSampler`.
     """
     spec = _single_spec(spec)
     if not 0.0 <= val_fraction < 1.0:

@@ -25,14 +25,14 @@ from rich.table import Table
 from proximity.atomic import write_text_atomic
 from proximity.data import resolve_data_dir
 from proximity.errors import ProximityError
-from training.grid.nodes import error_line, node_dir, node_state, read_result
-from training.grid.progress import GridLog, LiveDisplay, snapshot, summary_lines
-from training.grid.progress import fmt_seconds as _fmt_seconds
-from training.grid.progress import fmt_tokens as _fmt_tokens
-from training.memory import FIT_FRACTION
+from proximity.training.grid.nodes import error_line, node_dir, node_state, read_result
+from proximity.training.grid.progress import GridLog, LiveDisplay, snapshot, summary_lines
+from proximity.training.grid.progress import fmt_seconds as _fmt_seconds
+from proximity.training.grid.progress import fmt_tokens as _fmt_tokens
+from proximity.training.memory import FIT_FRACTION
 
 # The plan's modules (plan, spec, estimate, the executors, results) import torch, through
-# training.presets: this module loads with every `proximity` plugin command and serves
+# proximity.training.presets: this module loads with every `proximity` plugin command and serves
 # `train-grid status`, so the functions that run a plan import them themselves.
 
 console = Console()
@@ -69,8 +69,8 @@ def _plan_record(plan) -> dict:
 
 
 def dry_run(plan, data_dir: str | None, jobs: int, out: Path | None = None) -> None:
-    # torch, through training.presets (the note above `console`)
-    from training.grid.estimate import (
+    # torch, through proximity.training.presets (the note above `console`)
+    from proximity.training.grid.estimate import (
         check_memory,
         estimate,
         memory_by_kind,
@@ -163,7 +163,10 @@ def memory_table(memory, gpu: str, gpu_gib: float) -> None:
 
 def slurm_resources(plan) -> None:
     """What each node kind's Slurm job asks for and runs (the spec's slurm: section)."""
-    from training.grid.slurm import launch_for, sbatch_memory  # torch (the note above `console`)
+    from proximity.training.grid.slurm import (  # torch (the note above `console`)
+        launch_for,
+        sbatch_memory,
+    )
 
     table = Table(title="slurm jobs (one per node)")
     columns = ("kind", "jobs", "partition", "time", "nodes", "GPUs/node", "CPUs", "mem", "runs")
@@ -342,10 +345,10 @@ def load_plan(
     """(the plan, the data folder as a string or None): the spec read with its overrides, every
     dataset it names resolved, and (with `check_memory`, before anything runs or is submitted)
     the plan checked against the GPU it names."""
-    # torch, through training.presets (the note above `console`)
-    from training.grid.estimate import check_plan_memory
-    from training.grid.plan import build_plan
-    from training.grid.spec import check_datasets, load_grid
+    # torch, through proximity.training.presets (the note above `console`)
+    from proximity.training.grid.estimate import check_plan_memory
+    from proximity.training.grid.plan import build_plan
+    from proximity.training.grid.spec import check_datasets, load_grid
 
     grid = load_grid(spec, overrides, seeds)
     folder = resolve_data_dir(data_dir or grid.data.data_dir)
@@ -371,10 +374,14 @@ def run_grid(
 ):
     """Run the plan's unfinished nodes in `out`. Per-node lines go to `out/grid.log`, and to
     the screen with `verbose` or when the live display is off (`live`: None = a terminal)."""
-    # torch, through training.presets (the note above `console`); pandas
-    from training.grid.ledger import write_node_files
-    from training.grid.local import run_local
-    from training.grid.results import pretraining_table, refresh_results, write_pretraining
+    # torch, through proximity.training.presets (the note above `console`); pandas
+    from proximity.training.grid.ledger import write_node_files
+    from proximity.training.grid.local import run_local
+    from proximity.training.grid.results import (
+        pretraining_table,
+        refresh_results,
+        write_pretraining,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     resolved = plan.spec.to_dict()
@@ -415,7 +422,7 @@ def run_grid(
 def _run_on_slurm(plan, out: Path, log: GridLog, *, wait: bool, poll_s: float):
     """Submit, then (with `wait`) watch (the live display shows progress); None when not
     waiting."""
-    from training.grid.slurm import submit_grid, watch  # torch (the note above `console`)
+    from proximity.training.grid.slurm import submit_grid, watch  # torch (the note above `console`)
 
     try:
         jobs, submitted = submit_grid(plan, out)

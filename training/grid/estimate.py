@@ -15,19 +15,19 @@ import torch
 from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
-from training.data.sft_data import build_sft_data
-from training.data.tokenized import SPLIT_SEED
-from training.grid.plan import Plan
-from training.grid.presets import PYTHIA_VOCAB
-from training.memory import (
+from proximity.training.data.sft_data import build_sft_data
+from proximity.training.data.tokenized import SPLIT_SEED
+from proximity.training.grid.plan import Plan
+from proximity.training.grid.presets import PYTHIA_VOCAB
+from proximity.training.memory import (
     MemoryEstimate,
     ModelShape,
     check_fits,
     gpu_memory_gib,
     training_memory,
 )
-from training.presets import flops_per_token, memory_shape, model_config
-from training.throughput import peak_flops_for
+from proximity.training.presets import flops_per_token, memory_shape, model_config
+from proximity.training.throughput import peak_flops_for
 
 
 @dataclass

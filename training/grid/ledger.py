@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Protocol
 
 from proximity.atomic import write_text_atomic
-from training.grid.nodes import ERROR, NODE_FILE, error_line, is_done, node_dir, write_json_atomic
-from training.grid.plan import TOKENIZER_REF, Node, Plan
+from proximity.training.grid.nodes import (
+    ERROR,
+    NODE_FILE,
+    error_line,
+    is_done,
+    node_dir,
+    write_json_atomic,
+)
+from proximity.training.grid.plan import TOKENIZER_REF, Node, Plan
 
 
 class NodeEvents(Protocol):

@@ -1,4 +1,5 @@
-"""Run a plan on this machine: each node a `training.grid.worker` subprocess, `jobs` at a time.
+"""Run a plan on this machine: each node a `proximity.training.grid.worker` subprocess, `jobs`
+at a time.
 
 A subprocess per node is what makes `kill -9` safe (a node's state is only its folder), lets
 `--jobs N` split the cores (system.threads = cores // N per node), and is the same unit that
@@ -16,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from training.grid.ledger import Ledger, NodeEvents, Outcome
-from training.grid.nodes import ERROR, LOG, is_done, is_locked
-from training.grid.plan import Node, Plan
-from training.grid.worker import EXIT_BUSY
+from proximity.training.grid.ledger import Ledger, NodeEvents, Outcome
+from proximity.training.grid.nodes import ERROR, LOG, is_done, is_locked
+from proximity.training.grid.plan import Node, Plan
+from proximity.training.grid.worker import EXIT_BUSY
 
 POLL_S = 0.2
 
@@ -120,7 +121,7 @@ class Workers:
         command = [
             sys.executable,
             "-m",
-            "training.grid.worker",
+            "proximity.training.grid.worker",
             *map(str, folders),
             "--threads",
             str(self.threads),

@@ -6,8 +6,9 @@ sitting on a fresh clone loses nothing. `merge` joins every saved part into the 
 analysis reads (`results.csv`, `pretraining.csv`, `val_examples.npz`, `grid.yaml`), as if the
 whole grid had run at once: rows are keyed by node id, so a part saved twice counts once.
 
-    python -m training.grid.merge_parts collect RUNS/study figures/study --part micro-2l-128-seed0
-    python -m training.grid.merge_parts merge figures/study --spec study
+    python -m proximity.training.grid.merge_parts collect RUNS/study figures/study \
+        --part micro-2l-128-seed0
+    python -m proximity.training.grid.merge_parts merge figures/study --spec study
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import yaml
 
 from proximity.atomic import atomic_path, write_text_atomic
 from proximity.errors import ProximityError
-from training.grid.spec import load_grid
+from proximity.training.grid.spec import load_grid
 
 PARTS = "parts"
 
@@ -97,7 +98,7 @@ def merge(figures: Path, spec: str | None) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m training.grid.merge_parts", description=__doc__.split("\n\n")[0]
+        prog="python -m proximity.training.grid.merge_parts", description=__doc__.split("\n\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("collect", help="save a finished part's tables")

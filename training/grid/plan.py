@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from proximity.specs import blend, parse_mixture
-from training.config import RunConfig
-from training.grid.spec import GridSpec, MixtureEntry
+from proximity.training.config import RunConfig
+from proximity.training.grid.spec import GridSpec, MixtureEntry
 
 NodeKind = Literal["tokenizer", "prepare", "pretrain", "midtrain", "sft"]
 TOKENIZER_REF = "@tokenizer"  # replaced by the tokenizer node's tokenizer.json at run time

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from math import gcd
 from typing import Any
 
-from training.memory import gpu_memory_gib, largest_fitting_micro_batch
-from training.presets import memory_shape, model_config
+from proximity.training.memory import gpu_memory_gib, largest_fitting_micro_batch
+from proximity.training.presets import memory_shape, model_config
 
 PYTHIA_VOCAB = 50_277  # the Pythia tokenizer's tokens (50,304 output rows once padded)
 

@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Group
 from rich.text import Text
 
-from training.grid.nodes import ERROR, LOCK, is_done, is_locked, node_dir, read_result
+from proximity.training.grid.nodes import ERROR, LOCK, is_done, is_locked, node_dir, read_result
 
-if TYPE_CHECKING:  # a type only: the plan's modules import torch (through training.presets)
-    from training.grid.plan import Node
+if (
+    TYPE_CHECKING
+):  # a type only: the plan's modules import torch (through proximity.training.presets)
+    from proximity.training.grid.plan import Node
 
 KINDS = ("tokenizer", "prepare", "pretrain", "midtrain", "sft")
 TRAINING = ("pretrain", "midtrain", "sft")

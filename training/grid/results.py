@@ -15,8 +15,8 @@ import pandas as pd
 from proximity.atomic import atomic_path
 from proximity.data import resolve
 from proximity.specs import parse_mixture
-from training.grid.nodes import is_done, node_dir, read_result
-from training.grid.plan import Plan
+from proximity.training.grid.nodes import is_done, node_dir, read_result
+from proximity.training.grid.plan import Plan
 
 COLUMNS = [
     "model",
@@ -168,7 +168,7 @@ def pretraining_table(plan: Plan, out: Path) -> pd.DataFrame:
     on the same positions (training/ngram_baseline.py). A model that does not beat the bigram
     has learnt little beyond token statistics (issue 15)."""
     # scipy (the bigram's fit): results.csv, rewritten after every SFT node, never needs it
-    from training.ngram_baseline import pretraining_baselines
+    from proximity.training.ngram_baseline import pretraining_baselines
 
     pretrain_spec = parse_mixture(plan.spec.pretrain.data).canonical()
     baselines: dict[str, object] = {}

@@ -1,6 +1,6 @@
 """Run a plan on Slurm: one job per node (submitit), `afterok` on its parents' jobs.
 
-A job runs exactly what the local executor runs, `python -m training.grid.worker NODE_DIR`
+A job runs exactly what the local executor runs, `python -m proximity.training.grid.worker NODE_DIR`
 (under torchrun for a DDP node), so the node's lock, its resume from its own checkpoint and
 result.json-written-last hold on a cluster too. The node's folder is the truth about its fate,
 never Slurm's accounting (clusters without slurmdbd, like slurm-local, have no `sacct` and
@@ -33,11 +33,11 @@ import submitit
 
 from proximity.atomic import write_text_atomic
 from proximity.errors import ProximityError
-from training.grid.ledger import Ledger, NodeEvents, Outcome
-from training.grid.nodes import ERROR, LOG, error_line, is_done, is_locked, node_dir
-from training.grid.plan import Node, Plan
-from training.grid.spec import SlurmSpec
-from training.grid.worker import EXIT_BUSY
+from proximity.training.grid.ledger import Ledger, NodeEvents, Outcome
+from proximity.training.grid.nodes import ERROR, LOG, error_line, is_done, is_locked, node_dir
+from proximity.training.grid.plan import Node, Plan
+from proximity.training.grid.spec import SlurmSpec
+from proximity.training.grid.worker import EXIT_BUSY
 
 JOB_FILE = "slurm_job.txt"  # the node's latest job id
 # squeue states of a job that may still write its node's result
@@ -148,7 +148,13 @@ class Launch:
         machine never collide). Several: c10d rendezvous on the job's first host, with the
         job id as rendezvous id; every Slurm node's task runs this same command.
         """
-        worker = ["-m", "training.grid.worker", self.folder, "--threads", str(self.threads)]
+        worker = [
+            "-m",
+            "proximity.training.grid.worker",
+            self.folder,
+            "--threads",
+            str(self.threads),
+        ]
         if not self.distributed:
             return [python, *worker]
         run = [python, "-m", "torch.distributed.run"]

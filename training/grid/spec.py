@@ -19,9 +19,13 @@ import yaml
 from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.specs import parse_mixture
-from training.config import build_dataclass, merge_overrides, read_yaml_mapping  # one reader
-from training.grid.presets import GRID_PRESETS
-from training.presets import PRESETS
+from proximity.training.config import (  # one reader
+    build_dataclass,
+    merge_overrides,
+    read_yaml_mapping,
+)
+from proximity.training.grid.presets import GRID_PRESETS
+from proximity.training.presets import PRESETS
 
 POSITIVE_KEYS = (
     "pretrain.steps", "pretrain.tokens", "pretrain.batch_size", "pretrain.seq_len", "pretrain.lr",

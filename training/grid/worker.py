@@ -1,4 +1,5 @@
-"""Run grid nodes in this process: `python -m training.grid.worker NODE_DIR... [--threads N]`.
+"""Run grid nodes in this process:
+`python -m proximity.training.grid.worker NODE_DIR... [--threads N]`.
 
 The local executor and Slurm jobs both launch this. It takes the node's lock (exit 75 if another
 process holds it), resumes from the node's own latest checkpoint when a killed attempt left one
@@ -20,9 +21,16 @@ from typing import Any
 
 from proximity.data import load_texts
 from proximity.errors import ProximityError
-from training.config import RunConfig
-from training.grid.nodes import ATTEMPTS, ERROR, NODE_FILE, RESULT, node_lock, write_json_atomic
-from training.tokenizer_training import save_tokenizer, train_tokenizer
+from proximity.training.config import RunConfig
+from proximity.training.grid.nodes import (
+    ATTEMPTS,
+    ERROR,
+    NODE_FILE,
+    RESULT,
+    node_lock,
+    write_json_atomic,
+)
+from proximity.training.tokenizer_training import save_tokenizer, train_tokenizer
 
 EXIT_BUSY = 75  # another process runs this node (EX_TEMPFAIL)
 CPUS_PER_PREPARE_WORKER = 8
@@ -128,7 +136,9 @@ def _prepare(node: dict[str, Any], threads: int | None) -> dict[str, Any]:
     A setting whose data cannot be read is reported and left out, not fatal: the nodes that
     read it fail with that error when they run, and the rest of the grid goes on.
     """
-    from training.data.prepare import prepare_run  # torch: a tokenizer node's worker never needs it
+    from proximity.training.data.prepare import (
+        prepare_run,  # torch: a tokenizer node's worker never needs it
+    )
 
     builds, failed = {}, []
     for settings in node["run_configs"]:
@@ -145,9 +155,9 @@ def _prepare(node: dict[str, Any], threads: int | None) -> dict[str, Any]:
 
 def _training(node: dict[str, Any], folder: Path, threads: int | None) -> dict[str, Any] | None:
     # torch: a tokenizer node's worker never needs it
-    from training.checkpoint import latest_checkpoint
-    from training.loop import train
-    from training.metrics_log import read_metrics
+    from proximity.training.checkpoint import latest_checkpoint
+    from proximity.training.loop import train
+    from proximity.training.metrics_log import read_metrics
 
     overrides = [f"system.threads={threads}"] if threads else []
     cfg = RunConfig.from_dict(node["run_config"], overrides)
