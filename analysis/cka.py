@@ -25,7 +25,7 @@ from proximity.cache import cache_dir
 from proximity.errors import ProximityError
 from proximity.tokenizer import load_tokenizer
 from proximity.training.checkpoint import resolve_checkpoint
-from proximity.training.data.tokenized import tokenize_dataset
+from proximity.training.data.tokenized import TokenizedDataset, tokenize_dataset
 from proximity.training.phases import SPLIT_SEED
 
 
@@ -71,29 +71,9 @@ def model_tokenizer(folder: Path, data_dir: Path | None = None) -> Tokenizer:
 
 
 def held_out_windows(
-    spec: str,
-    tokenizer: Tokenizer,
-    *,
-    n_windows: int,
-    seq_len: int,
-    data_dir: Path | None,
-    n_docs: int | None,
-    max_chars: int | None,
-    val_fraction: float = 0.05,
-    seed: int = SPLIT_SEED,
+    data: TokenizedDataset, spec: str, *, n_windows: int, seq_len: int
 ) -> torch.Tensor:
-    """n_windows × seq_len token ids from the held-out split training never saw."""
-    data = tokenize_dataset(
-        spec,
-        tokenizer,
-        cache_dir=cache_dir() / "tokens",
-        data_dir=data_dir,
-        n_docs=n_docs,
-        max_chars=max_chars,
-        val_fraction=val_fraction,
-        seed=seed,
-        progress=False,
-    )
+    """n_windows × seq_len token ids from `data`'s held-out split, which training never saw."""
     usable = len(data.val) // seq_len
     if usable == 0:
         raise ProximityError(
@@ -143,16 +123,18 @@ def compare_models(
     """Rows (model, layer, cka) for each model in `others` against `base`."""
     base_folder = model_folder(base)
     tokenizer = model_tokenizer(base_folder, data_dir)
-    windows = held_out_windows(
+    held_out = tokenize_dataset(
         data,
         tokenizer,
-        n_windows=n_windows,
-        seq_len=seq_len,
+        cache_dir=cache_dir() / "tokens",
         data_dir=data_dir,
         n_docs=n_docs,
         max_chars=max_chars,
         val_fraction=val_fraction,
+        seed=SPLIT_SEED,
+        progress=False,
     )
+    windows = held_out_windows(held_out, data, n_windows=n_windows, seq_len=seq_len)
     reference = layer_activations(load_model(base_folder), windows)
     rows = []
     for k, other in enumerate(others):

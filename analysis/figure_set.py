@@ -74,21 +74,14 @@ def draw_correlation_figures(
             plots.metric_comparison(result.statistics, out / "fig2b_metrics"),
             "fewer than two metrics with a defined r",
         )
-    drawn.add(
-        "fig3_start_step",
-        plots.start_step_curves(result.outcomes, out / "fig3_start_step"),
-        "no mixture was started from two or more steps",
-    )
-    drawn.add(
-        "fig4_ablation",
-        plots.ablation_grid(result.outcomes, out / "fig4_ablation"),
-        "no mixture has three or more (start step, weight) cells",
-    )
-    drawn.add(
-        "fig5_forgetting",
-        plots.forgetting(result.outcomes, out / "fig5_forgetting"),
-        "no control or no midtraining/CPT branch",
-    )
+    for name, draw, reason in (
+        ("fig3_start_step", plots.start_step_curves,
+         "no mixture was started from two or more steps"),
+        ("fig4_ablation", plots.ablation_grid,
+         "no mixture has three or more (start step, weight) cells"),
+        ("fig5_forgetting", plots.forgetting, "no control or no midtraining/CPT branch"),
+    ):  # fmt: skip
+        drawn.add(name, draw(result.outcomes, out / name), reason)
     run = example_branch(result.outcomes)
     curves = branch_curves(grid.root, run) if run is not None else pd.DataFrame()
     title = ""

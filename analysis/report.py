@@ -169,9 +169,7 @@ def paper_table(statistics: dict[str, Any]) -> pd.DataFrame:
             {
                 "source": f"this grid ({metric})",
                 "model": model,
-                "Pearson r": _fmt(p["r"]),
-                "95% CI": _interval(p["ci_low"], p["ci_high"]),
-                "p": _fmt(p["p"]),
+                **_pearson_cells(p),
             }
         )
     return pd.DataFrame(rows)
@@ -200,9 +198,7 @@ def comparison_table(statistics: dict[str, Any], key: str) -> pd.DataFrame | Non
                     f"PA {what}": name if "/" not in name else f"grid's own ({name})",
                     "model": rel["model"],
                     "pairs": rel["n_pairs"],
-                    "Pearson r": _fmt(p["r"]),
-                    "95% CI": _interval(p["ci_low"], p["ci_high"]),
-                    "p": _fmt(p["p"]),
+                    **_pearson_cells(p),
                     "Spearman ρ": _fmt(rel["spearman"]["rho"]),
                     "two-way bootstrap CI": _interval(boot.get("ci_low"), boot.get("ci_high")),
                     "r without its most influential pair": _without(rel.get("leave_one_pair_out")),
@@ -417,9 +413,7 @@ def forgetting_table(statistics: dict[str, Any]) -> pd.DataFrame | None:
             {
                 "model": rel["model"],
                 "branches × targets": rel["n_pairs"],
-                "Pearson r": _fmt(p["r"]),
-                "95% CI": _interval(p["ci_low"], p["ci_high"]),
-                "p": _fmt(p["p"]),
+                **_pearson_cells(p),
                 "permutation p within targets": _fmt(rel["permutation_within_targets"]["p"]),
                 "permutation p within mixtures": _fmt(rel["permutation_within_mixtures"]["p"]),
                 "two-way bootstrap CI": _interval(boot["ci_low"], boot["ci_high"]),
@@ -801,3 +795,12 @@ def write_report(report: Report, out: Path) -> list[Path]:
         write_text_atomic(out, render_html(report)),
         write_text_atomic(md, render_markdown(report, md.parent)),
     ]
+
+
+def _pearson_cells(pearson: dict) -> dict[str, str]:
+    """Pearson's r, its 95% CI and p as table cells (the summary and per-model tables)."""
+    return {
+        "Pearson r": _fmt(pearson["r"]),
+        "95% CI": _interval(pearson["ci_low"], pearson["ci_high"]),
+        "p": _fmt(pearson["p"]),
+    }

@@ -46,58 +46,40 @@ OutOption = Annotated[
 ]
 
 
-def _run(phase: str, config: Path, overrides: list[str] | None, resume: bool, out: Path | None):
-    extra = [f"phase={phase}", *(overrides or [])]
-    if out is not None:
-        extra.append(f"out_dir={out}")
-    cfg = RunConfig.from_yaml(config, extra)  # a config error is reported before torch loads
-    from proximity.training.loop import train  # torch: seconds to import
-
-    result = train(cfg, resume=resume)
-    if not result.finished:
-        raise typer.Exit(3)  # stopped early on purpose (train.max_steps_this_run)
+PHASES = {
+    "pretrain": "Pretrain from scratch (or from model.init_from) for train.tokens or train.steps.",
+    "midtrain": "Continue a pretraining checkpoint (model.init_from) on a new mixture, same final "
+    "step.",
+    "sft": "Fine-tune a checkpoint on a target dataset (data.train) for train.epochs.",
+}
 
 
-@train_app.command()
-def pretrain(
-    config: ConfigOption,
-    set_: SetOption = None,
-    resume: ResumeOption = False,
-    out: OutOption = None,
-) -> None:
-    """Pretrain from scratch (or from model.init_from) for train.tokens or train.steps.
+def _phase_command(phase: str) -> None:
+    """Register `proximity train PHASE`: the three phases differ only in `phase=` (one loop)."""
 
-    Writes config.yaml, metrics.jsonl and checkpoints/ into out_dir (--out).
-    """
-    _run("pretrain", config, set_, resume, out)
+    def command(
+        config: ConfigOption,
+        set_: SetOption = None,
+        resume: ResumeOption = False,
+        out: OutOption = None,
+    ) -> None:
+        extra = [f"phase={phase}", *(set_ or [])]
+        if out is not None:
+            extra.append(f"out_dir={out}")
+        cfg = RunConfig.from_yaml(config, extra)  # a config error is reported before torch loads
+        from proximity.training.loop import train  # torch: seconds to import
 
+        result = train(cfg, resume=resume)
+        if not result.finished:
+            raise typer.Exit(3)  # stopped early on purpose (train.max_steps_this_run)
 
-@train_app.command()
-def midtrain(
-    config: ConfigOption,
-    set_: SetOption = None,
-    resume: ResumeOption = False,
-    out: OutOption = None,
-) -> None:
-    """Continue a pretraining checkpoint (model.init_from) on a new mixture, same final step.
-
-    Writes config.yaml, metrics.jsonl and checkpoints/ into out_dir (--out).
-    """
-    _run("midtrain", config, set_, resume, out)
+    writes = "Writes config.yaml, metrics.jsonl and checkpoints/ into out_dir (--out)."
+    command.__doc__ = f"{PHASES[phase]}\n\n{writes}"
+    train_app.command(phase)(command)
 
 
-@train_app.command()
-def sft(
-    config: ConfigOption,
-    set_: SetOption = None,
-    resume: ResumeOption = False,
-    out: OutOption = None,
-) -> None:
-    """Fine-tune a checkpoint on a target dataset (data.train) for train.epochs.
-
-    Writes config.yaml, metrics.jsonl and checkpoints/ into out_dir (--out).
-    """
-    _run("sft", config, set_, resume, out)
+for _phase in PHASES:
+    _phase_command(_phase)
 
 
 @train_app.command()

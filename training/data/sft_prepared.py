@@ -17,7 +17,6 @@ poll for the manifest (`build=False`), never a collective that a process-group t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,7 +32,7 @@ from proximity.data import resolve
 from proximity.errors import ProximityError
 from proximity.tokenizer import tokenizer_fingerprint
 from proximity.training.data.sft_data import SFTSplit, build_sft_data, resolve_pad_id
-from proximity.training.data.tokenized import resolve_eos_id, slug, wait_for_build
+from proximity.training.data.tokenized import build_directory, resolve_eos_id, wait_for_build
 
 # 2: an example whose prompt fills seq_len is kept (cut) when the prompt is in the loss.
 SFT_FORMAT_VERSION = 2
@@ -107,8 +106,7 @@ def prepare_sft(
         "eos_id": eos_id,
         "pad_id": pad_id,
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    directory = Path(cache_dir) / f"sft-{slug(source.name)}-{digest}"
+    directory = build_directory(cache_dir, source.name, key, prefix="sft-")
     if not build:
         return wait_for_build(directory, key, wait_timeout_s, opener=_open_if_current)
     found = _open_if_current(directory, key)

@@ -151,8 +151,7 @@ def tokenize_dataset(
         "seed": seed,
         "eos_id": eos_id,
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    directory = Path(cache_dir) / f"{slug(source.name)}-{digest}"
+    directory = build_directory(cache_dir, source.name, key)
     if not build:
         return wait_for_build(directory, key, wait_timeout_s)
     cached = _open_if_current(directory, key)
@@ -209,6 +208,13 @@ def _write_build(
     }
     write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(directory / "parts", ignore_errors=True)  # joined: the shards are spent
+
+
+def build_directory(cache_dir: str | Path, name: str, key: dict, prefix: str = "") -> Path:
+    """A build's folder: its source's name and a digest of `key`, everything that changes its
+    bytes, so a changed input is a new folder and never overwrites a build in use."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{prefix}{slug(name)}-{digest}"
 
 
 @contextlib.contextmanager
