@@ -329,9 +329,14 @@ def similarity_heatmap(matrix: pd.DataFrame, metric: str, path: Path) -> list[Pa
         size = max(4.5, 0.85 * len(labels) + 2.5)
         fig = _figure(size + 1.2, size)
         ax = fig.subplots()
+        # The colour scale spans the off-diagonal values; the diagonal (1 by definition) is
+        # left uncoloured, so no cell is drawn in a colour beyond the colour bar.
+        diagonal = np.eye(len(values), dtype=bool)
+        ax.set_facecolor("0.92")
         sns.heatmap(
             pd.DataFrame(values, index=labels, columns=labels),
             ax=ax,
+            mask=diagonal,
             annot=True,
             fmt=".2f",
             cmap="magma_r",
@@ -342,9 +347,11 @@ def similarity_heatmap(matrix: pd.DataFrame, metric: str, path: Path) -> list[Pa
             linecolor="white",
             cbar_kws={"label": f"similarity ({metric})"},
         )
+        for i in range(len(values)):
+            ax.text(i + 0.5, i + 0.5, "1", ha="center", va="center", color="0.45")
         ax.grid(False)
         ax.set_xticks(ax.get_xticks(), labels, rotation=35, ha="right", rotation_mode="anchor")
-        ax.set_title("Token-statistics similarity (diagonal = 1)")
+        ax.set_title("Token-statistics similarity (diagonal = 1, uncoloured)")
         return save(fig, path)
 
 
