@@ -469,7 +469,12 @@ def ablation_grid(outcomes: pd.DataFrame, path: Path) -> list[Path]:
 
 
 def forgetting(outcomes: pd.DataFrame, path: Path) -> list[Path]:
-    """Figure 5: C4 loss after SFT for midtraining vs CPT vs control, per target and mixture."""
+    """Figure 5: C4 loss after SFT for midtraining (per weight) vs CPT vs control, per target
+    and mixture.
+
+    Points with ± one seed std, not bars: the losses sit far from zero, and a bar on an axis
+    that does not start at zero draws differences out of proportion.
+    """
     main = outcomes[~outcomes["ablation"]]
     mixtures = sorted(main[main["branch_kind"] != "control"]["mixture"].unique())
     if not mixtures or "control" not in set(main["branch_kind"]):
@@ -479,33 +484,48 @@ def forgetting(outcomes: pd.DataFrame, path: Path) -> list[Path]:
         part = main[(main["mixture"] == mixture) | (main["branch_kind"] == "control")]
         rows.append(part.assign(panel=mixture))
     data = pd.concat(rows)
-    data["branch"] = data["branch_kind"].map(BRANCH_NAMES)
-    order = [BRANCH_NAMES[k] for k in BRANCH_ORDER if k in set(data["branch_kind"])]
+    data["branch"] = [_branch_name(row) for row in data.itertuples()]
+    order = sorted(data["branch"].unique(), key=lambda name: _branch_key(data, name))
     with mpl.rc_context(STYLE):
-        fig = _figure(4.0 * len(mixtures) + 2.0, 4.0)
+        fig = _figure(4.0 * len(mixtures) + 2.4, 4.0)
         axes = fig.subplots(1, len(mixtures), squeeze=False, sharey=True)[0]
         for ax, mixture in zip(axes, mixtures, strict=True):
-            sns.barplot(
+            sns.pointplot(
                 data=data[data["panel"] == mixture],
                 x="target",
                 y="c4_val_loss",
                 hue="branch",
                 hue_order=order,
                 errorbar="sd",
-                capsize=0.15,
+                capsize=0.1,
+                dodge=0.5,
+                linestyle="none",
+                markers=list(MARKERS[: len(order)]),
                 ax=ax,
                 palette="colorblind",
                 legend=ax is axes[-1],
             )
-            low = data["c4_val_loss"].min()
-            ax.set_ylim(low - 0.1 * abs(low), None)
             ax.set_title(f"mixture: {mixture}")
             ax.set_ylabel("C4 val loss after SFT (lower: less forgetting)")
             ax.set_xlabel("SFT target")
+            for label in ax.get_xticklabels():
+                label.set(rotation=30, ha="right", rotation_mode="anchor")
         if axes[-1].get_legend() is not None:
             sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title="")
         fig.suptitle("Forgetting: C4 loss after SFT (mean ± seed std)")
         return save(fig, path)
+
+
+def _branch_name(row: Any) -> str:
+    """Figure 5's legend entry: midtraining names its weight, so 10% and 50% stay apart."""
+    if row.branch_kind == "midtrain":
+        return f"midtraining {row.weight:.0%}"
+    return BRANCH_NAMES[row.branch_kind]
+
+
+def _branch_key(data: pd.DataFrame, name: str) -> tuple[int, float]:
+    rows = data[data["branch"] == name]
+    return BRANCH_ORDER.index(rows["branch_kind"].iloc[0]), float(rows["weight"].iloc[0])
 
 
 def phase_curves(curves: pd.DataFrame, title: str, path: Path) -> list[Path]:
