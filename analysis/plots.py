@@ -423,7 +423,8 @@ def ablation_grid(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     """Figure 4: relative improvement on a start step × weight grid (the code ablation).
 
     Drawn for the mixture with the most (start step, weight) cells, preferring code
-    (starcoder), one panel per target; cells are seed means.
+    (starcoder), one panel per target that has a grid (at least two start steps or two
+    weights: a single cell is no ablation, and figure 2 shows it); cells are seed means.
     """
     mid = outcomes[outcomes["branch_kind"] == "midtrain"]
     cells = mid.groupby("mixture")[["start_step", "weight"]].apply(
@@ -435,7 +436,11 @@ def ablation_grid(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     code = [m for m in cells.index if "code" in m or "starcoder" in m]
     mixture = max(code or list(cells.index), key=lambda m: cells[m])
     data = mid[mid["mixture"] == mixture]
-    targets = sorted(data["target"].unique())
+    shape = data.groupby("target")[["start_step", "weight"]].nunique()
+    targets = sorted(shape[(shape["start_step"] > 1) | (shape["weight"] > 1)].index)
+    if not targets:
+        return []
+    data = data[data["target"].isin(targets)]
     limit = float(
         data.groupby(["target", "start_step", "weight"])["improvement"].mean().abs().max()
     )
