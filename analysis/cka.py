@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from proximity.analysis.results import load_grid
 from proximity.cache import cache_dir
 from proximity.errors import ProximityError
+from proximity.outputs import portable_path
 from proximity.tokenizer import load_tokenizer
 from proximity.training.checkpoint import resolve_checkpoint
 from proximity.training.data.tokenized import TokenizedDataset, tokenize_dataset
@@ -144,7 +145,7 @@ def compare_models(
         rows += [
             {
                 "model": name,
-                "path": str(other),
+                "path": portable_path(other),
                 "layer": i,
                 "cka": v,
                 "tokens": int(windows.numel()),

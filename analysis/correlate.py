@@ -26,7 +26,7 @@ from proximity.analysis.results import (
     seed_matrix,
 )
 from proximity.errors import ProximityError
-from proximity.outputs import write_csv, write_json
+from proximity.outputs import portable_path, write_csv, write_json
 from proximity.provenance import provenance
 from proximity.settings import SimilaritySettings
 from proximity.stats import PAPER_MAX_TOKENS, PAPER_N_DOCS, StatsOptions
@@ -197,7 +197,7 @@ def _inputs(
         "mixture": pa.mixture,
         "stats_options": asdict(pa.options),
         "pa_protocol": protocol_note,
-        "data_dir": str(pa.data_dir) if pa.data_dir else None,
+        "data_dir": portable_path(pa.data_dir) if pa.data_dir else None,
         "branches_in_correlation": list(branches),
         "outcome": "(L_control − L_branch) / L_control on sft_val_loss, same model, seed "
         "and target, each at its selected LR; mean over seeds",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -25,6 +26,17 @@ FIGURE_KEY = "proximity-figure-key"
 # Part of every figure key: bump when proximity.figures draws differently.
 FIGURE_VERSION = 2
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def portable_path(path: str | Path) -> str:
+    """A path as a results file records it: relative to the working directory when it lies
+    within it or beside it (`../shared/data`), so that committed tables and reports carry no
+    machine's absolute paths; any other path as it is."""
+    target = Path(path)
+    if not target.is_absolute():
+        return str(target)
+    relative = os.path.relpath(target, Path.cwd())
+    return str(target) if relative.startswith(os.pardir + os.sep + os.pardir) else relative
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> Path:

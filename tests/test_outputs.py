@@ -64,3 +64,19 @@ def test_report_goes_beside_the_analysis_it_reads_by_default(shared_data, tmp_pa
     assert (root / "analysis" / "report.html").exists()
     assert (root / "analysis" / "report.md").exists()
     assert not (tmp_path / "report.html").exists()  # the old default, the current folder
+
+
+def test_a_recorded_path_is_relative_when_it_lies_within_or_beside_the_working_folder(
+    tmp_path, monkeypatch
+):
+    """Committed tables and reports must not carry one machine's absolute paths."""
+    from proximity.outputs import portable_path
+
+    work = tmp_path / "repo"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert portable_path(work / "runs" / "g") == "runs/g"
+    assert portable_path(tmp_path / "shared" / "data") == "../shared/data"
+    assert portable_path("already/relative") == "already/relative"
+    far = Path("/") / "scratch" / "elsewhere"  # two or more levels up: kept as given
+    assert portable_path(far) == str(far)
