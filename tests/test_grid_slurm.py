@@ -145,6 +145,11 @@ def test_slurm_section_is_checked_and_never_changes_node_ids():
         load_grid("smoke", ["slurm.sft.time_minutes=0"])
     with pytest.raises(ProximityError, match=r"unknown config key 'slurm\.sft\.setup'"):
         load_grid("smoke", ["slurm.sft.setup=[x]"])
+    with pytest.raises(ProximityError, match=r"slurm\.max_queued: 0 must be >= 1"):
+        load_grid("smoke", ["slurm.max_queued=0"])
+    with pytest.raises(ProximityError, match=r"unknown config key 'slurm\.sft\.max_queued'"):
+        load_grid("smoke", ["slurm.sft.max_queued=5"])  # a cap is the grid's, not a kind's
+    assert load_grid("smoke", ["slurm.max_queued=500"]).slurm.max_queued == 500
     with pytest.raises(ProximityError, match=r"slurm\.sbatch\[0\]"):
         load_grid("smoke", ["slurm.sbatch=[--exclusive]"])
 
@@ -452,6 +457,8 @@ def test_dry_run_shows_each_kinds_slurm_job(tmp_path):
         (["--executor", "slurm"], "sbatch, squeue, scancel, srun not found on PATH"),
         (["--executor", "slurm", "--jobs", "2"], "--jobs is for --executor local"),
         (["--no-wait"], "--no-wait is for --executor slurm"),
+        (["--max-queued", "2"], "--max-queued is for --executor slurm"),
+        (["--executor", "slurm", "--max-queued", "0"], "--max-queued must be at least 1"),
     ],
 )
 def test_slurm_flag_errors_are_one_line(tmp_path, extra, message):

@@ -298,7 +298,11 @@ def train_grid(
     ] = False,
     jobs: Annotated[int, typer.Option(help="Nodes run at once (local); cores are split.")] = 1,
     executor: Annotated[
-        str, typer.Option(help="local, or slurm: one job per node (the spec's slurm: section).")
+        str,
+        typer.Option(
+            help="local, or slurm: one job per node, siblings as one job array (the spec's "
+            "slurm: section)."
+        ),
     ] = "local",
     wait: WaitOption = True,
     poll: Annotated[float, typer.Option(help="slurm: seconds between squeue polls.")] = 10.0,
