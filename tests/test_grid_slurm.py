@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,6 +145,11 @@ def test_slurm_section_is_checked_and_never_changes_node_ids():
         load_grid("smoke", ["slurm.sft.time_minutes=0"])
     with pytest.raises(ProximityError, match=r"unknown config key 'slurm\.sft\.setup'"):
         load_grid("smoke", ["slurm.sft.setup=[x]"])
+    with pytest.raises(ProximityError, match=r"slurm\.max_queued: 0 must be >= 1"):
+        load_grid("smoke", ["slurm.max_queued=0"])
+    with pytest.raises(ProximityError, match=r"unknown config key 'slurm\.sft\.max_queued'"):
+        load_grid("smoke", ["slurm.sft.max_queued=5"])  # a cap is the grid's, not a kind's
+    assert load_grid("smoke", ["slurm.max_queued=500"]).slurm.max_queued == 500
     with pytest.raises(ProximityError, match=r"slurm\.sbatch\[0\]"):
         load_grid("smoke", ["slurm.sbatch=[--exclusive]"])
 
@@ -197,12 +203,13 @@ def test_jobs_depend_on_unfinished_parents_and_done_or_queued_nodes_are_not_resu
     monkeypatch.setattr(slurm, "cancel", lambda ids: cancelled.extend(ids))
     calls: list[tuple[str, list[str]]] = []
 
-    def fake_submit(node, resources, dependencies):
-        calls.append((node.id, list(dependencies)))
-        return str(100 + len(calls))
+    def fake_submit(nodes, resources, dependencies):
+        calls.extend((node.id, list(dependencies)) for node in nodes)
+        return [str(100 + len(calls) - len(nodes) + i) for i in range(len(nodes))]
 
     queue = {"77": ("RUNNING", "None"), "79": ("PENDING", "Dependency")}
-    jobs, submitted = slurm.submit_plan(plan, out, fake_submit, queue)
+    submission = slurm.submit_plan(plan, out, fake_submit, queue)
+    jobs, submitted = submission.jobs, submission.submitted
     assert tok.id not in jobs and prep.id not in jobs and jobs[pre.id] == "77"
     assert child.id in submitted and cancelled == ["79"]
     assert [nid for nid, _ in calls] == submitted
@@ -222,10 +229,10 @@ def test_a_refused_submission_cancels_the_jobs_submitted_before_it(tmp_path, mon
     cancelled: list[str] = []
     monkeypatch.setattr(slurm, "cancel", lambda ids: cancelled.extend(ids))
 
-    def submit(node, resources, dependencies):
-        if node.kind == "sft":
+    def submit(nodes, resources, dependencies):
+        if nodes[0].kind == "sft":
             raise ProximityError("sbatch refused node ...")
-        return f"j{node.id}"
+        return [f"j{node.id}" for node in nodes]
 
     with pytest.raises(ProximityError, match="sbatch refused"):
         slurm.submit_plan(plan, tmp_path, submit, {})
@@ -309,6 +316,120 @@ def test_watch_gives_up_when_squeue_keeps_failing(tmp_path):
         slurm.watch(plan, tmp_path, {plan.nodes[0].id: "1"}, poll_s=0, read=broken)
 
 
+class FakeSlurm:
+    """A queue without Slurm: sbatch numbers jobs (`<array>_<index>` for an array); each squeue
+    read runs one queued job whose dependencies all completed (its node's result.json appears,
+    or for a node in `failing` nothing does) and drops it from the queue."""
+
+    def __init__(self, out: Path, failing: set[str] = frozenset()) -> None:
+        self.out, self.failing = out, failing
+        self.queued: dict[str, tuple[str, list[str]]] = {}  # job -> (node id, dependencies)
+        self.finished: set[str] = set()
+        self.calls: list[tuple[list[str], list[str]]] = []  # (node ids, dependencies)
+        self.most_queued = 0
+
+    def submit(self, nodes, resources, dependencies) -> list[str]:
+        self.calls.append(([n.id for n in nodes], list(dependencies)))
+        array = str(100 + len(self.calls))
+        ids = [array] if len(nodes) == 1 else [f"{array}_{i}" for i in range(len(nodes))]
+        for node, job in zip(nodes, ids, strict=True):
+            self.queued[job] = (node.id, list(dependencies))
+        self.most_queued = max(self.most_queued, len(self.queued))
+        return ids
+
+    def queue(self) -> dict[str, tuple[str, str]]:
+        return {job: ("PENDING", "Dependency") for job in self.queued}
+
+    def read(self) -> dict[str, tuple[str, str]]:
+        for job, (nid, dependencies) in list(self.queued.items()):
+            if all(d in self.finished for d in dependencies):
+                if nid not in self.failing:
+                    (node_dir(self.out, nid) / RESULT).write_text("{}")
+                    self.finished.add(job)
+                del self.queued[job]
+                break
+        return self.queue()
+
+
+def made_folders(plan, out: Path) -> Path:
+    for node in plan.nodes:
+        node_dir(out, node.id).mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def test_siblings_go_into_one_job_array_and_children_wait_for_their_parents_task(tmp_path):
+    plan = build_plan(load_grid("smoke"))
+    fake = FakeSlurm(made_folders(plan, tmp_path))
+    submission = slurm.submit_plan(plan, tmp_path, fake.submit, {})
+    by_id = plan.by_id()
+    groups = [[by_id[nid] for nid in ids] for ids, _ in fake.calls]
+    # tokenizer, prepare, pretrain; the 3 branches from pretraining; control SFT (2 LRs);
+    # each branch's 2 SFT runs: 14 jobs in 8 sbatch calls, 5 of them arrays
+    assert [len(g) for g in groups] == [1, 1, 1, 3, 2, 2, 2, 2]
+    assert submission.calls == 8 and submission.arrays == 5
+    assert len(submission.submitted) == len(plan.nodes) == len(submission.jobs)
+    assert sum(map(len, slurm.job_groups(plan.nodes))) == 14  # --dry-run's grouping
+    assert len(slurm.job_groups(plan.nodes)) == 8
+    for group, (_, dependencies) in zip(groups, fake.calls, strict=True):
+        assert len({(n.kind, n.parents) for n in group}) == 1
+        assert dependencies == [submission.jobs[p] for p in group[0].parents]
+        for node in group:
+            recorded = (node_dir(tmp_path, node.id) / slurm.JOB_FILE).read_text().strip()
+            assert recorded == submission.jobs[node.id]
+    branch_sft = next(g for g in groups if g[0].kind == "sft" and g[0].parents[0].startswith("mid"))
+    (task,) = fake.calls[groups.index(branch_sft)][1]
+    assert "_" in task  # afterok on the one array task that is its branch, not the whole array
+    assert [submission.jobs[n.id] for n in branch_sft][1].endswith("_1")
+
+
+def test_a_cap_keeps_at_most_that_many_jobs_queued_and_finishes_the_grid(tmp_path):
+    plan = build_plan(load_grid("smoke"))
+    assert len(plan.nodes) >= 10
+    fake = FakeSlurm(made_folders(plan, tmp_path))
+    submission = slurm.submit_plan(plan, tmp_path, fake.submit, {}, cap=3)
+    assert len(submission.submitted) == 3  # the cap, parents first: tokenizer, prepare, pretrain
+    outcome = slurm.watch(
+        plan, tmp_path, submission.jobs, poll_s=0, grace_s=0, read=fake.read,
+        submission=submission,
+    )  # fmt: skip
+    assert len(outcome.done) == len(plan.nodes) and not outcome.failed and not outcome.skipped
+    assert fake.most_queued == 3
+    assert sum(len(ids) for ids, _ in fake.calls) == len(plan.nodes)  # nobody submitted twice
+    assert any(len(ids) > 1 for ids, _ in fake.calls)  # arrays cut to fit, still arrays
+
+
+def test_with_a_cap_a_rerun_submits_only_into_the_room_earlier_jobs_left(tmp_path):
+    """--no-wait with a cap: each rerun adopts the live jobs and fills the room left."""
+    plan = build_plan(load_grid("smoke"))
+    fake = FakeSlurm(made_folders(plan, tmp_path))
+    first = slurm.submit_plan(plan, tmp_path, fake.submit, {}, cap=3)
+    again = slurm.submit_plan(plan, tmp_path, fake.submit, fake.queue(), cap=3)
+    assert again.submitted == [] and again.jobs == first.jobs
+    fake.read()  # the tokenizer's job ends: room for one, too little for an array of siblings
+    again = slurm.submit_plan(plan, tmp_path, fake.submit, fake.queue(), cap=3)
+    assert again.submitted == [] and len(fake.queued) == 2
+    fake.read()  # the prepare job ends: room for the control's 2 SFT runs (the 3 branches wait)
+    again = slurm.submit_plan(plan, tmp_path, fake.submit, fake.queue(), cap=3)
+    control = [n.id for n in plan.nodes if n.kind == "sft" and n.parents[0].startswith("pre")]
+    assert again.submitted == control and fake.calls[-1][0] == control  # one array
+    assert len(fake.queued) == 3
+
+
+def test_under_a_cap_a_failed_node_skips_its_unsubmitted_dependents(tmp_path, monkeypatch):
+    plan = build_plan(load_grid("smoke"))
+    pre = next(n for n in plan.nodes if n.kind == "pretrain")
+    fake = FakeSlurm(made_folders(plan, tmp_path), failing={pre.id})
+    monkeypatch.setattr(slurm, "cancel", lambda ids: None)
+    submission = slurm.submit_plan(plan, tmp_path, fake.submit, {}, cap=2)
+    outcome = slurm.watch(
+        plan, tmp_path, submission.jobs, poll_s=0, grace_s=0, read=fake.read,
+        submission=submission,
+    )  # fmt: skip
+    assert list(outcome.failed) == [pre.id] and len(outcome.done) == 2
+    assert len(outcome.skipped) == len(plan.nodes) - 3
+    assert len(submission.submitted) == 3  # nothing submitted after the failure
+
+
 def test_dry_run_shows_each_kinds_slurm_job(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", CLI, "train-grid", "paper-70m", "--dry-run", "--executor", "slurm",
@@ -336,6 +457,8 @@ def test_dry_run_shows_each_kinds_slurm_job(tmp_path):
         (["--executor", "slurm"], "sbatch, squeue, scancel, srun not found on PATH"),
         (["--executor", "slurm", "--jobs", "2"], "--jobs is for --executor local"),
         (["--no-wait"], "--no-wait is for --executor slurm"),
+        (["--max-queued", "2"], "--max-queued is for --executor slurm"),
+        (["--executor", "slurm", "--max-queued", "0"], "--max-queued must be at least 1"),
     ],
 )
 def test_slurm_flag_errors_are_one_line(tmp_path, extra, message):
@@ -506,3 +629,43 @@ def test_a_torchrun_node_runs_under_slurm_with_two_cpu_ranks(
     reference = results(local_run).drop(columns=ids)
     reference = reference[reference.branch_kind == "control"].reset_index(drop=True)
     pd.testing.assert_frame_equal(table, reference, check_exact=False, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_sibling_arrays_under_max_queued_2_give_the_local_runs_results(
+    slurm_cluster, shared_data, local_run, tmp_path
+):
+    """Two SFT learning rates make each branch's SFT runs an array of 2; with --max-queued 2,
+    squeue (polled throughout) never lists more than 2 of the grid's jobs, and the nodes the
+    local reference also ran give its numbers bitwise."""
+    spec = tmp_path / "arrays.yaml"
+    spec.write_text(TINY.replace("lrs: [1.0e-3]", "lrs: [1.0e-3, 3.0e-3]") + MIXTURE)
+    out = tmp_path / "g"
+    seen: list[set[str]] = []
+    stop = threading.Event()
+
+    def poll_squeue() -> None:
+        while not stop.is_set():
+            queue = slurm.read_queue()
+            seen.append({job for job, (state, _) in queue.items() if state in slurm.ALIVE})
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=poll_squeue, daemon=True)
+    watcher.start()
+    try:
+        done = grid(spec, out, shared_data, "--executor", "slurm", "--max-queued", "2")
+    finally:
+        stop.set()
+        watcher.join()
+    ours = {f.read_text().strip() for f in out.glob(f"nodes/*/{slurm.JOB_FILE}")}
+    assert len(ours) == 8 and len(seen) > 10
+    assert max(len(jobs & ours) for jobs in seen) == 2
+    assert sum("_" in job for job in ours) == 4  # both branches' SFT pairs ran as array tasks
+    assert "6 nodes not submitted yet (--max-queued 2)" in " ".join(done.stdout.split())
+    assert set(attempts(out).values()) == {1}
+    table, reference = results(out), results(local_run)
+    assert len(table) == 4
+    same = table[table.node_id.isin(reference.node_id)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        same.drop(columns="selected"), reference.drop(columns="selected"), check_exact=True
+    )

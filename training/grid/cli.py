@@ -25,7 +25,7 @@ from rich.table import Table
 from proximity.atomic import write_text_atomic
 from proximity.data import resolve_data_dir
 from proximity.errors import ProximityError
-from proximity.training.grid.nodes import error_line, node_dir, node_state, read_result
+from proximity.training.grid.nodes import error_line, is_done, node_dir, node_state, read_result
 from proximity.training.grid.progress import GridLog, LiveDisplay, snapshot, summary_lines
 from proximity.training.grid.progress import fmt_seconds as _fmt_seconds
 from proximity.training.grid.progress import fmt_tokens as _fmt_tokens
@@ -164,11 +164,12 @@ def memory_table(memory, gpu: str, gpu_gib: float) -> None:
 def slurm_resources(plan) -> None:
     """What each node kind's Slurm job asks for and runs (the spec's slurm: section)."""
     from proximity.training.grid.slurm import (  # torch (the note above `console`)
+        job_groups,
         launch_for,
         sbatch_memory,
     )
 
-    table = Table(title="slurm jobs (one per node)")
+    table = Table(title="slurm jobs (one per node: a job, or a task of its siblings' array)")
     columns = ("kind", "jobs", "partition", "time", "nodes", "GPUs/node", "CPUs", "mem", "runs")
     for column in columns:
         table.add_column(column)
@@ -192,6 +193,16 @@ def slurm_resources(plan) -> None:
             " ".join(command[1:]),
         )
     console.print(table)
+    groups = job_groups(plan.nodes)
+    arrays = [g for g in groups if len(g) > 1]
+    cap = plan.spec.slurm.max_queued
+    console.print(
+        f"slurm: {len(plan.nodes):,} jobs (array tasks count one each) in {len(groups):,} "
+        f"sbatch submissions: {len(arrays):,} job arrays ({sum(map(len, arrays)):,} tasks) and "
+        f"{len(groups) - len(arrays):,} single job(s); "
+        + (f"at most {cap:,} queued at once (--max-queued)" if cap else "no cap on queued jobs"),
+        highlight=False,
+    )
 
 
 def show_status(out: Path) -> None:
@@ -256,6 +267,15 @@ VerboseOption = Annotated[
         "printed anyway when the live display is off).",
     ),
 ]
+MaxQueuedOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-queued",
+        help="slurm: at most N of the grid's jobs queued or running at once (an array task "
+        "counts one); the rest are submitted as earlier ones finish (overrides the spec's "
+        "slurm.max_queued; default: no cap).",
+    ),
+]
 ProgressOption = Annotated[
     bool | None,
     typer.Option(
@@ -278,10 +298,15 @@ def train_grid(
     ] = False,
     jobs: Annotated[int, typer.Option(help="Nodes run at once (local); cores are split.")] = 1,
     executor: Annotated[
-        str, typer.Option(help="local, or slurm: one job per node (the spec's slurm: section).")
+        str,
+        typer.Option(
+            help="local, or slurm: one job per node, siblings as one job array (the spec's "
+            "slurm: section)."
+        ),
     ] = "local",
     wait: WaitOption = True,
     poll: Annotated[float, typer.Option(help="slurm: seconds between squeue polls.")] = 10.0,
+    max_queued: MaxQueuedOption = None,
     seeds: Annotated[
         str | None, typer.Option(help="Seeds, e.g. 0,1,2 (overrides the spec).")
     ] = None,
@@ -303,8 +328,10 @@ def train_grid(
         return
     if status_dir is not None:
         raise ProximityError(f"unexpected argument {status_dir} (did you mean --out {status_dir}?)")
-    check_executor_options(jobs, executor, wait)
+    check_executor_options(jobs, executor, wait, max_queued)
     plan, data = load_plan(spec, set_ or [], seeds, data_dir, check_memory=not dry_run_)
+    if max_queued is not None:
+        plan.spec.slurm.max_queued = max_queued  # an execution setting: no node id changes
     if dry_run_:
         dry_run(plan, data, jobs, out)
         if executor == "slurm":
@@ -327,10 +354,14 @@ def train_grid(
     )
 
 
-def check_executor_options(jobs: int, executor: str, wait: bool) -> None:
+def check_executor_options(jobs: int, executor: str, wait: bool, max_queued: int | None) -> None:
     """Refuse, before anything is read, options that do not go together."""
     if jobs < 1:
         raise ProximityError("--jobs must be at least 1")
+    if max_queued is not None and max_queued < 1:
+        raise ProximityError("--max-queued must be at least 1")
+    if max_queued is not None and executor != "slurm":
+        raise ProximityError("--max-queued is for --executor slurm")
     if executor not in ("local", "slurm"):
         raise ProximityError(f"--executor must be local or slurm, got {executor!r}")
     if executor == "slurm" and jobs != 1:
@@ -420,33 +451,53 @@ def run_grid(
 
 
 def _run_on_slurm(plan, out: Path, log: GridLog, *, wait: bool, poll_s: float):
-    """Submit, then (with `wait`) watch (the live display shows progress); None when not
-    waiting."""
+    """Submit (at most slurm.max_queued jobs live), then (with `wait`) watch and submit the
+    rest as jobs finish (the live display shows progress); None when not waiting."""
     from proximity.training.grid.slurm import submit_grid, watch  # torch (the note above `console`)
 
+    cap = plan.spec.slurm.max_queued
     try:
-        jobs, submitted = submit_grid(plan, out)
+        done_before = sum(1 for n in plan.nodes if is_done(node_dir(out, n.id)))
+        submission = submit_grid(plan, out, cap=cap)
+        jobs, submitted = submission.jobs, submission.submitted
         queued = len(jobs) - len(submitted)
+        left = len(plan.nodes) - done_before - len(jobs)
         console.print(
-            f"slurm: submitted {len(submitted)} jobs"
+            f"slurm: submitted {len(submitted)} jobs in {submission.calls} sbatch calls "
+            f"({submission.arrays} job arrays)"
             + (f", {queued} already queued from an earlier call" if queued else "")
-            + f"; {len(plan.nodes) - len(jobs)} nodes done before"
+            + f"; {done_before} nodes done before"
+            + (f"; {left} nodes not submitted yet (--max-queued {cap})" if left > 0 else ""),
+            highlight=False,
         )
         if not wait:
-            if jobs:
-                console.print(
-                    f"not waiting (--no-wait): `proximity train-grid status {out}` shows "
-                    "progress; rerun this command (without --no-wait) to wait and write "
-                    "results.csv"
-                )
+            _say_not_waiting(out, bool(jobs), left, cap)
             return None
-        return watch(plan, out, jobs, poll_s=poll_s, on_change=log)
+        return watch(plan, out, jobs, poll_s=poll_s, on_change=log, submission=submission)
     except KeyboardInterrupt:
         console.print(
             "stopped waiting; the jobs keep running in Slurm. Rerun the same command to "
             "wait for them (it submits nothing twice), or scancel them."
         )
         raise SystemExit(130) from None
+
+
+def _say_not_waiting(out: Path, any_jobs: bool, left: int, cap: int | None) -> None:
+    """What --no-wait leaves to the user: watching, and with a cap the nodes not submitted."""
+    if left > 0:
+        console.print(
+            f"not waiting (--no-wait): {left} nodes are left to submit (at most {cap} jobs "
+            "queued at once). Rerun this same command to submit the rest as these finish "
+            "(done nodes and queued jobs are never submitted twice), or rerun it without "
+            "--no-wait to submit them all as room frees up and write results.csv",
+            highlight=False,
+        )
+    elif any_jobs:
+        console.print(
+            f"not waiting (--no-wait): `proximity train-grid status {out}` shows "
+            "progress; rerun this command (without --no-wait) to wait and write "
+            "results.csv"
+        )
 
 
 @contextmanager

@@ -1,12 +1,13 @@
 """The grid ledger: the bookkeeping of one run of a plan, kept once for both executors.
 
 The local executor (local.py: worker processes here) and the Slurm executor (slurm.py: one job
-per node) differ only in how they launch a node and learn that it ended; what follows from that
-lives here: each unfinished node's node.json (what its worker runs, with this machine's paths),
-which nodes are done, failed or skipped, which are ready (every parent done), skipping the
-dependents of a failed node, the events told to the caller (`NodeEvents`: grid.log and the
-screen), and the `Outcome` returned. A node's folder stays the truth (nodes.py): the ledger
-starts from the nodes already done there, and a rerun retries the failed ones.
+or array task per node) differ only in how they launch a node and learn that it ended; what
+follows from that lives here: each unfinished node's node.json (what its worker runs, with this
+machine's paths), which nodes are done, failed or skipped, which are ready (every parent done,
+or queued on Slurm), skipping the dependents of a failed node, the events told to the caller
+(`NodeEvents`: grid.log and the screen), and the `Outcome` returned. A node's folder stays the
+truth (nodes.py): the ledger starts from the nodes already done there, and a rerun retries the
+failed ones.
 """
 
 from __future__ import annotations
@@ -78,20 +79,23 @@ class Ledger:
         """A parent failed or was skipped: the node cannot run in this call."""
         return any(p in self.failed or p in self.skipped for p in node.parents)
 
-    def parents_done(self, node: Node) -> bool:
-        return all(p in self.done for p in node.parents)
+    def parents_done(self, node: Node, queued: Container[str] = ()) -> bool:
+        """Every parent done, or in `queued` (Slurm: its job is queued, so the node's job can
+        wait for it with `afterok`)."""
+        return all(p in self.done or p in queued for p in node.parents)
 
-    def ready(self, *excluded: Container[str]) -> Iterator[Node]:
-        """Open nodes (`open`) whose parents are all done, in plan order; on the way, skips the
-        open nodes that `blocked` says cannot run. Lazy: what the caller records while it
-        iterates (a node done, a batch launched) counts for the nodes after it."""
+    def ready(self, *excluded: Container[str], queued: Container[str] = ()) -> Iterator[Node]:
+        """Open nodes (`open`) whose parents are all done (or `queued`: see parents_done), in
+        plan order; on the way, skips the open nodes that `blocked` says cannot run. Lazy: what
+        the caller records while it iterates (a node done, a batch launched) counts for the
+        nodes after it."""
         for node in self.plan.nodes:
             if not self.open(node.id, *excluded):
                 continue
             if self.blocked(node):
                 self.skip(node)
                 continue
-            if self.parents_done(node):
+            if self.parents_done(node, queued):
                 yield node
 
     def found_done(self, node_id: str) -> None:

@@ -1,4 +1,7 @@
-"""Run a plan on Slurm: one job per node (submitit), `afterok` on its parents' jobs.
+"""Run a plan on Slurm: one job per node (submitit), `afterok` on its parents' jobs; sibling
+nodes (same kind and parents: e.g. one branch's SFT runs) go into one job array, and with a
+cap (`slurm.max_queued`, `--max-queued`) at most that many jobs are live, the rest submitted
+as earlier ones finish.
 
 A job runs exactly what the local executor runs, `python -m proximity.training.grid.worker NODE_DIR`
 (under torchrun for a DDP node), so the node's lock, its resume from its own checkpoint and
@@ -23,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,7 +193,7 @@ def run_node_job(launch: Launch) -> None:
     dependents never start.
     """
     folder = Path(launch.folder)
-    master, job_id, node_index = "localhost", os.environ.get("SLURM_JOB_ID", "0"), 0
+    master, job_id, node_index = "localhost", slurm_job_id(), 0
     if launch.nodes > 1:
         env = submitit.JobEnvironment()
         master, job_id, node_index = env.hostnames[0], env.job_id, env.node
@@ -217,9 +220,20 @@ def run_node_job(launch: Launch) -> None:
         return
 
 
+def slurm_job_id() -> str:
+    """This job's id as squeue and slurm_job.txt name it: `<array id>_<index>` in an array
+    (SLURM_JOB_ID is then a number of the task's own)."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    return os.environ.get("SLURM_JOB_ID", "0")
+
+
 # ---- submitting ----------------------------------------------------------------------------
 
-Submit = Callable[[Node, SlurmSpec, list[str]], str]  # (node, resources, deps) -> job id
+# (sibling nodes, their resources, job ids they wait for) -> each node's job id, in order. One
+# call is one sbatch: a plain job for one node, a job array (`<array id>_<index>`) for several.
+Submit = Callable[[list[Node], SlurmSpec, list[str]], list[str]]
 
 
 def make_executor(folder: Path, resources: SlurmSpec, node: Node, dependencies: list[str]):
@@ -230,24 +244,43 @@ def make_executor(folder: Path, resources: SlurmSpec, node: Node, dependencies: 
 
 
 def submitit_submitter(out: Path) -> Submit:
-    """Submit through submitit's SlurmExecutor; its files go to nodes/<id>/slurm/."""
+    """Submit through submitit's SlurmExecutor: one node as a plain job (its files in
+    nodes/<id>/slurm/), several siblings as one job array through `map_array` (its files in
+    DIR/slurm/, named `<array id>_<index>_...`); every task runs `run_node_job` for its node."""
 
-    def submit(node: Node, resources: SlurmSpec, dependencies: list[str]) -> str:
-        folder = node_dir(out, node.id)
-        executor = make_executor(folder / "slurm", resources, node, dependencies)
+    def submit(nodes: list[Node], resources: SlurmSpec, dependencies: list[str]) -> list[str]:
+        folders = [node_dir(out, node.id) for node in nodes]
+        files = folders[0] / "slurm" if len(nodes) == 1 else out / "slurm"
+        executor = make_executor(files, resources, nodes[0], dependencies)
+        if len(nodes) > 1:  # every task may run at once: the cap is --max-queued's business
+            name = f"grid-{nodes[0].kind}-x{len(nodes)}-{nodes[0].id}"
+            executor.update_parameters(job_name=name, array_parallelism=len(nodes))
+        launches = [launch_for(resources, folder) for folder in folders]
         try:
             with stderr_captured() as captured:  # sbatch's complaints go into the error
-                job = executor.submit(run_node_job, launch_for(resources, folder))
+                jobs = executor.map_array(run_node_job, launches)
         except Exception as error:  # sbatch's refusal (bad partition, account, time...)
             text = ("".join(captured) or str(error)).strip().splitlines()
             reason = text[-1] if text else repr(error)
+            more = f" and its {len(nodes) - 1} siblings (one job array)" if len(nodes) > 1 else ""
             raise ProximityError(
-                f"sbatch refused node {node.id} ({node.label}): {reason} "
+                f"sbatch refused node {nodes[0].id} ({nodes[0].label}){more}: {reason} "
                 f"(check the grid's slurm: section)"
             ) from None
-        return str(job.job_id)
+        return [str(job.job_id) for job in jobs]
 
     return submit
+
+
+def job_groups(nodes: Iterable[Node]) -> list[list[Node]]:
+    """`nodes` as sbatch submissions: siblings with the same kind (so the same resources: the
+    slurm: section is per kind) and the same parents (so the same `afterok`) share one job
+    array, e.g. all SFT nodes of one branch (targets x learning rates). Groups keep the nodes'
+    order and come in the order of their first node."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Node]] = {}
+    for node in nodes:
+        groups.setdefault((node.kind, node.parents), []).append(node)
+    return list(groups.values())
 
 
 @contextmanager
@@ -274,55 +307,145 @@ def recorded_job(folder: Path) -> str | None:
     return path.read_text().split()[0] if path.exists() and path.read_text().strip() else None
 
 
-def submit_plan(
-    plan: Plan, out: Path, submit: Submit, queue: dict[str, tuple[str, str]]
-) -> tuple[dict[str, str], list[str]]:
-    """Submit a job for every node that is not done and has no live job; parents first.
+class Submission:
+    """The grid's jobs, and the submitting of the rest: every node not done gets a job (or an
+    array task) that waits `afterok` for its parents' jobs still queued or running.
 
-    `queue` is squeue's job id -> (state, reason). Returns (node id -> job id of every node not
-    done, ids of the nodes submitted now). A node's dependencies are its not-done parents' jobs;
-    a queued job from an earlier call is kept unless a parent is submitted again now (it would
-    wait on the parent's dead job forever), then it is cancelled and replaced.
-    If sbatch refuses a node, the jobs submitted by this call are cancelled and the error raised.
+    Jobs of an earlier call that are still queued are adopted (`adopt`); then `fill` submits
+    ready nodes, parents first and in plan order, sibling groups (`job_groups`) as one array,
+    until `cap` jobs are live (None: no cap). Which nodes are ready, done, failed or skipped is
+    the ledger's: a node is ready when each parent is done or has a queued job.
     """
-    jobs: dict[str, str] = {}
-    submitted: list[str] = []
-    stale: list[str] = []
-    for node in plan.nodes:
-        folder = node_dir(out, node.id)
-        if is_done(folder):
-            continue
-        job = recorded_job(folder)
-        alive = job is not None and queue.get(job, ("", ""))[0] in ALIVE
-        if alive and queue[job][1] != NEVER and not any(p in submitted for p in node.parents):
-            jobs[node.id] = job  # submitted by an earlier call and still queued or running
-            continue
-        if alive:  # it waits on a parent's dead job: replace it
-            stale.append(job)
-        dependencies = [jobs[p] for p in node.parents if p in jobs]
-        resources = plan.spec.slurm.for_kind(node.kind)
-        if not is_locked(folder):
-            (folder / ERROR).unlink(missing_ok=True)  # retried: no longer failed
+
+    def __init__(self, out: Path, submit: Submit, cap: int | None = None) -> None:
+        self.out, self.submit, self.cap = out, submit, cap
+        self.jobs: dict[str, str] = {}  # node id -> its job (adopted, or submitted by this call)
+        self.submitted: list[str] = []  # nodes submitted by this call, in submission order
+        self.calls = 0  # sbatch calls made by this call
+        self.arrays = 0  # of which job arrays (more than one task)
+
+    def adopt(self, plan: Plan, queue: dict[str, tuple[str, str]]) -> list[str]:
+        """Keep the queued jobs of earlier calls (`nodes/<id>/slurm_job.txt`); returns the
+        ones to cancel: a job that waits on a parent's dead job (it would wait forever; its
+        node is submitted again, after the parent)."""
+        stale = []
+        for node in plan.nodes:
+            folder = node_dir(self.out, node.id)
+            job = None if is_done(folder) else recorded_job(folder)
+            state, reason = queue.get(job or "", ("", ""))
+            if job is None or state not in ALIVE:
+                continue
+            parents = all(p in self.jobs or is_done(node_dir(self.out, p)) for p in node.parents)
+            if reason != NEVER and parents:
+                self.jobs[node.id] = job
+            else:
+                stale.append(job)
+        return stale
+
+    def live(self, queue: dict[str, tuple[str, str]], waiting: Iterable[str] = ()) -> int:
+        """This grid's jobs that count against the cap: queued or running in `queue`, or
+        `waiting` (submitted, not settled yet: squeue may not list them yet)."""
+        alive = {job for job in self.jobs.values() if queue.get(job, ("",))[0] in ALIVE}
+        return len(alive | set(waiting))
+
+    def fill(self, ledger: Ledger, room: int | None) -> list[str]:
+        """Submit ready nodes while `room` more jobs may go live (None: all); returns the nodes
+        submitted. One pass per generation, so a child's group goes after its parents'. Under
+        a cap a group goes whole, or in pieces of `cap` when it is larger: a group that does
+        not fit now waits for room (the groups after it that fit go first), so that arrays
+        stay arrays instead of dribbling out one task per finished job."""
+        new: list[str] = []
+        while room is None or room > 0:
+            went = 0
+            for group in job_groups(ledger.ready(self.jobs, queued=self.jobs)):
+                if room is not None:
+                    if room < min(len(group), self.cap or room):
+                        continue
+                    group = group[:room]
+                self._submit(ledger, group)
+                new += [node.id for node in group]
+                went += len(group)
+                room = None if room is None else room - len(group)
+            if not went:
+                break
+        return new
+
+    def _submit(self, ledger: Ledger, group: list[Node]) -> None:
+        """One sbatch for `group`; records each node's job in its slurm_job.txt."""
+        parents = [p for p in group[0].parents if p in self.jobs and p not in ledger.done]
+        waits = [self.jobs[p] for p in parents if not is_done(ledger.folder(p))]
+        for node in group:
+            if not is_locked(ledger.folder(node.id)):
+                (ledger.folder(node.id) / ERROR).unlink(missing_ok=True)  # retried: not failed
+        resources = ledger.plan.spec.slurm.for_kind(group[0].kind)
+        jobs = self.submit(group, resources, list(dict.fromkeys(waits)))
+        self.calls += 1
+        self.arrays += len(group) > 1
+        for node, job in zip(group, jobs, strict=True):
+            write_text_atomic(ledger.folder(node.id) / JOB_FILE, f"{job}\n")
+            self.jobs[node.id] = job
+            self.submitted.append(node.id)
+
+    def left(self, ledger: Ledger) -> int:
+        """Nodes with no job yet that may still run (open ones with a failed or skipped parent
+        are skipped here, so that nothing waits for them)."""
+        count = 0
+        for node in ledger.plan.nodes:
+            if ledger.open(node.id, self.jobs):
+                if ledger.blocked(node):
+                    ledger.skip(node)
+                else:
+                    count += 1
+        return count
+
+    def refill(self, ledger: Ledger, queue: dict[str, tuple[str, str]], waiting: Iterable[str]):
+        """What `watch` calls each poll: submit what is ready and fits under the cap now;
+        returns node id -> job of the nodes submitted. A refusal by sbatch stops the watcher
+        (the jobs already queued go on)."""
+        room = None if self.cap is None else self.cap - self.live(queue, waiting)
         try:
-            job = submit(node, resources, dependencies)
-        except BaseException:  # leave no half-submitted grid behind
-            cancel([jobs[n] for n in submitted])
-            raise
-        write_text_atomic(folder / JOB_FILE, f"{job}\n")
-        jobs[node.id] = job
-        submitted.append(node.id)
-    cancel(stale)
-    return jobs, submitted
+            new = self.fill(ledger, room)
+        except ProximityError as error:
+            raise ProximityError(
+                f"{error}; the grid's other jobs keep running: fix it and rerun the same command"
+            ) from None
+        return {nid: self.jobs[nid] for nid in new}
+
+
+def submit_plan(
+    plan: Plan,
+    out: Path,
+    submit: Submit,
+    queue: dict[str, tuple[str, str]],
+    cap: int | None = None,
+) -> Submission:
+    """Adopt the live jobs of earlier calls, then submit every other node not done (at most
+    `cap` jobs live in all); `queue` is squeue's job id -> (state, reason).
+
+    If sbatch refuses a node, the jobs submitted by this call are cancelled and the error
+    raised: no half-submitted grid is left behind.
+    """
+    submission = Submission(out, submit, cap)
+    cancel(submission.adopt(plan, queue))
+    ledger = Ledger(plan, out)
+    room = None if cap is None else cap - submission.live(queue)
+    try:
+        submission.fill(ledger, room)
+    except BaseException:
+        cancel([submission.jobs[n] for n in submission.submitted])
+        raise
+    return submission
 
 
 # ---- watching ------------------------------------------------------------------------------
 
 
 def read_queue(user: str | None = None) -> dict[str, tuple[str, str]]:
-    """squeue's view of the user's jobs: job id -> (state, reason). Ended jobs may be absent."""
+    """squeue's view of the user's jobs: job id -> (state, reason). Ended jobs may be absent.
+    `-r`: one line per array task (`<array id>_<index>`), pending ones included."""
     user = user or getpass.getuser()
     done = subprocess.run(
-        ["squeue", "-h", "-u", user, "--states=all", "-o", "%i|%T|%r"],
+        ["squeue", "-h", "-r", "-u", user, "--states=all", "-o", "%i|%T|%r"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -363,8 +486,11 @@ def watch(
     read: Callable[[], dict[str, tuple[str, str]]] = read_queue,
     on_change: NodeEvents | None = None,
     on_poll: Callable[[dict[str, int]], None] | None = None,
+    submission: Submission | None = None,
 ) -> Outcome:
     """Follow the jobs until every node is done, failed or skipped; returns what happened.
+    With `submission`, each poll also submits the nodes that are ready and fit under its cap
+    (`Submission.refill`), and the watch ends only when none is left.
 
     A job that left the queue (or shows an ended state) with no result.json for `grace_s`
     is failed: error.txt says so unless the worker wrote its own. A job Slurm reports
@@ -390,9 +516,11 @@ def watch(
             time.sleep(poll_s)
             continue
         cancel(watcher.poll(queue))
+        if submission is not None:
+            watcher.waiting.update(submission.refill(ledger, queue, watcher.waiting.values()))
         if on_poll is not None:
             on_poll(watcher.counts(queue))
-        if not watcher.waiting:
+        if not watcher.waiting and (submission is None or not submission.left(ledger)):
             break
         time.sleep(poll_s)
     return ledger.outcome()
@@ -467,9 +595,10 @@ class JobWatcher:
         if (folder / ERROR).exists():
             return None  # the worker's own error
         how = f" ({state})" if state else ""
+        files = folder / "slurm" if "_" not in job else self.ledger.out / "slurm" / f"{job}_*"
         return (
             f"job {job} ended without a result{how} (cancelled, time limit or OOM?)\n\n"
-            f"its output: {folder / LOG} and {folder / 'slurm'}\n"
+            f"its output: {folder / LOG} and {files}\n"
         )
 
     def counts(self, queue: dict[str, tuple[str, str]]) -> dict[str, int]:
@@ -486,13 +615,11 @@ class JobWatcher:
 
 
 def submit_grid(
-    plan: Plan, out: Path, submit: Submit | None = None
-) -> tuple[dict[str, str], list[str]]:
-    """Submit the plan's unfinished nodes (`submit_plan` against squeue's view now); their
-    node.json files must exist (ledger.write_node_files), the jobs read them.
-
-    Returns (node id -> job id of every node not done, ids of the nodes submitted now), for
-    `watch` and for the caller to say what was submitted.
-    """
+    plan: Plan, out: Path, submit: Submit | None = None, cap: int | None = None
+) -> Submission:
+    """Submit the plan's unfinished nodes (`submit_plan` against squeue's view now), at most
+    `cap` jobs live; their node.json files must exist (ledger.write_node_files), the jobs read
+    them. The Submission goes to `watch`, which submits the rest, and tells the caller what
+    was submitted."""
     check_slurm()
-    return submit_plan(plan, out, submit or submitit_submitter(out), read_queue())
+    return submit_plan(plan, out, submit or submitit_submitter(out), read_queue(), cap)

@@ -184,6 +184,9 @@ class SlurmSpec:
     sbatch: list[str] = field(default_factory=list)
     # Shell lines run in the job before the node (e.g. `module load cuda`).
     setup: list[str] = field(default_factory=list)
+    # At most this many of the grid's jobs queued or running at once (each array task counts,
+    # as Slurm's MaxSubmitJobs counts it); None: no cap. `train-grid --max-queued` overrides it.
+    max_queued: int | None = None
     # Per node kind: fields set here replace the ones above for that kind's jobs.
     tokenizer: SlurmResources = field(default_factory=SlurmResources)
     prepare: SlurmResources = field(default_factory=SlurmResources)
@@ -248,6 +251,8 @@ class GridSpec:
             _require(lr > 0, "sft.lrs", f"{lr} must be positive")
         for kind in ("", "tokenizer.", "prepare.", "pretrain.", "midtrain.", "sft."):
             self._check_slurm(kind)
+        cap = self.slurm.max_queued
+        _require(cap is None or cap >= 1, "slurm.max_queued", f"{cap} must be >= 1")
 
     def _check_settings(self) -> None:
         """Models, seeds and the sections' numbers."""
