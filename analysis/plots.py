@@ -446,7 +446,7 @@ def ablation_grid(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     )
     limit = 100 * (limit or 1.0)  # one colour scale for every panel, centred on no change
     with mpl.rc_context(STYLE):
-        fig = _figure(3.6 * len(targets) + 1.5, 3.8)
+        fig = _figure(max(6.0, 3.6 * len(targets) + 1.5), 3.8 if len(targets) > 1 else 4.2)
         axes = fig.subplots(1, len(targets), squeeze=False)[0]
         for ax, target in zip(axes, targets, strict=True):
             table = data[data["target"] == target].pivot_table(
@@ -469,7 +469,8 @@ def ablation_grid(outcomes: pd.DataFrame, path: Path) -> list[Path]:
             ax.set_title(target)
             ax.set_xlabel(f"{mixture} weight")
             ax.set_ylabel("start step")
-        fig.suptitle(f"When and how much {mixture}: relative improvement (seed mean, %)")
+        sep = ": " if len(targets) > 1 else ":\n"  # one panel: the title must fit its width
+        fig.suptitle(f"When and how much {mixture}{sep}relative improvement (seed mean, %)")
         return save(fig, path)
 
 
