@@ -97,8 +97,15 @@ def _interval(low: Any, high: Any) -> str:
     return f"[{low:.2f}, {high:.2f}]"
 
 
+def _points(value: Any) -> str:
+    """An error or width of relative improvements, in percentage points like the outcomes."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    return f"{100 * value:.2f}"
+
+
 def _errors(held_out: dict[str, Any]) -> str:
-    return f"{_fmt(held_out['rmse'], 4)} ({_fmt(held_out['baseline_rmse'], 4)})"
+    return f"{_points(held_out['rmse'])} ({_points(held_out['baseline_rmse'])})"
 
 
 def _without(held_out: dict[str, Any] | None) -> str:
@@ -140,8 +147,8 @@ def statistics_table(statistics: dict[str, Any]) -> pd.DataFrame:
                 "Spearman ρ": _fmt(rel["spearman"]["rho"]),
                 "within-target r": _fmt(rel["within_target"]["r"]),
                 "r without its most influential pair": _without(rel.get("leave_one_pair_out")),
-                "LOTO RMSE (mean-only)": _errors(loto),
-                "LOMO RMSE (mean-only)": _errors(lomo),
+                "LOTO RMSE, points (mean-only)": _errors(loto),
+                "LOMO RMSE, points (mean-only)": _errors(lomo),
                 "PA std": _fmt(rel.get("pa_std"), 4),
                 "verdict": (rel.get("verdict") or {}).get("verdict", "–"),
             }
@@ -365,10 +372,10 @@ def recommend_table(statistics: dict[str, Any]) -> pd.DataFrame | None:
                 "targets": held["n_targets"],
                 "coverage (nominal 95%, goal ≥ 90%)": _fmt(held["coverage"], 2),
                 "held-out pairs": held["n_pairs"],
-                "mean width": _fmt(held["mean_width"], 4),
-                "range of outcomes": _fmt(held["outcome_range"], 4),
-                "RMSE": _fmt(held["rmse"], 4),
-                "RMSE predicting the mean": _fmt(held["baseline_rmse"], 4),
+                "mean width (points)": _points(held["mean_width"]),
+                "range of outcomes (points)": _points(held["outcome_range"]),
+                "RMSE (points)": _points(held["rmse"]),
+                "RMSE predicting the mean (points)": _points(held["baseline_rmse"]),
                 "ratio": _fmt(held["rmse_ratio"], 2),
                 "note": held.get("why", ""),
             }
