@@ -238,7 +238,8 @@ def _pa_legend(
     seeds = "/".join(str(n) for n in sorted({int(n) for n in points["n_seeds"].dropna()})) or "?"
     handles = [line([], [], color="0.3", marker="|", markersize=14, linestyle="")]
     bars = "thin bars" if has_se else "error bars"
-    names = [f"{bars}: ± 1 seed std\n({seeds} seeds; training noise)"]
+    noise = "one seed: none drawn" if seeds == "1" else f"{seeds} seeds; training noise"
+    names = [f"{bars}: ± 1 seed std\n({noise})"]
     if has_se:
         handles.append(line([], [], color="0.3", linewidth=5, alpha=0.35))
         names.append("thick bars: ± 1 bootstrap SE\nover validation examples")

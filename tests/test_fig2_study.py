@@ -148,3 +148,17 @@ if __name__ == "__main__":
     import sys
 
     main(Path(sys.argv[1]))
+
+
+def test_one_seed_says_no_seed_bars_are_drawn(tmp_path, monkeypatch):
+    """With one seed there is no seed spread: the legend must not promise bars it cannot draw."""
+    figures = []
+    original = plots.save
+    monkeypatch.setattr(
+        plots, "save", lambda fig, path: (figures.append(fig), original(fig, path))[1]
+    )
+    pairs, statistics = study_pairs()
+    plots.pa_scatter(pairs.assign(n_seeds=1), statistics, "paper", tmp_path / "fig2")
+    names = [t.get_text() for t in figures[0].legends[0].get_texts()]
+    assert any("one seed: none drawn" in n for n in names)
+    assert not any("1 seeds" in n for n in names)
