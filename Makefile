@@ -86,7 +86,8 @@ reproduce-micro: install
 	$$P train-grid micro --seeds 0,1,2 --jobs $(JOBS) --out $(RUNS)/micro; \
 	mkdir -p $(MICRO_FIGURES); \
 	$$P cka --grid $(RUNS)/micro --data c4 --out $(MICRO_FIGURES); \
-	cp $(RUNS)/micro/results.csv $(RUNS)/micro/grid.yaml $(MICRO_FIGURES)/; \
+	cp $(RUNS)/micro/results.csv $(MICRO_FIGURES)/; \
+	$(BIN)/python -m proximity.training.grid.merge_parts spec $(RUNS)/micro/grid.yaml $(MICRO_FIGURES); \
 	for tok in $(RUNS)/micro/nodes/tokenizer-*; do \
 		mkdir -p $(MICRO_FIGURES)/nodes/$$(basename $$tok); \
 		cp $$tok/tokenizer.json $(MICRO_FIGURES)/nodes/$$(basename $$tok)/; \

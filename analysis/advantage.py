@@ -15,9 +15,10 @@ import pandas as pd
 
 from proximity.errors import ProximityError
 from proximity.metrics import METRICS, get_metric
+from proximity.readers import looks_like_local_path
 from proximity.settings import SimilaritySettings
 from proximity.similarity import advantage_table, similarity_table
-from proximity.specs import parse_mixture
+from proximity.specs import parse_mixture, split_label
 from proximity.stats import StatsOptions
 
 METRIC_NAMES = tuple(METRICS)
@@ -138,20 +139,36 @@ def similarity_matrix(
 def heatmap_datasets(pairs: pd.DataFrame) -> list[str]:
     """Figure 1's rows: the pretraining data, every specialised dataset, every target.
 
-    Specialised datasets are the parts of the trained mixtures other than the pretraining
-    data, labelled by the grid's short names where a branch is a single dataset (CPT).
+    A specialised dataset is a part of a trained mixture other than the pretraining data,
+    labelled by the grid's short name of the mixture that adds it alone (`mathword`, not its
+    spec `gsm8k?format=plain&split=test`); a mixture adding several keeps the specs.
     """
     pretrain = [parse_mixture(s).canonical() for s in pd.unique(pairs["pretrain_spec"])]
     specialised: dict[str, str] = {}
     for row in pairs.drop_duplicates("mixture_spec").itertuples():
-        for spec in parse_mixture(row.mixture_spec).datasets:
-            text = spec.canonical()
-            if text not in pretrain and text not in specialised:
-                specialised[text] = row.mixture if text == row.mixture_spec else text
+        added = [s for s in parse_mixture(row.mixture_spec).datasets
+                 if s.canonical() not in pretrain]  # fmt: skip
+        for spec in added:
+            specialised.setdefault(spec.canonical(), row.mixture if len(added) == 1 else "")
     targets = {}
     for row in pairs.drop_duplicates("target_spec").itertuples():
         targets[row.target_spec] = row.target
     named = [*pretrain]
-    named += [text if label == text else f"{label}={text}" for text, label in specialised.items()]
-    named += [text if label == text else f"{label}={text}" for text, label in targets.items()]
+    for text, label in [*specialised.items(), *targets.items()]:
+        named.append(text if label in ("", text) else f"{label}={text}")
     return list(dict.fromkeys(named))
+
+
+def heatmap_display_names(named: Sequence[str]) -> dict[str, str]:
+    """Figure 1's tick labels for `heatmap_datasets`' rows: `label: dataset` where the label
+    is not the dataset's own name (`mathword: gsm8k`, `code: starcoder`), as figure 2's
+    legend names mixtures; the matrix rows are keyed by the label alone."""
+    names = {}
+    for text in named:
+        label, body = split_label(text)
+        if label is None:
+            continue
+        source = parse_mixture(body).single().source
+        dataset = Path(source).stem if looks_like_local_path(source) else source
+        names[label] = label if dataset == label else f"{label}: {dataset}"
+    return names

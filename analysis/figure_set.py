@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +16,12 @@ from proximity.analysis.curves import branch_curves, example_branch
 from proximity.analysis.results import Grid
 
 FIGURES = {
-    "fig1_similarity": "Similarity of pretraining data, specialised data and targets",
+    "fig1_similarity": "Similarity of pretraining data, specialised data (named by the grid's "
+    "mixture) and targets; * after a name: a local stand-in for the real dataset",
     "fig2_pa_vs_improvement": "Proximity advantage vs relative improvement after SFT, one panel "
     "per model size; error bars: ± 1 seed std of the pair's improvement (training noise only, "
     "same validation examples for every seed); dashed: least-squares line with its 95% "
-    "confidence band",
+    "confidence band; * after a name: a local stand-in for the real dataset",
     "fig2b_metrics": "Pearson r of every similarity metric, side by side",
     "fig3_start_step": "Loss after SFT vs the midtraining start step",
     "fig4_ablation": "Start step × weight grid (code ablation)",
@@ -52,6 +56,7 @@ def draw_correlation_figures(
     """Figures 1-7 from correlate's tables, those the grid has data for."""
     out = Path(out)
     drawn = FigureSet()
+    result, similarity = mark_stand_ins(result, similarity, grid.stand_ins)
     metrics = result.statistics["inputs"]["metrics"]
     if similarity is not None and len(similarity):
         drawn.add(
@@ -100,3 +105,29 @@ def draw_correlation_figures(
     else:
         drawn.missing["fig7_cka"] = "run `proximity cka BASE OTHER --data c4` (needs checkpoints)"
     return drawn
+
+
+def mark_stand_ins(
+    result: Correlation, similarity: pd.DataFrame | None, stand_ins: Collection[str]
+) -> tuple[Correlation, pd.DataFrame | None]:
+    """Copies of correlate's tables for drawing, with `*` after every dataset name the grid
+    read from a local stand-in (targets, mixture specs, figure 1's rows), so a figure pasted
+    alone still says which data were not the real thing. The tables written are unchanged."""
+    if not stand_ins:
+        return result, similarity
+    pattern = re.compile(
+        r"(?<![\w./-])(" + "|".join(map(re.escape, sorted(stand_ins, key=len, reverse=True)))
+        + r")(?![\w*-])"
+    )  # fmt: skip
+
+    def star(text: object) -> object:
+        return pattern.sub(rf"\1{plots.STAND_IN}", text) if isinstance(text, str) else text
+
+    def frame(table: pd.DataFrame) -> pd.DataFrame:
+        columns = [c for c in ("target", "mixture_spec") if c in table]
+        return table.assign(**{c: table[c].map(star) for c in columns})
+
+    marked = dataclasses.replace(result, pairs=frame(result.pairs), outcomes=frame(result.outcomes))
+    if similarity is not None:
+        similarity = similarity.rename(index=star, columns=star)
+    return marked, similarity

@@ -86,6 +86,11 @@ def _fit_band(x: np.ndarray, y: np.ndarray, grid: np.ndarray, level: float = 0.9
     return centre, centre - half, centre + half
 
 
+STAND_IN = "*"
+"""Appended to a dataset's name in figures when the grid read a local stand-in for it
+(`figure_set.mark_stand_ins`)."""
+
+
 def mixture_label(mixture: str, mixture_spec: str, pretrain_spec: str = "c4") -> str:
     """A legend name for a grid mixture: its short name and the dataset it adds (options such
     as `?split=test` dropped), e.g. `mathword: gsm8k`; the name alone when they agree."""
@@ -93,7 +98,7 @@ def mixture_label(mixture: str, mixture_spec: str, pretrain_spec: str = "c4") ->
     added = [part.split(":")[0] for part in str(mixture_spec).split("+")]
     datasets = [d.split("?")[0] for d in added if d not in base] or [added[0].split("?")[0]]
     dataset = "+".join(dict.fromkeys(Path(d).stem if "/" in d else d for d in datasets))
-    return mixture if dataset == mixture else f"{mixture}: {dataset}"
+    return dataset if dataset.rstrip(STAND_IN) == mixture else f"{mixture}: {dataset}"
 
 
 def _dodge(points: pd.DataFrame, targets: Sequence[str], span: float) -> np.ndarray:
@@ -271,6 +276,9 @@ def _pa_legend(
                 ("open: " if fill == "white" else "filled: ")
                 + ", ".join("CPT (100%)" if w >= 1 else f"{w:.0%}" for w in ws)
             )
+    if any(STAND_IN in name for name in [*targets, *labels]):
+        handles.append(blank)
+        names.append(f"{STAND_IN} local stand-in data\n(the report says for what)")
     return handles, names
 
 
@@ -352,7 +360,8 @@ def similarity_heatmap(matrix: pd.DataFrame, metric: str, path: Path) -> list[Pa
             ax.text(i + 0.5, i + 0.5, "1", ha="center", va="center", color="0.45")
         ax.grid(False)
         ax.set_xticks(ax.get_xticks(), labels, rotation=35, ha="right", rotation_mode="anchor")
-        ax.set_title("Token-statistics similarity (diagonal = 1, uncoloured)")
+        starred = "; * local stand-in data" if any(STAND_IN in label for label in labels) else ""
+        ax.set_title(f"Token-statistics similarity (diagonal = 1, uncoloured{starred})")
         return save(fig, path)
 
 

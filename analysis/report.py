@@ -38,6 +38,7 @@ from proximity.analysis.findings import paper_findings
 from proximity.analysis.results import Grid
 from proximity.atomic import write_text_atomic
 from proximity.errors import ProximityError
+from proximity.outputs import portable_path
 
 FINDING_TITLES = {
     "midtrain_beats_cpt_in_domain": "Midtraining beats CPT in-domain (SFT val loss)",
@@ -509,6 +510,16 @@ def reproduce_commands(grid: Grid, statistics: dict, analysis: Path) -> list[str
     return commands
 
 
+def portable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """grid.yaml as the report shows it: its data folder relative to the working directory
+    (`../shared/data`, as `proximity.outputs.portable_path` writes paths), so a committed
+    report names no machine's absolute path."""
+    data = config.get("data")
+    if not isinstance(data, dict) or not data.get("data_dir"):
+        return config
+    return {**config, "data": {**data, "data_dir": portable_path(data["data_dir"])}}
+
+
 def build_report(grid: Grid, analysis: Path) -> Report:
     """Everything the report shows, read from the grid and from what correlate wrote to
     `analysis`: the summary, the tables, the figures, the configuration and provenance."""
@@ -523,7 +534,9 @@ def build_report(grid: Grid, analysis: Path) -> Report:
         tables=report_tables(statistics, findings, pairs, design),
         figures=figures,
         missing_figures=missing,
-        config_yaml=yaml.safe_dump(config, sort_keys=False) if config else "(no grid.yaml)",
+        config_yaml=yaml.safe_dump(portable_config(config), sort_keys=False)
+        if config
+        else "(no grid.yaml)",
         provenance=provenance_lines(grid, statistics, pairs),
         commands=reproduce_commands(grid, statistics, analysis),
         findings=findings,

@@ -7,6 +7,7 @@ means the branch helped. Seeds are then averaged with their spread kept.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from proximity.data import is_split_note
 from proximity.errors import ProximityError
 
 RESULTS_COLUMNS = {
@@ -48,6 +50,20 @@ class Grid:
             return []
         notes = self.results["substitutes"].fillna("").astype(str)
         return sorted({n.strip() for text in notes for n in text.split(";") if n.strip()})
+
+    @property
+    def stand_ins(self) -> set[str]:
+        """Datasets read from a local stand-in for other data (figures mark them `*`): every
+        dataset with a substitute note other than "another split of the same data"."""
+        # A note is `name: text`; a piece without a name is a split note continuing the one
+        # before it or a branch's free-text note, neither of which names a stand-in.
+        found: set[str] = set()
+        for text in self.results.get("substitutes", pd.Series(dtype=str)).dropna().astype(str):
+            for piece in text.split(";"):
+                head = re.match(r"(\S+?): ", piece.strip())
+                if head and not is_split_note(piece):
+                    found.add(head.group(1))
+        return found
 
 
 def load_grid(root: str | Path) -> Grid:

@@ -436,6 +436,23 @@ def _registry_local_copy(
     return None
 
 
+SPLIT_NOTE = "the local copy holds only the {read} split, read in place of {wanted}"
+
+
+def split_note(read: str, wanted: str) -> str:
+    """The note for a local copy read in another split of the same dataset: a substitution
+    worth recording, but the same data, so figures do not mark it as a stand-in."""
+    return SPLIT_NOTE.format(read=read, wanted=wanted)
+
+
+def is_split_note(note: str) -> bool:
+    """Whether `note` (one note, `name: ` prefix allowed) only says a split was read for another."""
+    text = note.split(": ", 1)[-1].strip()
+    head, tail = SPLIT_NOTE.split("{read}")
+    middle, _ = tail.split("{wanted}")
+    return text.startswith(head) and middle in text
+
+
 def _registry_local_source(
     spec: DatasetSpec,
     entry: DatasetEntry,
@@ -447,9 +464,7 @@ def _registry_local_source(
 ) -> Source:
     notes = [source.substitute] if source.substitute else []
     if source.split != wanted:
-        notes.append(
-            f"the local copy holds only the {source.split} split, read in place of {wanted}"
-        )
+        notes.append(split_note(source.split, wanted))
     return _local_source(
         spec,
         [folder / name for name in source.files],

@@ -138,6 +138,21 @@ def test_mixture_label_drops_options_and_repeats():
     assert plots.mixture_label("code", "starcoder") == "code: starcoder"  # CPT
 
 
+def test_the_legend_explains_the_stand_in_star_only_when_one_is_drawn(tmp_path, monkeypatch):
+    figures = []
+    original = plots.save
+    monkeypatch.setattr(
+        plots, "save", lambda fig, path: (figures.append(fig), original(fig, path))[1]
+    )
+    pairs, statistics = study_pairs()
+    plots.pa_scatter(pairs, statistics, "paper", tmp_path / "plain")
+    starred = pairs.assign(target=pairs["target"].replace({"pycode": "pycode*"}))
+    plots.pa_scatter(starred, statistics, "paper", tmp_path / "starred")
+    plain, marked = ([t.get_text() for t in f.legends[0].get_texts()] for f in figures)
+    assert not any("stand-in" in n for n in plain)
+    assert "pycode*" in marked and any(n.startswith("* local stand-in") for n in marked)
+
+
 def main(out: Path) -> None:
     """Draw the simulated figure for a look: python tests/test_fig2_study.py OUT."""
     pairs, statistics = study_pairs()

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from proximity.errors import ProximityError
-from proximity.training.grid.merge_parts import collect, merge
+from proximity.training.grid.merge_parts import collect, main, merge
 
 
 def _fake_part(run_dir, rows):
@@ -56,3 +56,14 @@ def test_parts_merge_into_one_table_with_the_selected_runs_scored_examples(tmp_p
 def test_merging_nothing_says_what_to_run(tmp_path):
     with pytest.raises(ProximityError, match="study-part"):
         merge(tmp_path, spec=None)
+
+
+def test_a_copied_grid_yaml_keeps_every_setting_but_the_machines_data_folder(tmp_path, capsys):
+    source = {"name": "micro", "seeds": [0, 1], "data": {"data_dir": "/some/machine/data",
+                                                       "n_docs": 2000}}  # fmt: skip
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(source))
+    assert main(["spec", str(tmp_path / "grid.yaml"), str(tmp_path / "figures")]) == 0
+    copied = yaml.safe_load((tmp_path / "figures" / "grid.yaml").read_text())
+    assert copied == {"name": "micro", "seeds": [0, 1], "data": {"data_dir": None, "n_docs": 2000}}
+    assert main(["spec", str(tmp_path / "missing.yaml"), str(tmp_path / "figures")]) == 2
+    assert "missing.yaml: no such grid.yaml" in capsys.readouterr().err

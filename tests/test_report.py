@@ -15,6 +15,7 @@ from grid_utils import generated_results, write_grid
 
 from proximity.analysis.figure_set import draw_correlation_figures
 from proximity.analysis.findings import earlier_start, midtrain_vs_cpt, paper_findings
+from proximity.analysis.report import portable_config
 from proximity.analysis.results import load_grid, relative_improvements
 from proximity.errors import ProximityError
 from proximity.registry import Registry
@@ -226,3 +227,17 @@ def test_start_step_figure_labels_every_line_and_skips_targets_without_a_line(
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     assert len(legends) == 1
     assert [t.get_text() for t in legends[0].get_texts()] == ["code 20%", "code 50%", "control"]
+
+
+def test_the_reports_grid_yaml_names_the_data_folder_relative_to_where_it_ran(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    beside = {"name": "g", "data": {"data_dir": str(tmp_path / "shared" / "data"), "n_docs": 5}}
+    shown = portable_config(beside)
+    assert shown == {"name": "g", "data": {"data_dir": "../shared/data", "n_docs": 5}}
+    assert beside["data"]["data_dir"] == str(tmp_path / "shared" / "data")  # the grid's own copy
+    far = {"data": {"data_dir": "/"}}
+    assert portable_config(far) == far  # not near the working directory: left as it is
+    assert portable_config({"data": {"data_dir": None}}) == {"data": {"data_dir": None}}

@@ -17,6 +17,7 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ import yaml
 
 from proximity.atomic import atomic_path, write_text_atomic
 from proximity.errors import ProximityError
+from proximity.training.config import read_yaml_mapping
 from proximity.training.grid.spec import load_grid
 
 PARTS = "parts"
@@ -90,10 +92,16 @@ def merge(figures: Path, spec: str | None) -> dict[str, int]:
         with atomic_path(figures / "val_examples.npz") as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
     if spec is not None:
-        resolved = load_grid(spec).to_dict()
-        resolved["data"]["data_dir"] = None  # read $PROXIMITY_DATA_DIR, never a machine path
-        write_text_atomic(figures / "grid.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        write_portable_spec(load_grid(spec).to_dict(), figures)
     return {"parts": len(result_files), "rows": len(results), "scored_runs": len(arrays) // 2}
+
+
+def write_portable_spec(resolved: dict[str, Any], figures: Path) -> Path:
+    """`figures/grid.yaml` without the data folder (analysis then reads $PROXIMITY_DATA_DIR or
+    --data-dir), so a committed folder holds no machine's absolute path."""
+    resolved = {**resolved, "data": {**resolved.get("data", {}), "data_dir": None}}
+    figures.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(figures / "grid.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,11 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     both = commands.add_parser("merge", help="join every saved part")
     both.add_argument("figures", type=Path)
     both.add_argument("--spec", default=None, help="the grid preset or YAML, for grid.yaml")
+    copy = commands.add_parser("spec", help="copy a grid's grid.yaml without its data folder")
+    copy.add_argument("grid_yaml", type=Path)
+    copy.add_argument("figures", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
             for path in collect(args.run_dir, args.figures, args.part):
                 print(f"saved {path}")
+        elif args.command == "spec":
+            if not args.grid_yaml.is_file():
+                raise ProximityError(f"{args.grid_yaml}: no such grid.yaml")
+            resolved = read_yaml_mapping(args.grid_yaml, "grid settings")
+            print(f"saved {write_portable_spec(resolved, args.figures)}")
         else:
             print(merge(args.figures, args.spec))
     except ProximityError as error:
