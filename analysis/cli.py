@@ -165,11 +165,7 @@ def _correlation(
     """PA and every statistic (with the other tokenizer and mixture similarity for the
     report), then figure 1's similarity matrix, under a status line that says which."""
     # pandas, scipy and scikit-learn: only when correlate runs
-    from proximity.analysis.advantage import (
-        heatmap_datasets,
-        heatmap_display_names,
-        similarity_matrix,
-    )
+    from proximity.analysis import advantage
     from proximity.analysis.correlate import correlate
     from proximity.analysis.correlation import Settings
 
@@ -190,8 +186,8 @@ def _correlation(
             protocol_note=protocol.why,
         )
         status.update("similarity matrix for figure 1")
-        named = heatmap_datasets(result.pairs)
-        similarity = similarity_matrix(
+        named = advantage.heatmap_datasets(result.pairs)
+        similarity = advantage.similarity_matrix(
             named,
             metric=result.statistics["inputs"]["metrics"][0],
             tokenizer=result.statistics["inputs"]["tokenizer"],
@@ -199,7 +195,7 @@ def _correlation(
             data_dir=data_dir,
             use_cache=use_cache,
         )
-    display = heatmap_display_names(named)
+    display = advantage.heatmap_display_names(named)
     return result, similarity.rename(index=display, columns=display)
 
 

@@ -502,34 +502,46 @@ def forgetting(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     data = pd.concat(rows)
     data["branch"] = [_branch_name(row) for row in data.itertuples()]
     order = sorted(data["branch"].unique(), key=lambda name: _branch_key(data, name))
+    targets = list(pd.unique(data["target"]))
+    # At most three panels a row, so six mixtures print at a readable size on one page.
+    ncols = min(3, len(mixtures))
+    nrows = -(-len(mixtures) // ncols)
     with mpl.rc_context(STYLE):
-        fig = _figure(4.0 * len(mixtures) + 2.4, 4.0)
-        axes = fig.subplots(1, len(mixtures), squeeze=False, sharey=True)[0]
-        for ax, mixture in zip(axes, mixtures, strict=True):
-            sns.pointplot(
-                data=data[data["panel"] == mixture],
-                x="target",
-                y="c4_val_loss",
-                hue="branch",
-                hue_order=order,
-                errorbar="sd",
-                capsize=0.1,
-                dodge=0.5,
-                linestyle="none",
-                markers=list(MARKERS[: len(order)]),
-                ax=ax,
-                palette="colorblind",
-                legend=ax is axes[-1],
+        fig = _figure(4.0 * ncols + 2.4, 3.6 * nrows + 0.6)
+        grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True, sharex=True)
+        for ax in grid.ravel()[len(mixtures) :]:
+            ax.remove()
+        axes = grid.ravel()[: len(mixtures)]
+        keyed = axes[ncols - 1]  # the top row's last panel carries the legend, beside it
+        for k, (ax, mixture) in enumerate(zip(axes, mixtures, strict=True)):
+            panel = data[data["panel"] == mixture]
+            _forgetting_panel(ax, panel, mixture, targets, order, legend=ax is keyed)
+            ax.set_ylabel(
+                "C4 val loss after SFT\n(lower: less forgetting)" if k % ncols == 0 else ""
             )
-            ax.set_title(f"mixture: {mixture}")
-            ax.set_ylabel("C4 val loss after SFT (lower: less forgetting)")
-            ax.set_xlabel("SFT target")
+            bottom = k + ncols >= len(mixtures)  # no panel below: label this one's axis
+            ax.tick_params(axis="x", labelbottom=bottom)
+            ax.xaxis.label.set_visible(bottom)
             for label in ax.get_xticklabels():
                 label.set(rotation=30, ha="right", rotation_mode="anchor")
-        if axes[-1].get_legend() is not None:
-            sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title="")
+        if keyed.get_legend() is not None:
+            sns.move_legend(keyed, "upper left", bbox_to_anchor=(1.02, 1), title="")
         fig.suptitle("Forgetting: C4 loss after SFT (mean ± seed std)")
         return save(fig, path)
+
+
+def _forgetting_panel(
+    ax, panel: pd.DataFrame, mixture: str, targets: list, order: list, legend: bool
+) -> None:
+    """One mixture's panel of figure 5: its branches beside the control, per target."""
+    sns.pointplot(
+        data=panel, x="target", y="c4_val_loss", order=targets, hue="branch", hue_order=order,
+        errorbar="sd", capsize=0.1, dodge=0.5, linestyle="none",
+        markers=list(MARKERS[: len(order)]), ax=ax, palette="colorblind", legend=legend,
+    )  # fmt: skip
+    spec = panel.loc[panel["mixture"] == mixture, "mixture_spec"].iloc[0]
+    ax.set_title(mixture_label(mixture, spec))
+    ax.set_xlabel("SFT target")
 
 
 def _branch_name(row: Any) -> str:

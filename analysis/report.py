@@ -157,6 +157,32 @@ def statistics_table(statistics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+KEYS = ["metric", "model", "pairs"]
+VERDICT_COLUMNS = [
+    *KEYS, "Pearson r", "95% CI (Fisher)", "two-way bootstrap CI (targets × mixtures)",
+    "permutation p within targets", "permutation p within mixtures",
+    "r without its most influential pair", "verdict",
+]  # fmt: skip
+OTHER_COLUMNS = [
+    *KEYS, "p", "permutation p", "bootstrap CI, pairs", "bootstrap CI, seeds", "Spearman ρ",
+    "within-target r", "LOTO RMSE, points (mean-only)", "LOMO RMSE, points (mean-only)", "PA std",
+]  # fmt: skip
+"""`statistics_table` in two tables narrow enough for a 1400 px screen and a printed page,
+the verdict's own tests (the caveats included) in the first."""
+
+
+def statistics_tables(statistics: dict[str, Any]) -> list[Table]:
+    """Every statistic, in two tables: the verdict's tests first, then the others."""
+    table = statistics_table(statistics)
+    title = "Every statistic, per metric and model size"
+    return [
+        Table(f"{title}: the tests behind the verdict", table[VERDICT_COLUMNS], STATISTICS_NOTE,
+              after_figures=True),
+        Table(f"{title}: the others", table[OTHER_COLUMNS], "Same relations as the table above.",
+              after_figures=True),
+    ]  # fmt: skip
+
+
 def paper_table(statistics: dict[str, Any]) -> pd.DataFrame:
     metric = statistics["inputs"]["metrics"][0]
     ours = {r["model"]: r for r in statistics["relations"] if r["metric"] == metric}
@@ -203,7 +229,7 @@ def comparison_table(statistics: dict[str, Any], key: str) -> pd.DataFrame | Non
             boot = rel.get("bootstrap_two_way") or {}
             rows.append(
                 {
-                    f"PA {what}": name if "/" not in name else f"grid's own ({name})",
+                    f"PA {what}": _short_tokenizer(name),
                     "model": rel["model"],
                     "pairs": rel["n_pairs"],
                     **_pearson_cells(p),
@@ -214,6 +240,15 @@ def comparison_table(statistics: dict[str, Any], key: str) -> pd.DataFrame | Non
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _short_tokenizer(name: str) -> str:
+    """A tokenizer file as a table cell: its grid node (`tokenizer-9dd5…`) or file name, not
+    the whole path (the provenance list has that), so the table fits the page."""
+    if "/" not in name:
+        return name
+    path = Path(name)
+    return f"grid's own ({path.parent.name if path.name == 'tokenizer.json' else path.name})"
 
 
 def tokenizer_table(statistics: dict[str, Any]) -> pd.DataFrame | None:
@@ -634,12 +669,7 @@ def report_tables(
     return [
         Table("The correlation beside the paper's", paper_table(statistics)),
         Table("The paper's findings at this scale", findings_table(findings), FINDINGS_NOTE),
-        Table(
-            "Every statistic, per metric and model size",
-            statistics_table(statistics),
-            STATISTICS_NOTE,
-            after_figures=True,
-        ),
+        *statistics_tables(statistics),
         *_optional(
             f"Does the tokenizer matter? r with PA from each ({metric})",
             tokenizer_table(statistics),
@@ -714,10 +744,14 @@ h1{font-size:1.7em}h2{font-size:1.3em;margin-top:2em;border-bottom:1px solid #dd
 table{border-collapse:collapse;font-size:.88em;margin:.6em 0;display:block;overflow-x:auto}
 th,td{border:1px solid #ddd;padding:.3em .55em;text-align:left;white-space:nowrap}
 table.wrap td:last-child{white-space:normal;min-width:30em}
-th{background:#f4f4f4}tr:nth-child(even) td{background:#fafafa}
+th{background:#f4f4f4;white-space:normal;vertical-align:bottom}
+tr:nth-child(even) td{background:#fafafa}
 figure{margin:1.2em 0}img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.9em;color:#555}pre{background:#f6f6f6;padding:.8em;overflow-x:auto;
 font-size:.85em}.note{color:#555;font-size:.9em}
+@media print{body{max-width:none;margin:0;padding:0;font-size:10pt}
+table{display:table;font-size:.75em}th,td{white-space:normal}
+pre{white-space:pre-wrap;overflow:visible}figure,tr{break-inside:avoid}}
 """
 
 

@@ -15,7 +15,12 @@ from grid_utils import generated_results, write_grid
 
 from proximity.analysis.figure_set import draw_correlation_figures
 from proximity.analysis.findings import earlier_start, midtrain_vs_cpt, paper_findings
-from proximity.analysis.report import portable_config
+from proximity.analysis.report import (
+    OTHER_COLUMNS,
+    VERDICT_COLUMNS,
+    portable_config,
+    statistics_table,
+)
 from proximity.analysis.results import load_grid, relative_improvements
 from proximity.errors import ProximityError
 from proximity.registry import Registry
@@ -241,3 +246,14 @@ def test_the_reports_grid_yaml_names_the_data_folder_relative_to_where_it_ran(
     far = {"data": {"data_dir": "/"}}
     assert portable_config(far) == far  # not near the working directory: left as it is
     assert portable_config({"data": {"data_dir": None}}) == {"data": {"data_dir": None}}
+
+
+def test_the_statistics_split_in_two_tables_loses_no_column_and_leads_with_the_caveats():
+    committed = Path(__file__).parents[1] / "figures" / "study" / "statistics.json"
+    table = statistics_table(json.loads(committed.read_text()))
+    assert set(VERDICT_COLUMNS) | set(OTHER_COLUMNS) == set(table.columns)
+    assert len(VERDICT_COLUMNS) + len(OTHER_COLUMNS) == len(table.columns) + 3  # keys twice
+    for needed in ("r without its most influential pair", "permutation p within targets",
+                   "two-way bootstrap CI (targets × mixtures)", "verdict"):  # fmt: skip
+        assert needed in VERDICT_COLUMNS
+    assert max(len(VERDICT_COLUMNS), len(OTHER_COLUMNS)) <= 12  # fits 1400 px (checked by eye)
