@@ -8,7 +8,8 @@ OUT ?= outputs
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo grid-smoke reproduce reproduce-micro study-part study-merge test lint bench \
+.PHONY: install demo grid-smoke reproduce reproduce-micro study-part study-merge study-curves \
+	test lint bench \
 	gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
@@ -70,10 +71,23 @@ study-merge: install
 	$(BIN)/proximity report $(STUDY_FIGURES) --analysis $(STUDY_FIGURES) \
 		--out $(STUDY_FIGURES)/report.html
 
+# Figure 6's curves with intermediate evaluations: its chain (pretraining, the branch, the SFT
+# run) retrained alone into $(RUNS)/study-curves with evaluation every 40 steps (every 4 in
+# SFT). Evaluating changes no number, so the node ids are the study's and the retraced losses
+# must equal the committed ones (checked before the curves are copied beside the results).
+study-curves: install
+	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; \
+	$(BIN)/python -m proximity.training.grid.merge_parts merge $(STUDY_FIGURES) --spec study; \
+	set -- $$($(BIN)/python -m proximity.analysis.curves example $(STUDY_FIGURES)); \
+	$(BIN)/proximity train-grid study --out $(RUNS)/study-curves --seeds $$3 \
+		--set "models=[\"$$2\"]" --set eval.every=40 --set eval.sft_every=4 --only $$1; \
+	$(BIN)/python -m proximity.analysis.curves copy $(RUNS)/study-curves $(STUDY_FIGURES)
+
 reproduce: install
 	for model in $(STUDY_MODELS); do for seed in $(STUDY_SEEDS); do \
 		$(MAKE) study-part MODEL=$$model SEED=$$seed || exit 1; \
 	done; done
+	$(MAKE) study-curves
 	$(MAKE) study-merge
 
 # The earlier micro reproduction (figures/micro, kept as the record of that design): the grid

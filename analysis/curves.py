@@ -7,10 +7,15 @@ node. Read with pandas, not training/ (which would import torch for nothing).
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
+
+from proximity.analysis.results import load_grid, relative_improvements
 
 CURVE_COLUMNS = ["phase", "step", "split", "dataset", "loss"]
 
@@ -53,13 +58,17 @@ def branch_curves(root: Path, run: pd.Series) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def folder_example(folder: str | Path) -> pd.Series | None:
+    """Figure 6's run for a folder holding a results.csv (no correlate needed first)."""
+    return example_branch(relative_improvements(load_grid(folder).results))
+
+
 def copy_example_curves(runs_dir: str | Path, out: str | Path) -> list[Path]:
     """Copy the metrics.jsonl files figure 6 reads (its branch's three nodes) from a grid
     folder into `out/nodes/`, so a folder of committed results (figures/micro) can redraw
     figure 6 without the grid's checkpoints."""
     runs_dir, out = Path(runs_dir), Path(out)
-    outcomes = pd.read_csv(out / "outcomes.csv")
-    run = example_branch(outcomes)
+    run = folder_example(out)
     copied = []
     if run is None:
         return copied
@@ -71,3 +80,57 @@ def copy_example_curves(runs_dir: str | Path, out: str | Path) -> list[Path]:
             shutil.copyfile(source, target)
             copied.append(target)
     return copied
+
+
+def retrace_check(runs_dir: str | Path, out: str | Path) -> list[str]:
+    """Lines comparing figure 6's SFT run retraced in `runs_dir` (same node ids, denser
+    evaluation) with the losses `out/results.csv` recorded for it: the curves stand for the
+    run the figures report only if they match (evaluating never changes a node's numbers)."""
+    runs_dir, out = Path(runs_dir), Path(out)
+    run = folder_example(out)
+    if run is None:
+        return ["no midtraining branch with an outcome: figure 6 has no branch to show"]
+    recorded = pd.read_csv(out / "results.csv").set_index("node_id").loc[run["node_id"]]
+    result_path = runs_dir / "nodes" / str(run["node_id"]) / "result.json"
+    if not result_path.exists():
+        return [f"{result_path}: not there; run the chain first (make study-curves)"]
+    retraced = json.loads(result_path.read_text())["val_end"]
+    lines = []
+    for column, dataset in (("sft_val_loss", recorded["target_spec"]), ("c4_val_loss", "c4")):
+        ours, theirs = retraced.get(dataset), float(recorded[column])
+        same = ours is not None and abs(ours - theirs) <= 1e-9 * max(1.0, abs(theirs))
+        lines.append(
+            f"{run['node_id']} {column}: retraced {ours} vs recorded {theirs}: "
+            + ("equal" if same else "DIFFERENT")
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`example FIGURES`: figure 6's SFT node id, model and seed; `copy RUNS FIGURES`: its three curves into
+    FIGURES/nodes/, after checking the retraced run's losses against FIGURES/results.csv."""
+    parser = argparse.ArgumentParser(prog="python -m proximity.analysis.curves")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("example").add_argument("figures", type=Path)
+    copy = commands.add_parser("copy")
+    copy.add_argument("runs_dir", type=Path)
+    copy.add_argument("figures", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "example":
+        run = folder_example(args.figures)
+        if run is None:
+            print(f"{args.figures}: no midtraining branch with an outcome", file=sys.stderr)
+            return 2
+        print(run["node_id"], run["model"], run["seed"])
+        return 0
+    lines = retrace_check(args.runs_dir, args.figures)
+    print("\n".join(lines))
+    if not all(line.endswith("equal") for line in lines):
+        return 2
+    for path in copy_example_curves(args.runs_dir, args.figures):
+        print(f"copied {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -228,3 +228,28 @@ def test_the_prepare_node_orders_the_grid_but_leaves_every_id_as_it_was():
     read = {(c["phase"], c["data"]["train"]) for c in prepare.settings["configs"]}
     assert {("sft", t) for t in spec.sft.targets} <= read
     assert by_id[prepare.parents[0]].kind == "tokenizer"
+
+
+def test_denser_evaluation_renames_no_node_and_reaches_every_phase():
+    study = ['models=["micro-2l-128"]', "seeds=[0]"]
+    plain = build_plan(load_grid("study", study))
+    dense = build_plan(load_grid("study", [*study, "eval.every=40", "eval.sft_every=4"]))
+    assert [n.id for n in dense.nodes] == [n.id for n in plain.nodes]
+    every = {n.kind: n.settings["eval"]["every"] for n in dense.nodes if "eval" in n.settings}
+    assert every == {"pretrain": 40, "midtrain": 40, "sft": 4}
+    with pytest.raises(ProximityError, match=r"eval\.every"):
+        load_grid("study", [*study, "eval.every=-1"])
+
+
+def test_only_keeps_a_node_and_what_it_needs():
+    plan = build_plan(load_grid("study", ['models=["micro-2l-128"]', "seeds=[0]"]))
+    sft = next(n for n in plan.sft_nodes() if "mathword:0.5@640" in n.label and "gsm8k" in n.label)
+    part = plan.only([sft.id])
+    kinds = sorted(n.kind for n in part.nodes)
+    assert kinds == ["midtrain", "prepare", "pretrain", "sft", "tokenizer"]
+    by_id = part.by_id()
+    assert all(parent in by_id for n in part.nodes for parent in n.parents)  # closed
+    # the branch it fine-tunes, and the control (whose end is the pretraining node it needs)
+    assert sorted(b.kind for b in part.branches) == ["control", "midtrain"]
+    with pytest.raises(ProximityError, match="--only sft-000000000000: not a node"):
+        plan.only(["sft-000000000000"])

@@ -60,6 +60,21 @@ def test_killed_and_resumed_run_ends_bitwise_equal(tokenizer_file, shared_data, 
     assert train_steps == list(range(1, 13))
 
 
+def test_evaluating_within_a_run_changes_none_of_its_numbers(tokenizer_file, shared_data, tmp_path):
+    """Why a grid leaves `eval.every` out of a node's identity (grid/plan.py NEUTRAL_KEYS): a
+    run evaluated every 3 steps ends with the same weights and losses as one evaluated at its
+    ends only, so curves can be retraced for nodes already run."""
+    ends = train(tiny_config(tokenizer_file, shared_data, tmp_path / "ends"))
+    dense = train(tiny_config(tokenizer_file, shared_data, tmp_path / "dense", eval={"every": 3}))
+    val_steps = {m["step"] for m in read_metrics(tmp_path / "dense" / "metrics.jsonl")
+                 if m["split"] == "val"}  # fmt: skip
+    assert val_steps == {0, 3, 6, 9, 12}
+    assert dense.train_loss == ends.train_loss and dense.eval_losses == ends.eval_losses
+    model_a = GPTNeoXForCausalLM.from_pretrained(ends.last_checkpoint / "model")
+    model_b = GPTNeoXForCausalLM.from_pretrained(dense.last_checkpoint / "model")
+    assert state_dicts_equal(model_a, model_b)
+
+
 def test_existing_run_needs_resume(tokenizer_file, shared_data, pretrained):
     with pytest.raises(ProximityError, match="--resume"):
         train(tiny_config(tokenizer_file, shared_data, pretrained))

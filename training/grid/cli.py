@@ -317,6 +317,13 @@ def train_grid(
     data_dir: Annotated[
         Path | None, typer.Option(help="Local data folder (else $PROXIMITY_DATA_DIR, else hub).")
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only this node and the nodes it needs (repeatable), e.g. one SFT run's "
+            "chain with --set eval.every=40 --set eval.sft_every=4 for figure 6's curves."
+        ),
+    ] = None,
     verbose: VerboseOption = False,
     progress: ProgressOption = None,
 ) -> None:
@@ -330,6 +337,8 @@ def train_grid(
         raise ProximityError(f"unexpected argument {status_dir} (did you mean --out {status_dir}?)")
     check_executor_options(jobs, executor, wait, max_queued)
     plan, data = load_plan(spec, set_ or [], seeds, data_dir, check_memory=not dry_run_)
+    if only:
+        plan = plan.only(only)
     if max_queued is not None:
         plan.spec.slurm.max_queued = max_queued  # an execution setting: no node id changes
     if dry_run_:

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from proximity.errors import ProximityError
 from proximity.specs import blend, parse_mixture
 from proximity.training.config import RunConfig
 from proximity.training.grid.spec import GridSpec, MixtureEntry
@@ -93,11 +94,35 @@ class Plan:
     def sft_nodes(self) -> list[Node]:
         return [node for node in self.nodes if node.kind == "sft"]
 
+    def only(self, ids: list[str]) -> Plan:
+        """The part of the plan that the nodes `ids` need: them and their ancestors (one SFT
+        run's chain, say, rerun into another folder with denser evaluation for figure 6)."""
+        by_id = self.by_id()
+        for node_id in ids:
+            if node_id not in by_id:
+                raise ProximityError(
+                    f"--only {node_id}: not a node of this grid (see plan.json, or the node_id "
+                    "columns of results.csv, of a grid run with the same spec and --set)"
+                )
+        keep: set[str] = set()
+        stack = list(ids)
+        while stack:
+            node_id = stack.pop()
+            if node_id not in keep:
+                keep.add(node_id)
+                stack.extend(by_id[node_id].parents)
+        nodes = [node for node in self.nodes if node.id in keep]
+        return Plan(self.spec, nodes, [b for b in self.branches if b.node.id in keep])
+
 
 # Run-config keys added after grids were run, with the value that means "as before": left out
 # of a node's identity while they hold it, so adding a setting never renames finished nodes
 # (tests/test_grid_plan.py checks the committed figures/micro ids).
 ADDED_KEYS: dict[str, Any] = {"data.sft_val_docs": None}
+# Run-config keys that never change a node's numbers but were hashed into identities when the
+# first grids ran: hashed at that value whatever they are set to, so those ids stay and a
+# rerun with other values (denser evaluation for loss curves) renames nothing.
+NEUTRAL_KEYS: dict[str, Any] = {"eval.every": EVAL_ONLY_AT_ENDS}
 
 
 def node_id(kind: str, settings: dict[str, Any], parents, init_from) -> str:
@@ -111,6 +136,10 @@ def node_id(kind: str, settings: dict[str, Any], parents, init_from) -> str:
             section, last = _section(stable, key)
             if last in section and section[last] == default:
                 del section[last]
+        for key, hashed in NEUTRAL_KEYS.items():
+            section, last = _section(stable, key)
+            if last in section:
+                section[last] = hashed
     payload = {"kind": kind, "settings": stable, "parents": list(parents), "init_from": init_from}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return f"{kind}-{digest[:12]}"
@@ -158,7 +187,7 @@ def _base_config(spec: GridSpec, model: str, seed: int, tokenizer: str) -> dict[
         "train": {"steps": spec.final_step, "batch_size": p.batch_size, "seed": seed},
         "eval": {
             "datasets": eval_sets,
-            "every": EVAL_ONLY_AT_ENDS,
+            "every": e.every or EVAL_ONLY_AT_ENDS,
             "batch_size": e.batch_size,
             "max_batches": e.max_batches,
         },
@@ -326,6 +355,7 @@ def _sft_nodes(spec: GridSpec, base: dict, branch: Branch, model: str, seed: int
                 "batch_size": s.batch_size,
             }
             cfg["checkpoint"] = {"every": 0, "steps": [], "keep_last": 1}
+            cfg["eval"]["every"] = spec.eval.sft_every or EVAL_ONLY_AT_ENDS
             out.append(
                 _make(
                     "sft",

@@ -126,6 +126,12 @@ class EvalSpec:
     datasets: list[str] = field(default_factory=lambda: ["c4"])
     batch_size: int = 16
     max_batches: int | None = 8
+    # Also evaluate every this many steps within pretraining, midtraining and CPT (0: only at
+    # each phase's start and end, all results.csv needs), and within SFT (`sft_every`): for
+    # loss curves (figure 6). Evaluating never changes a node's numbers, so neither is part
+    # of a node's identity: a finished grid rerun with them renames and retrains nothing.
+    every: int = 0
+    sft_every: int = 0
 
 
 @dataclass
@@ -277,6 +283,8 @@ class GridSpec:
             0 <= p.min_lr <= p.lr, "pretrain.min_lr", f"{p.min_lr} must be in [0, pretrain.lr]"
         )
         _require(p.checkpoint_every >= 0, "pretrain.checkpoint_every", "must be >= 0")
+        _require(self.eval.every >= 0, "eval.every", "must be >= 0 (0: start and end only)")
+        _require(self.eval.sft_every >= 0, "eval.sft_every", "must be >= 0 (0: start and end only)")
         _require(0 <= self.sft.min_lr_ratio <= 1, "sft.min_lr_ratio", "must be in [0, 1]")
         for key in ("data.val_fraction", "data.sft_val_fraction"):
             value = self._value(key)

@@ -1,0 +1,44 @@
+"""Figure 6's curves retraced: which run is shown, and the check that a retraced run's losses
+equal the ones the figures report before its curves are copied beside them."""
+
+from __future__ import annotations
+
+import json
+
+from grid_utils import generated_results, write_grid
+
+from proximity.analysis.curves import folder_example, main, retrace_check
+
+
+def test_the_example_is_the_main_branch_that_helped_most_and_a_retrace_is_checked(tmp_path, capsys):
+    # gain grows with the mixture's and the target's position: the last pair helps most
+    results = generated_results(seeds=(0, 1))
+    folder = write_grid(results, tmp_path / "figures")
+    run = folder_example(folder)
+    chosen = results[(results["node_id"] == run["node_id"])].iloc[0]
+    mains = results[(results["branch_kind"] == "midtrain") & ~results["ablation"]]
+    assert chosen["seed"] == 0 and chosen["mixture"] == mains["mixture"].iloc[-1]
+
+    assert retrace_check(tmp_path / "runs", folder)[0].endswith(
+        "run the chain first (make study-curves)"
+    )
+    node = tmp_path / "runs" / "nodes" / str(run["node_id"])
+    node.mkdir(parents=True)
+    (node / "metrics.jsonl").write_text(
+        '{"phase": "sft", "step": 0, "split": "val", "dataset": "x", "loss": 1.0}\n'
+    )
+    val_end = {
+        chosen["target_spec"]: float(chosen["sft_val_loss"]),
+        "c4": float(chosen["c4_val_loss"]),
+    }
+    (node / "result.json").write_text(json.dumps({"val_end": val_end}))
+    assert all(line.endswith("equal") for line in retrace_check(tmp_path / "runs", folder))
+    assert main(["copy", str(tmp_path / "runs"), str(folder)]) == 0
+    assert (folder / "nodes" / str(run["node_id"]) / "metrics.jsonl").exists()
+
+    val_end["c4"] += 1e-6  # a retrace that drifted: nothing copied, exit 2
+    (node / "result.json").write_text(json.dumps({"val_end": val_end}))
+    (folder / "nodes" / str(run["node_id"]) / "metrics.jsonl").unlink()
+    assert main(["copy", str(tmp_path / "runs"), str(folder)]) == 2
+    assert "c4_val_loss" in capsys.readouterr().out
+    assert not (folder / "nodes" / str(run["node_id"]) / "metrics.jsonl").exists()
