@@ -50,7 +50,7 @@ grid-smoke: install
 # SEED=0` runs one part and saves its tables under figures/study/parts/ (commit them); `make
 # study-merge` analyses whatever parts are saved; `make reproduce` runs every part, then merges.
 STUDY_FIGURES ?= figures/study
-STUDY_MODELS ?= micro-2l-128 micro-4l-256
+STUDY_MODELS ?= micro-2l-128 micro-4l-128
 STUDY_SEEDS ?= 0 1
 MODEL ?= micro-2l-128
 SEED ?= 0

@@ -56,3 +56,17 @@ def pretrained(tokenizer_file: Path, shared_data: Path, tmp_path_factory) -> Pat
     result = train(tiny_config(tokenizer_file, shared_data, out, checkpoint={"steps": [6]}))
     assert result.finished and result.step == 12
     return out
+
+
+@pytest.fixture
+def saved_figures(monkeypatch) -> list:
+    """Every matplotlib figure `proximity.analysis.plots.save` writes during the test, in order
+    (the files are still written), so a test can read legends and axes back."""
+    from proximity.analysis import plots  # matplotlib: only for the figure tests
+
+    figures: list = []
+    original = plots.save
+    monkeypatch.setattr(
+        plots, "save", lambda fig, path: (figures.append(fig), original(fig, path))[1]
+    )
+    return figures

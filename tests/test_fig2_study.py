@@ -138,12 +138,8 @@ def test_mixture_label_drops_options_and_repeats():
     assert plots.mixture_label("code", "starcoder") == "code: starcoder"  # CPT
 
 
-def test_the_legend_explains_the_stand_in_star_only_when_one_is_drawn(tmp_path, monkeypatch):
-    figures = []
-    original = plots.save
-    monkeypatch.setattr(
-        plots, "save", lambda fig, path: (figures.append(fig), original(fig, path))[1]
-    )
+def test_the_legend_explains_the_stand_in_star_only_when_one_is_drawn(tmp_path, saved_figures):
+    figures = saved_figures
     pairs, statistics = study_pairs()
     plots.pa_scatter(pairs, statistics, "paper", tmp_path / "plain")
     starred = pairs.assign(target=pairs["target"].replace({"pycode": "pycode*"}))
@@ -151,6 +147,16 @@ def test_the_legend_explains_the_stand_in_star_only_when_one_is_drawn(tmp_path, 
     plain, marked = ([t.get_text() for t in f.legends[0].get_texts()] for f in figures)
     assert not any("stand-in" in n for n in plain)
     assert "pycode*" in marked and any(n.startswith("* local stand-in") for n in marked)
+
+
+def test_one_seed_says_no_seed_bars_are_drawn(tmp_path, saved_figures):
+    """With one seed there is no seed spread: the legend must not promise bars it cannot draw."""
+    figures = saved_figures
+    pairs, statistics = study_pairs()
+    plots.pa_scatter(pairs.assign(n_seeds=1), statistics, "paper", tmp_path / "fig2")
+    names = [t.get_text() for t in figures[0].legends[0].get_texts()]
+    assert any("one seed: none drawn" in n for n in names)
+    assert not any("1 seeds" in n for n in names)
 
 
 def main(out: Path) -> None:
@@ -163,17 +169,3 @@ if __name__ == "__main__":
     import sys
 
     main(Path(sys.argv[1]))
-
-
-def test_one_seed_says_no_seed_bars_are_drawn(tmp_path, monkeypatch):
-    """With one seed there is no seed spread: the legend must not promise bars it cannot draw."""
-    figures = []
-    original = plots.save
-    monkeypatch.setattr(
-        plots, "save", lambda fig, path: (figures.append(fig), original(fig, path))[1]
-    )
-    pairs, statistics = study_pairs()
-    plots.pa_scatter(pairs.assign(n_seeds=1), statistics, "paper", tmp_path / "fig2")
-    names = [t.get_text() for t in figures[0].legends[0].get_texts()]
-    assert any("one seed: none drawn" in n for n in names)
-    assert not any("1 seeds" in n for n in names)

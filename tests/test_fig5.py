@@ -12,12 +12,8 @@ from proximity.analysis import plots
 STUDY = Path(__file__).parents[1] / "figures" / "study"
 
 
-def test_six_mixtures_wrap_into_two_rows_with_readable_names(tmp_path, monkeypatch):
-    figures = []
-    original = plots.save
-    monkeypatch.setattr(
-        plots, "save", lambda fig, path: (figures.append(fig), original(fig, path))[1]
-    )
+def test_six_mixtures_wrap_into_two_rows_with_readable_names(tmp_path, saved_figures):
+    figures = saved_figures
     outcomes = pd.read_csv(STUDY / "outcomes.csv")
     paths = plots.forgetting(outcomes, tmp_path / "fig5")
     assert [p.suffix for p in paths] == [".png", ".pdf"]
