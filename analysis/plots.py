@@ -374,16 +374,17 @@ def start_step_curves(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     legend lists every line drawn.
     """
     mid = outcomes[outcomes["branch_kind"] == "midtrain"].copy()
-    mid["line"] = (
-        mid["mixture"] + " " + (mid["weight"] * 100).round(0).astype(int).astype(str) + "%"
-    )
+    mid["line"] = [
+        f"{mixture_label(m, spec)} {round(100 * w)}%"
+        for m, spec, w in zip(mid["mixture"], mid["mixture_spec"], mid["weight"], strict=True)
+    ]
     steps = mid.groupby(["target", "line"])["start_step"].transform("nunique")
     mid = mid[steps >= 2]
     if mid.empty:
         return []
     lines = sorted(mid["line"].unique())
     targets = sorted(mid["target"].unique())
-    colours = dict(zip(lines, sns.color_palette(n_colors=len(lines)), strict=True))
+    colours = dict(zip(lines, sns.color_palette("colorblind", n_colors=len(lines)), strict=True))
     markers = {line: MARKERS[k % len(MARKERS)] for k, line in enumerate(lines)}
     control = outcomes[outcomes["branch_kind"] == "control"]
     with mpl.rc_context(STYLE):
