@@ -107,8 +107,9 @@ def retrace_check(runs_dir: str | Path, out: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`example FIGURES`: figure 6's SFT node id, model and seed; `copy RUNS FIGURES`: its three curves into
-    FIGURES/nodes/, after checking the retraced run's losses against FIGURES/results.csv."""
+    """`example FIGURES`: figure 6's SFT node id, model and seed; `copy RUNS FIGURES`: its
+    three curves into FIGURES/nodes/, after checking the retraced run's losses against
+    FIGURES/results.csv."""
     parser = argparse.ArgumentParser(prog="python -m proximity.analysis.curves")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("example").add_argument("figures", type=Path)
