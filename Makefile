@@ -76,12 +76,15 @@ study-merge: install
 # CURVES_SFT_EVERY in SFT). Evaluating changes no number, so the node ids are the grid's and
 # the retraced losses must equal the committed ones (checked before the curves are copied
 # beside the results). $(1): grid spec, $(2): figures folder, $(3): the retrace's grid folder.
+# (--jobs $(JOBS) on a chain still runs one node at a time, but one thread each: two threads
+# spin against other work on the machine.)
 CURVES_EVERY ?= 40
 CURVES_SFT_EVERY ?= 4
 define retrace_curves
 	set -- $$($(BIN)/python -m proximity.analysis.curves example $(2)); \
 	$(BIN)/proximity train-grid $(1) --out $(3) --seeds $$3 --set "models=[\"$$2\"]" \
-		--set eval.every=$(CURVES_EVERY) --set eval.sft_every=$(CURVES_SFT_EVERY) --only $$1; \
+		--set eval.every=$(CURVES_EVERY) --set eval.sft_every=$(CURVES_SFT_EVERY) --only $$1 \
+		--jobs $(JOBS); \
 	$(BIN)/python -m proximity.analysis.curves copy $(3) $(2)
 endef
 
