@@ -91,9 +91,11 @@ def draw_correlation_figures(
     curves = branch_curves(grid.root, run) if run is not None else pd.DataFrame()
     title = ""
     if run is not None:
+        curves = readable_curves(curves, run)
         title = (
-            f"{run['model']}, seed {run['seed']}: {run['mixture_spec']} from step "
-            f"{run['start_step']}, SFT on {run['target']}"
+            f"{run['model']}, seed {run['seed']}: "
+            f"{plots.mixture_label(run['mixture'], run['mixture_spec'])} at {run['weight']:.0%} "
+            f"from step {run['start_step']}, SFT on {run['target']}"
         )
     drawn.add(
         "fig6_phase_curves",
@@ -131,3 +133,23 @@ def mark_stand_ins(
     if similarity is not None:
         similarity = similarity.rename(index=star, columns=star)
     return marked, similarity
+
+
+def readable_curves(curves: pd.DataFrame, run: pd.Series) -> pd.DataFrame:
+    """Figure 6's series named as figure 2 names them: the mixture by its grid name
+    (`mathword mixture`), its added dataset as `mathword: gsm8k` (not the spec
+    `gsm8k?format=plain&split=test`), other datasets without their options."""
+    mixture = str(run["mixture"])
+    parts = {
+        p.rsplit(":", 1)[0].rstrip(plots.STAND_IN) for p in str(run["mixture_spec"]).split("+")
+    }
+    pretrain = {p.rsplit(":", 1)[0] for p in str(run.get("pretrain_spec", "c4")).split("+")}
+
+    def name(dataset: str) -> str:
+        if "+" in dataset:
+            return f"{mixture} mixture"
+        if dataset in parts and dataset not in pretrain:
+            return plots.mixture_label(mixture, dataset)
+        return dataset.split("?")[0]
+
+    return curves.assign(dataset=curves["dataset"].map(name)) if len(curves) else curves

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 from grid_utils import generated_results, write_grid
 
 from proximity.analysis.curves import folder_example, main, retrace_check
+from proximity.analysis.figure_set import readable_curves
 
 
 def test_the_example_is_the_main_branch_that_helped_most_and_a_retrace_is_checked(tmp_path, capsys):
@@ -42,3 +44,18 @@ def test_the_example_is_the_main_branch_that_helped_most_and_a_retrace_is_checke
     assert main(["copy", str(tmp_path / "runs"), str(folder)]) == 2
     assert "c4_val_loss" in capsys.readouterr().out
     assert not (folder / "nodes" / str(run["node_id"]) / "metrics.jsonl").exists()
+
+
+def test_figure_6_names_its_series_as_figure_2_does():
+    spec = "c4:0.5+gsm8k?format=plain&split=test:0.5"
+    run = pd.Series({"mixture": "mathword", "mixture_spec": spec, "pretrain_spec": "c4",
+                     "target": "gsm8k"})  # fmt: skip
+    curves = pd.DataFrame({"dataset": ["c4", "gsm8k?format=plain&split=test", run["mixture_spec"],
+                                       "gsm8k", "sciq?split=validation"]})  # fmt: skip
+    named = readable_curves(curves, run)["dataset"].tolist()
+    assert named == ["c4", "mathword: gsm8k", "mathword mixture", "gsm8k", "sciq"]
+    starred = run.copy()
+    starred["mixture"], starred["mixture_spec"] = "code", "c4:0.9+starcoder*:0.1"
+    assert readable_curves(pd.DataFrame({"dataset": ["starcoder"]}), starred)[
+        "dataset"
+    ].tolist() == ["code: starcoder"]
