@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import os
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -744,6 +745,7 @@ h1{font-size:1.7em}h2{font-size:1.3em;margin-top:2em;border-bottom:1px solid #dd
 table{border-collapse:collapse;font-size:.88em;margin:.6em 0;display:block;overflow-x:auto}
 th,td{border:1px solid #ddd;padding:.3em .55em;text-align:left;white-space:nowrap}
 table.wrap td:last-child{white-space:normal;min-width:30em}
+td.long{white-space:normal;min-width:11em}
 th{background:#f4f4f4;white-space:normal;vertical-align:bottom}
 tr:nth-child(even) td{background:#fafafa}
 figure{margin:1.2em 0}img{max-width:100%;border:1px solid #eee}
@@ -759,7 +761,13 @@ def _html_table(table: Table) -> str:
     note = f"<p class='note'>{html.escape(table.note)}</p>" if table.note else ""
     wrap = ["wrap"] if list(table.frame.columns[-1:]) == ["evidence"] else []
     body = table.frame.to_html(index=False, escape=True, border=0, classes=wrap)
+    body = LONG_CELL.sub(lambda m: f"<td class='long'>{m.group(1)}</td>", body)
     return f"<h2>{html.escape(table.title)}</h2>{note}{body}"
+
+
+LONG_CELL = re.compile(r"<td>([^<]{28,})</td>")
+"""A cell of prose (`0.598 (no code 50% → pycode)`): allowed to wrap, so a table of them fits
+1400 px; numbers and intervals stay on one line."""
 
 
 def _css_width(png: bytes) -> int:
