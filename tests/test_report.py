@@ -223,6 +223,10 @@ def test_start_step_figure_labels_every_line_and_skips_targets_without_a_line(
     )
     outcomes["sft_val_loss"] = 4.0 + 0.001 * outcomes["start_step"] + 0.01 * outcomes["seed"]
     outcomes["c4_val_loss"] = 6.0 - 0.001 * outcomes["start_step"]
+    outcomes["mixture_spec"] = [
+        "c4" if m == "c4" else f"c4:{1 - w:g}+starcoder:{w:g}"
+        for m, w in zip(outcomes["mixture"], outcomes["weight"], strict=True)
+    ]
     drawn = {}
     monkeypatch.setattr(plots, "save", lambda fig, path: drawn.setdefault("fig", fig) and [path])
     plots.start_step_curves(outcomes, tmp_path / "fig3.png")
@@ -231,7 +235,9 @@ def test_start_step_figure_labels_every_line_and_skips_targets_without_a_line(
     assert titles == ["pycode", "sciq"]
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     assert len(legends) == 1
-    assert [t.get_text() for t in legends[0].get_texts()] == ["code 20%", "code 50%", "control"]
+    assert [t.get_text() for t in legends[0].get_texts()] == [
+        "code: starcoder 20%", "code: starcoder 50%", "control",
+    ]  # fmt: skip
 
 
 def test_the_reports_grid_yaml_names_the_data_folder_relative_to_where_it_ran(
