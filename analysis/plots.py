@@ -452,15 +452,29 @@ def ablation_grid(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     if not targets:
         return []
     data = data[data["target"].isin(targets)]
-    limit = float(
-        data.groupby(["target", "start_step", "weight"])["improvement"].mean().abs().max()
+    models = _model_order(data["model"]) if "model" in data else [None]
+    panels = [(m, t) for m in models for t in targets
+              if m is None or ((data["model"] == m) & (data["target"] == t)).any()]  # fmt: skip
+    keys = (
+        ["target", "start_step", "weight"]
+        if models == [None]
+        else ["model", "target", "start_step", "weight"]
     )
+    limit = float(data.groupby(keys)["improvement"].mean().abs().max())
     limit = 100 * (limit or 1.0)  # one colour scale for every panel, centred on no change
+    # At most three panels a row (one per model size and target), so the report can show them.
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
     with mpl.rc_context(STYLE):
-        fig = _figure(max(6.0, 3.6 * len(targets) + 1.5), 3.8 if len(targets) > 1 else 4.2)
-        axes = fig.subplots(1, len(targets), squeeze=False)[0]
-        for ax, target in zip(axes, targets, strict=True):
-            table = data[data["target"] == target].pivot_table(
+        fig = _figure(max(6.0, 3.6 * ncols + 1.5), (3.4 if len(panels) > 1 else 4.2) * nrows)
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        for ax in grid.ravel()[len(panels) :]:
+            ax.remove()
+        axes = grid.ravel()[: len(panels)]
+        for ax, (model, target) in zip(axes, panels, strict=True):
+            part = data[data["target"] == target]
+            part = part if model is None else part[part["model"] == model]
+            table = part.pivot_table(
                 index="start_step", columns="weight", values="improvement", aggfunc="mean"
             )
             table.columns = [f"{w:.0%}" for w in table.columns]
@@ -473,11 +487,11 @@ def ablation_grid(outcomes: pd.DataFrame, path: Path) -> list[Path]:
                 center=0,
                 vmin=-limit,
                 vmax=limit,
-                cbar=ax is axes[-1],
+                cbar=ax is axes[min(ncols, len(panels)) - 1],
                 cbar_kws={"label": "relative improvement (%)"},
             )
             ax.grid(False)
-            ax.set_title(target)
+            ax.set_title(target if len(models) < 2 else f"{target} ({model})")
             ax.set_xlabel(f"{mixture} weight")
             ax.set_ylabel("start step")
         sep = ": " if len(targets) > 1 else ":\n"  # one panel: the title must fit its width
