@@ -383,19 +383,22 @@ def start_step_curves(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     if mid.empty:
         return []
     lines = sorted(mid["line"].unique())
-    targets = sorted(mid["target"].unique())
+    # One column per model size and target: sizes are never averaged together.
+    models = _model_order(mid["model"]) if "model" in mid else [""]
+    targets = [(m, t) for m in models for t in sorted(mid["target"].unique())
+               if not m or ((mid["model"] == m) & (mid["target"] == t)).any()]  # fmt: skip
     colours = dict(zip(lines, sns.color_palette("colorblind", n_colors=len(lines)), strict=True))
     markers = {line: MARKERS[k % len(MARKERS)] for k, line in enumerate(lines)}
     control = outcomes[outcomes["branch_kind"] == "control"]
     with mpl.rc_context(STYLE):
         fig = _figure(max(7.0, 3.8 * len(targets) + 2.4), 6.4)
         axes = fig.subplots(2, len(targets), squeeze=False, sharex=True)
-        for j, target in enumerate(targets):
+        for j, (model, target) in enumerate(targets):
             for i, (column, name) in enumerate(
                 [("sft_val_loss", "SFT val loss"), ("c4_val_loss", "C4 loss after SFT")]
             ):
                 ax = axes[i, j]
-                data = mid[mid["target"] == target]
+                data = mid[(mid["target"] == target) & ((mid["model"] == model) if model else True)]
                 sns.lineplot(
                     data=data,
                     x="start_step",
@@ -411,13 +414,14 @@ def start_step_curves(outcomes: pd.DataFrame, path: Path) -> list[Path]:
                     ax=ax,
                     legend=False,
                 )
-                base = control[control["target"] == target][column]
+                base = control[control["target"] == target]
+                base = (base[base["model"] == model] if model else base)[column]
                 if len(base):
                     ax.axhline(base.mean(), linestyle="--", color="0.3")
                 ax.set_ylabel(name if j == 0 else "")
                 ax.set_xlabel("midtraining start step" if i == 1 else "")
                 if i == 0:
-                    ax.set_title(target)
+                    ax.set_title(f"{target} ({model})" if len(models) > 1 else target)
         handles = [
             mpl.lines.Line2D([], [], color=colours[line], marker=markers[line], label=line)
             for line in lines
@@ -510,31 +514,39 @@ def forgetting(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     mixtures = sorted(main[main["branch_kind"] != "control"]["mixture"].unique())
     if not mixtures or "control" not in set(main["branch_kind"]):
         return []
-    rows = []
-    for mixture in mixtures:
-        part = main[(main["mixture"] == mixture) | (main["branch_kind"] == "control")]
-        rows.append(part.assign(panel=mixture))
+    # One panel per model size and mixture: sizes are never averaged together.
+    models = _model_order(main["model"]) if "model" in main else [""]
+    rows, panels = [], []
+    for model in models:
+        scope = main[main["model"] == model] if model else main
+        for mixture in mixtures:
+            part = scope[(scope["mixture"] == mixture) | (scope["branch_kind"] == "control")]
+            if (part["mixture"] == mixture).any():
+                panels.append((f"{model}|{mixture}", model, mixture))
+                rows.append(part.assign(panel=panels[-1][0]))
     data = pd.concat(rows)
     data["branch"] = [_branch_name(row) for row in data.itertuples()]
     order = sorted(data["branch"].unique(), key=lambda name: _branch_key(data, name))
     targets = list(pd.unique(data["target"]))
     # At most three panels a row, so six mixtures print at a readable size on one page.
-    ncols = min(3, len(mixtures))
-    nrows = -(-len(mixtures) // ncols)
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
     with mpl.rc_context(STYLE):
         fig = _figure(4.0 * ncols + 2.4, 3.6 * nrows + 0.6)
         grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True, sharex=True)
-        for ax in grid.ravel()[len(mixtures) :]:
+        for ax in grid.ravel()[len(panels) :]:
             ax.remove()
-        axes = grid.ravel()[: len(mixtures)]
+        axes = grid.ravel()[: len(panels)]
         keyed = axes[ncols - 1]  # the top row's last panel carries the legend, beside it
-        for k, (ax, mixture) in enumerate(zip(axes, mixtures, strict=True)):
-            panel = data[data["panel"] == mixture]
+        for k, (ax, (key, model, mixture)) in enumerate(zip(axes, panels, strict=True)):
+            panel = data[data["panel"] == key]
             _forgetting_panel(ax, panel, mixture, targets, order, legend=ax is keyed)
+            if len(models) > 1:
+                ax.set_title(f"{ax.get_title()} ({model})")
             ax.set_ylabel(
                 "C4 val loss after SFT\n(lower: less forgetting)" if k % ncols == 0 else ""
             )
-            bottom = k + ncols >= len(mixtures)  # no panel below: label this one's axis
+            bottom = k + ncols >= len(panels)  # no panel below: label this one's axis
             ax.tick_params(axis="x", labelbottom=bottom)
             ax.xaxis.label.set_visible(bottom)
             for label in ax.get_xticklabels():

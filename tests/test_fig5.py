@@ -36,3 +36,19 @@ def test_six_mixtures_wrap_into_two_rows_with_readable_names(tmp_path, saved_fig
     assert [t.get_text() for t in legends[0].get_texts()] == [
         "control (C4)", "midtraining 10%", "midtraining 50%", "CPT (100%)",
     ]  # fmt: skip
+
+
+def test_two_sizes_get_their_own_panels_not_an_average(tmp_path, saved_figures):
+    outcomes = pd.read_csv(STUDY / "outcomes.csv")
+    outcomes = outcomes[outcomes["model"] == outcomes["model"].iloc[0]]
+    bigger = outcomes.assign(model="bigger", c4_val_loss=outcomes["c4_val_loss"] + 1.0)
+    plots.forgetting(pd.concat([outcomes, bigger]), tmp_path / "fig5")
+    axes = saved_figures[0].axes
+    assert len(axes) == 12
+    titles = [ax.get_title() for ax in axes]
+    assert sum(t.endswith("(bigger)") for t in titles) == 6
+    # the larger size's panels show its own losses (1 nat above), not the two sizes' mean
+    small = next(ax for ax in axes if ax.get_title() == f"math ({outcomes['model'].iloc[0]})")
+    large = next(ax for ax in axes if ax.get_title() == "math (bigger)")
+    low = min(y for line in small.lines for y in line.get_ydata())
+    assert min(y for line in large.lines for y in line.get_ydata()) > low + 0.9
