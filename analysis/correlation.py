@@ -152,6 +152,10 @@ def bootstrap_seeds(
     outcome is the mean over the drawn seeds it has. This is the spread that training noise
     alone puts on r, with the pairs held fixed.
     """
+    # Only the seeds these pairs have: a seed column no pair has (one model size's seed 1,
+    # when this relation is the other size's) would make every draw containing it empty,
+    # leave the rest identical, and collapse the interval onto r.
+    y_by_seed = y_by_seed[:, ~np.isnan(y_by_seed).all(axis=0)]
     n_seeds = y_by_seed.shape[1]
     if n_seeds < 2 or len(x) < 3 or np.ptp(x) == 0:
         return {"ci_low": None, "ci_high": None, "n_resamples": 0, "n_seeds": n_seeds}

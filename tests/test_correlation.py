@@ -105,6 +105,11 @@ def test_seed_bootstrap_collapses_when_seeds_agree_and_widens_with_seed_noise():
         widths.append(interval["ci_high"] - interval["ci_low"])
     assert widths[0] < widths[1]
     assert bootstrap_seeds(x, truth[:, None])["ci_low"] is None  # one seed: nothing to draw
+    # A seed column no pair has (another model size's seed) is not a seed of these pairs:
+    # one real seed is still nothing to draw (it once gave a zero-width interval at r).
+    absent = np.column_stack([truth + 0.1 * rng.normal(size=8), np.full(8, np.nan)])
+    got = bootstrap_seeds(x, absent)
+    assert got["ci_low"] is None and got["n_seeds"] == 1
 
 
 def test_seed_bootstrap_interval_lies_in_the_exact_distribution_of_seed_draws():
