@@ -29,7 +29,8 @@ PROBE = """<script>window.addEventListener('load', () => {
     }
   });
   const out = document.createElement('div');
-  out.textContent = 'LAYOUT-' + 'RESULT{' + wide.join(' || ') + '}';  // split: not found in the source
+  // the marker is split so that the page's own source never matches it
+  out.textContent = 'LAYOUT-' + 'RESULT{' + wide.join(' || ') + '}';
   document.body.appendChild(out);
 });</script>"""
 
