@@ -365,6 +365,22 @@ def similarity_heatmap(matrix: pd.DataFrame, metric: str, path: Path) -> list[Pa
         return save(fig, path)
 
 
+def _panel_grid(fig, n: int, **subplots: Any) -> tuple[np.ndarray, int]:
+    """`n` axes in rows of at most three (so a figure of many panels prints at a readable
+    size), the unused cells of the last row removed; also the number of columns."""
+    ncols = min(3, n)
+    grid = fig.subplots(-(-n // ncols), ncols, squeeze=False, **subplots)
+    for ax in grid.ravel()[n:]:
+        ax.remove()
+    return grid.ravel()[:n], ncols
+
+
+def _sizes(table: pd.DataFrame) -> list[str]:
+    """The model sizes to draw apart (figures never average sizes together); [""] when the
+    table has no model column."""
+    return _model_order(table["model"]) if "model" in table else [""]
+
+
 def start_step_curves(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     """Figure 3: SFT loss and C4 loss after SFT vs the midtraining start step, per mixture.
 
@@ -384,7 +400,7 @@ def start_step_curves(outcomes: pd.DataFrame, path: Path) -> list[Path]:
         return []
     lines = sorted(mid["line"].unique())
     # One column per model size and target: sizes are never averaged together.
-    models = _model_order(mid["model"]) if "model" in mid else [""]
+    models = _sizes(mid)
     targets = [(m, t) for m in models for t in sorted(mid["target"].unique())
                if not m or ((mid["model"] == m) & (mid["target"] == t)).any()]  # fmt: skip
     colours = dict(zip(lines, sns.color_palette("colorblind", n_colors=len(lines)), strict=True))
@@ -456,28 +472,23 @@ def ablation_grid(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     if not targets:
         return []
     data = data[data["target"].isin(targets)]
-    models = _model_order(data["model"]) if "model" in data else [None]
+    models = _sizes(data)
     panels = [(m, t) for m in models for t in targets
-              if m is None or ((data["model"] == m) & (data["target"] == t)).any()]  # fmt: skip
+              if not m or ((data["model"] == m) & (data["target"] == t)).any()]  # fmt: skip
     keys = (
         ["target", "start_step", "weight"]
-        if models == [None]
+        if models == [""]
         else ["model", "target", "start_step", "weight"]
     )
     limit = float(data.groupby(keys)["improvement"].mean().abs().max())
     limit = 100 * (limit or 1.0)  # one colour scale for every panel, centred on no change
-    # At most three panels a row (one per model size and target), so the report can show them.
-    ncols = min(3, len(panels))
-    nrows = -(-len(panels) // ncols)
     with mpl.rc_context(STYLE):
+        ncols, nrows = min(3, len(panels)), -(-len(panels) // 3)
         fig = _figure(max(6.0, 3.6 * ncols + 1.5), (3.4 if len(panels) > 1 else 4.2) * nrows)
-        grid = fig.subplots(nrows, ncols, squeeze=False)
-        for ax in grid.ravel()[len(panels) :]:
-            ax.remove()
-        axes = grid.ravel()[: len(panels)]
+        axes, ncols = _panel_grid(fig, len(panels))
         for ax, (model, target) in zip(axes, panels, strict=True):
             part = data[data["target"] == target]
-            part = part if model is None else part[part["model"] == model]
+            part = part[part["model"] == model] if model else part
             table = part.pivot_table(
                 index="start_step", columns="weight", values="improvement", aggfunc="mean"
             )
@@ -515,7 +526,7 @@ def forgetting(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     if not mixtures or "control" not in set(main["branch_kind"]):
         return []
     # One panel per model size and mixture: sizes are never averaged together.
-    models = _model_order(main["model"]) if "model" in main else [""]
+    models = _sizes(main)
     rows, panels = [], []
     for model in models:
         scope = main[main["model"] == model] if model else main
@@ -528,15 +539,10 @@ def forgetting(outcomes: pd.DataFrame, path: Path) -> list[Path]:
     data["branch"] = [_branch_name(row) for row in data.itertuples()]
     order = sorted(data["branch"].unique(), key=lambda name: _branch_key(data, name))
     targets = list(pd.unique(data["target"]))
-    # At most three panels a row, so six mixtures print at a readable size on one page.
-    ncols = min(3, len(panels))
-    nrows = -(-len(panels) // ncols)
     with mpl.rc_context(STYLE):
+        ncols, nrows = min(3, len(panels)), -(-len(panels) // 3)
         fig = _figure(4.0 * ncols + 2.4, 3.6 * nrows + 0.6)
-        grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True, sharex=True)
-        for ax in grid.ravel()[len(panels) :]:
-            ax.remove()
-        axes = grid.ravel()[: len(panels)]
+        axes, ncols = _panel_grid(fig, len(panels), sharey=True, sharex=True)
         keyed = axes[ncols - 1]  # the top row's last panel carries the legend, beside it
         for k, (ax, (key, model, mixture)) in enumerate(zip(axes, panels, strict=True)):
             panel = data[data["panel"] == key]
