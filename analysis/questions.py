@@ -21,6 +21,7 @@ from scipy import stats
 
 from proximity.analysis.advantage import pair_advantages
 from proximity.analysis.correlation import ALPHA, Settings, relation_statistics
+from proximity.analysis.results import seed_matrix
 from proximity.stats import StatsOptions
 
 CELL = ["model", "mixture", "start_step", "target"]
@@ -133,7 +134,11 @@ def forgetting(
     outcomes: pd.DataFrame, similarities: pd.DataFrame, metric: str, settings: Settings
 ) -> dict[str, Any]:
     """Relative C4 loss change after SFT (seed mean, every non-control branch) against the
-    branch's similarity to the pretraining data, per model size and pooled."""
+    branch's similarity to the pretraining data, per model size and pooled.
+
+    The per-seed changes go to the seed bootstrap, so this verdict, like PA's, needs two or
+    more seeds to hold: one training run's C4 losses cannot show that the relation is not noise.
+    """
     branches = outcomes[outcomes["branch_kind"] != "control"]
     keys = ["model", "branch_kind", "mixture", "mixture_spec", "pretrain_spec", "weight",
             "start_step", "target"]  # fmt: skip
@@ -149,7 +154,8 @@ def forgetting(
     relations = []
     for model, group in groups:
         group = group.reset_index(drop=True)
-        result = relation_statistics(group, None, settings, expected_sign=-1)
+        by_seed = seed_matrix(branches, group, value="c4_change", keys=keys)
+        result = relation_statistics(group, by_seed, settings, expected_sign=-1)
         shown = group.rename(
             columns={"advantage": "similarity_to_pretrain", "improvement": "c4_change"}
         )

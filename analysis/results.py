@@ -239,10 +239,16 @@ def average_seeds(outcomes: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def seed_matrix(outcomes: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
-    """pairs × seeds matrix of improvements (NaN where a pair lacks a seed), rows as `pairs`."""
+def seed_matrix(
+    outcomes: pd.DataFrame,
+    pairs: pd.DataFrame,
+    value: str = "improvement",
+    keys: list[str] = BRANCH_KEYS,
+) -> np.ndarray:
+    """pairs × seeds matrix of `value` (NaN where a pair lacks a seed), rows as `pairs`, which
+    `keys` identify across seeds."""
     wide = outcomes.pivot_table(
-        index=BRANCH_KEYS, columns="seed", values="improvement", aggfunc="mean", dropna=False
+        index=keys, columns="seed", values=value, aggfunc="mean", dropna=False
     )
-    index = pd.MultiIndex.from_frame(pairs[BRANCH_KEYS])
+    index = pd.MultiIndex.from_frame(pairs[keys])
     return wide.reindex(index).to_numpy(float)

@@ -158,3 +158,12 @@ def test_forgetting_relates_seed_mean_c4_change_to_similarity_with_the_pretraini
     assert relation["n_pairs"] == 60
     assert relation["verdict"]["expected_sign"] == -1
     assert relation["verdict"]["verdict"] == "holds"  # closer to C4, less forgetting
+    assert relation["bootstrap_seeds"]["n_seeds"] == 3
+    assert relation["bootstrap_seeds"]["ci_high"] < 0  # every seed shows the same relation
+
+    # One seed: the same relation, but one training run cannot show it is not noise.
+    one = forgetting(outcomes[outcomes["seed"] == 0], sims, "paper",
+                     Settings(n_permutations=499, n_bootstrap=300))["relations"][0]  # fmt: skip
+    assert one["bootstrap_seeds"]["n_seeds"] == 1 and one["bootstrap_seeds"]["ci_low"] is None
+    assert one["verdict"]["failed"] == ["seed_bootstrap"]
+    assert one["verdict"]["verdict"] == "inconclusive"
