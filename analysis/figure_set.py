@@ -138,18 +138,17 @@ def mark_stand_ins(
 def readable_curves(curves: pd.DataFrame, run: pd.Series) -> pd.DataFrame:
     """Figure 6's series named as figure 2 names them: the mixture by its grid name
     (`mathword mixture`), its added dataset as `mathword: gsm8k` (not the spec
-    `gsm8k?format=plain&split=test`), other datasets without their options."""
+    `gsm8k?format=plain&split=test`), other datasets by their source without options."""
     mixture = str(run["mixture"])
-    parts = {
-        p.rsplit(":", 1)[0].rstrip(plots.STAND_IN) for p in str(run["mixture_spec"]).split("+")
-    }
-    pretrain = {p.rsplit(":", 1)[0] for p in str(run.get("pretrain_spec", "c4")).split("+")}
+    added = {d.canonical() for d in plots.spec_datasets(run["mixture_spec"])}
+    pretrain = {d.canonical() for d in plots.spec_datasets(run.get("pretrain_spec", "c4"))}
 
     def name(dataset: str) -> str:
-        if "+" in dataset:
+        parts = plots.spec_datasets(dataset)
+        if len(parts) > 1:
             return f"{mixture} mixture"
-        if dataset in parts and dataset not in pretrain:
+        if parts[0].canonical() in added and parts[0].canonical() not in pretrain:
             return plots.mixture_label(mixture, dataset)
-        return dataset.split("?")[0]
+        return parts[0].source
 
     return curves.assign(dataset=curves["dataset"].map(name)) if len(curves) else curves

@@ -21,7 +21,9 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from proximity.atomic import atomic_path
+from proximity.errors import ProximityError
 from proximity.labels import shorten_unique
+from proximity.specs import DatasetSpec, parse_mixture
 
 DPI = 200
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
@@ -91,13 +93,39 @@ STAND_IN = "*"
 (`figure_set.mark_stand_ins`)."""
 
 
+def _parsed(spec: object) -> list[DatasetSpec]:
+    """The datasets of a grid spec as the grid parsed it (a hub source `hf:org/name` or a
+    template holding `:` or `+` survive, which splitting the text would break); text that is
+    not a spec is one dataset."""
+    try:
+        return list(parse_mixture(str(spec)).datasets)
+    except ProximityError:
+        return [DatasetSpec(str(spec))]
+
+
+def _unstarred(dataset: DatasetSpec) -> DatasetSpec:
+    return DatasetSpec(dataset.source.rstrip(STAND_IN), dataset.options)
+
+
+def spec_datasets(spec: object) -> list[DatasetSpec]:
+    """The datasets of a grid spec, with the stand-in star (`mark_stand_ins`) dropped."""
+    return [_unstarred(d) for d in _parsed(spec)]
+
+
+def _short_source(source: str) -> str:
+    """A path or hub name by its last part without suffix (`data/x.jsonl*` → `x*`)."""
+    bare = source.rstrip(STAND_IN)
+    return (Path(bare).stem if "/" in bare else bare) + source[len(bare) :]
+
+
 def mixture_label(mixture: str, mixture_spec: str, pretrain_spec: str = "c4") -> str:
     """A legend name for a grid mixture: its short name and the dataset it adds (options such
-    as `?split=test` dropped), e.g. `mathword: gsm8k`; the name alone when they agree."""
-    base = {part.split(":")[0] for part in str(pretrain_spec).split("+")}
-    added = [part.split(":")[0] for part in str(mixture_spec).split("+")]
-    datasets = [d.split("?")[0] for d in added if d not in base] or [added[0].split("?")[0]]
-    dataset = "+".join(dict.fromkeys(Path(d).stem if "/" in d else d for d in datasets))
+    as `?split=test` dropped, a path or hub name shortened, a stand-in's star kept), e.g.
+    `mathword: gsm8k`; the name alone when they agree."""
+    base = {d.canonical() for d in spec_datasets(pretrain_spec)}
+    added = _parsed(mixture_spec)
+    datasets = [d for d in added if _unstarred(d).canonical() not in base] or added[:1]
+    dataset = "+".join(dict.fromkeys(_short_source(d.source) for d in datasets))
     return dataset if dataset.rstrip(STAND_IN) == mixture else f"{mixture}: {dataset}"
 
 

@@ -59,3 +59,26 @@ def test_figure_6_names_its_series_as_figure_2_does():
     assert readable_curves(pd.DataFrame({"dataset": ["starcoder"]}), starred)[
         "dataset"
     ].tolist() == ["code: starcoder"]
+    # A stand-in with options, as mark_stand_ins stars it: the star sits before the `?`.
+    starred["mixture"], starred["mixture_spec"] = "mathword", "c4:0.5+gsm8k*?split=test:0.5"
+    assert readable_curves(pd.DataFrame({"dataset": ["gsm8k?split=test"]}), starred)[
+        "dataset"
+    ].tolist() == ["mathword: gsm8k"]
+
+
+def test_figure_6_names_hub_datasets_and_templates_holding_colons():
+    """Specs a user writes that splitting on ":" would break."""
+    spec = "hf:allenai/c4:0.9+hf:bigcode/starcoderdata:0.1"
+    run = pd.Series({"mixture": "code", "mixture_spec": spec, "pretrain_spec": "hf:allenai/c4",
+                     "target": "mbpp"})  # fmt: skip
+    curves = pd.DataFrame({"dataset": ["hf:allenai/c4", "hf:bigcode/starcoderdata", spec]})
+    assert readable_curves(curves, run)["dataset"].tolist() == [
+        "hf:allenai/c4", "code: starcoderdata", "code mixture"
+    ]  # fmt: skip
+    templated = "sciq?template=Q: {question} A: {correct_answer}"
+    run = run.copy()
+    run["mixture"], run["pretrain_spec"] = "qa", "c4"
+    run["mixture_spec"] = f"c4:0.8+{templated}:0.2"
+    assert readable_curves(pd.DataFrame({"dataset": [templated]}), run)["dataset"].tolist() == [
+        "qa: sciq"
+    ]

@@ -136,6 +136,10 @@ def test_mixture_label_drops_options_and_repeats():
     )
     assert plots.mixture_label("math", "c4:0.6+math:0.4") == "math"
     assert plots.mixture_label("code", "starcoder") == "code: starcoder"  # CPT
+    # Hub sources and paths by their last part; a stand-in's star kept after a path's stem.
+    hub = "hf:allenai/c4:0.9+hf:bigcode/starcoderdata:0.1"
+    assert plots.mixture_label("code", hub, "hf:allenai/c4") == "code: starcoderdata"
+    assert plots.mixture_label("code", "c4:0.9+data/py.jsonl*:0.1") == "code: py*"
 
 
 def test_the_legend_explains_the_stand_in_star_only_when_one_is_drawn(tmp_path, saved_figures):
