@@ -253,3 +253,38 @@ def test_only_keeps_a_node_and_what_it_needs():
     assert sorted(b.kind for b in part.branches) == ["control", "midtrain"]
     with pytest.raises(ProximityError, match="--only sft-000000000000: not a node"):
         plan.only(["sft-000000000000"])
+
+
+def test_a_targets_own_sweep_adds_its_runs_and_renames_none():
+    smoke = load_grid("smoke")
+    target, lrs = smoke.sft.targets[0], smoke.sft.lrs
+    wider = [min(lrs) / 3, *lrs]
+    a = build_plan(smoke)
+    b = build_plan(load_grid("smoke", [f"sft.lrs_by_target.{target}={wider}"]))
+    assert set(ids(a)) < set(ids(b))  # every finished node is kept under its id
+
+    def swept(plan):
+        pairs = {}
+        for n in plan.sft_nodes():
+            key = (n.parents[0], n.settings["data"]["train"])
+            pairs.setdefault(key, set()).add(n.settings["optim"]["lr"])
+        return pairs
+
+    for (_, trained), got in swept(b).items():
+        assert got == set(wider if trained == target else lrs)
+    assert len(set(ids(b)) - set(ids(a))) == len(a.branches)  # one new run per branch
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sft.lrs_by_target.poetry=[1e-3]", r"sft\.lrs_by_target\.poetry.*not one of sft\.targets"),
+        ("sft.lrs_by_target.pycode=[]", r"sft\.lrs_by_target\.pycode.*at least one"),
+        ("sft.lrs_by_target.pycode=[-1e-3]", r"sft\.lrs_by_target\.pycode.*must be positive"),
+        ("sft.lrs_by_target.pycode=[fast]", r"sft\.lrs_by_target\.pycode\[0\]: expected a number"),
+        ("sft.lrs_by_target=3", r"sft\.lrs_by_target: expected a mapping"),
+    ],
+)
+def test_a_bad_per_target_sweep_names_its_key(override, message):
+    with pytest.raises(ProximityError, match=message):
+        load_grid("smoke", [override])

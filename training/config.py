@@ -320,6 +320,9 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        key, item = typing.get_args(tp)
+        return f"a mapping of {_type_name(key)} to {_type_name(item)}"
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
         tp, "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
     )
@@ -355,6 +358,14 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if not isinstance(value, list):
             raise ProximityError(f"{name}: expected {_type_name(tp)}, got {value!r}")
         return [_coerce(v, item_type, f"{name}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_type, item_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ProximityError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+        return {
+            _coerce(k, key_type, name): _coerce(v, item_type, f"{name}.{k}")
+            for k, v in value.items()
+        }
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -338,7 +338,7 @@ def _sft_nodes(spec: GridSpec, base: dict, branch: Branch, model: str, seed: int
         targets = spec.ablation.targets
     out = []
     for target in targets:
-        for lr in s.lrs:
+        for lr in s.lrs_by_target.get(target, s.lrs):
             cfg = copy.deepcopy(base)
             cfg["phase"] = "sft"
             cfg["model"]["seq_len"] = s.seq_len

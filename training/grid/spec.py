@@ -107,6 +107,9 @@ class SFTSpec:
     targets: list[str] = field(default_factory=lambda: ["gsm8k", "pycode", "lima", "sciq"])
     # Peak LRs swept per (branch, target); the best by target validation loss is `selected`.
     lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
+    # A target's own sweep, replacing `lrs` for it (keys as written in `targets`): to widen
+    # the sweep where one target's selections sit at an edge without adding runs for all.
+    lrs_by_target: dict[str, list[float]] = field(default_factory=dict)
     epochs: int = 4
     batch_size: int = 16
     seq_len: int = 256
@@ -255,6 +258,16 @@ class GridSpec:
         _require(bool(self.sft.lrs), "sft.lrs", "needs at least one learning rate")
         for lr in self.sft.lrs:
             _require(lr > 0, "sft.lrs", f"{lr} must be positive")
+        for target, lrs in self.sft.lrs_by_target.items():
+            name = f"sft.lrs_by_target.{target}"
+            _require(
+                target in self.sft.targets,
+                name,
+                f"{target!r} is not one of sft.targets ({', '.join(self.sft.targets)})",
+            )
+            _require(bool(lrs), name, "needs at least one learning rate")
+            for lr in lrs:
+                _require(lr > 0, name, f"{lr} must be positive")
         for kind in ("", "tokenizer.", "prepare.", "pretrain.", "midtrain.", "sft."):
             self._check_slurm(kind)
         cap = self.slurm.max_queued
