@@ -288,3 +288,13 @@ def test_a_targets_own_sweep_adds_its_runs_and_renames_none():
 def test_a_bad_per_target_sweep_names_its_key(override, message):
     with pytest.raises(ProximityError, match=message):
         load_grid("smoke", [override])
+
+
+def test_an_unreadable_sft_target_is_counted_as_unknown_and_says_why(tmp_path):
+    from proximity.training.grid.estimate import sft_examples
+
+    plan = build_plan(load_grid("smoke"))
+    missing = tmp_path / "absent.jsonl"
+    count = sft_examples(str(missing), plan, None, None, "exact")
+    assert count.examples is None
+    assert count.how.startswith("not readable here (") and "absent.jsonl" in count.how

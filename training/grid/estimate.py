@@ -88,8 +88,8 @@ def sft_examples(target: str, plan: Plan, data_dir: str | None, tokenizer, how: 
             val_docs=s.val_docs, seed=SPLIT_SEED, warn=False,
         )  # fmt: skip
         return SFTCount(len(train), how, source.info.substitute)
-    except Exception:
-        return SFTCount(None, "not readable here")
+    except Exception as error:  # offline without the data, or a spec this machine cannot read
+        return SFTCount(None, f"not readable here ({error})")
 
 
 def measure_tokens_per_s(preset: str, vocab: int, seq_len: int, batch: int) -> float:
