@@ -235,9 +235,9 @@ def _study_sft() -> dict[str, Any]:
         # top of [1e-3, 3e-3] in 77 of 92 selections, so 1e-2 is swept too. The report
         # counts selections at either edge.
         "lrs": [1e-3, 3e-3, 1e-2],
-        # LIMA chose the bottom of that sweep in every group of the first three parts (30 of
-        # 30; its control too), so its sweep goes one step lower; the other targets' never
-        # chose 1e-2 (0 of 154) nor needed it widened (docs/STUDY.md, "Learning rates").
+        # LIMA chose the bottom of that sweep in every group of the first three parts (45 of
+        # 45; its control too), so its sweep goes one step lower (3e-4 then lost to 1e-3 in all
+        # 60 groups); no group of any target chose 1e-2 (docs/STUDY.md, the LR section).
         "lrs_by_target": {"lima": [3e-4, 1e-3, 3e-3, 1e-2]},
         # One epoch, not the paper's 4: the 4 h CPU budget (docs/STUDY.md); every example
         # is seen once, so the validation loss measures transfer, not memorisation.
