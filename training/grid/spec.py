@@ -255,16 +255,15 @@ class GridSpec:
         self._check_settings()
         self._check_branches()
         _require(bool(self.sft.targets), "sft.targets", "needs at least one target")
-        _require(bool(self.sft.lrs), "sft.lrs", "needs at least one learning rate")
-        for lr in self.sft.lrs:
-            _require(lr > 0, "sft.lrs", f"{lr} must be positive")
+        sweeps = {"sft.lrs": self.sft.lrs}
         for target, lrs in self.sft.lrs_by_target.items():
             name = f"sft.lrs_by_target.{target}"
+            known = ", ".join(self.sft.targets)
             _require(
-                target in self.sft.targets,
-                name,
-                f"{target!r} is not one of sft.targets ({', '.join(self.sft.targets)})",
+                target in self.sft.targets, name, f"{target!r} is not one of sft.targets ({known})"
             )
+            sweeps[name] = lrs
+        for name, lrs in sweeps.items():
             _require(bool(lrs), name, "needs at least one learning rate")
             for lr in lrs:
                 _require(lr > 0, name, f"{lr} must be positive")
