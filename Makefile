@@ -8,7 +8,8 @@ OUT ?= outputs
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo grid-smoke reproduce reproduce-micro study-part study-merge study-curves \
+.PHONY: install demo grid-smoke reproduce reproduce-micro study-pretraining study-part study-merge \
+	study-curves study-curves-copy \
 	test lint bench \
 	gpu-check clean
 
@@ -93,12 +94,33 @@ study-curves: install
 	$(BIN)/python -m proximity.training.grid.merge_parts merge $(STUDY_FIGURES) --spec study; \
 	$(call retrace_curves,study,$(STUDY_FIGURES),$(RUNS)/study-curves)
 
+# The study's first part: every pretraining run, one per core (alone, a part pretrains on one
+# core while the other idles), and figure 6's chain with evaluation every CURVES_EVERY steps.
+# Evaluating changes no number, so those are the grid's own nodes: the parts reuse them, and
+# figure 6's curves need no separate retrace (`make study-curves` still does one on its own).
+study-pretraining: install
+	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; \
+	mkdir -p $(RUNS) $(STUDY_FIGURES)/parts; \
+	set -- $$($(BIN)/python -m proximity.analysis.curves example $(STUDY_FIGURES)); \
+	/usr/bin/time -f "part pretraining: %e s wall" -o $(RUNS)/study-pretraining.time \
+		$(BIN)/proximity train-grid study --out $(RUNS)/study --only pretrain --only $$1 \
+		--set eval.every=$(CURVES_EVERY) --set eval.sft_every=$(CURVES_SFT_EVERY) --jobs $(JOBS); \
+	cp $(RUNS)/study-pretraining.time $(STUDY_FIGURES)/parts/time-pretraining.txt
+
 reproduce: install
+	$(MAKE) study-pretraining
 	for model in $(STUDY_MODELS); do for seed in $(STUDY_SEEDS); do \
 		$(MAKE) study-part MODEL=$$model SEED=$$seed || exit 1; \
 	done; done
-	$(MAKE) study-curves
+	$(MAKE) study-curves-copy
 	$(MAKE) study-merge
+
+# Figure 6's curves from the study's own grid folder (written there by study-pretraining),
+# checked against the merged results first, copied beside them for study-merge to draw.
+study-curves-copy: install
+	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; \
+	$(BIN)/python -m proximity.training.grid.merge_parts merge $(STUDY_FIGURES) --spec study; \
+	$(BIN)/python -m proximity.analysis.curves copy $(RUNS)/study $(STUDY_FIGURES)
 
 # Micro's figure 6 retraced with evaluation every 20 steps (every 2 in its 14-step SFT runs).
 # (The committed figures/micro cannot be retraced: its Pycode* runs read data that `pycode`

@@ -26,14 +26,26 @@ def test_the_example_is_the_main_branch_that_helped_most_and_a_retrace_is_checke
     )
     node = tmp_path / "runs" / "nodes" / str(run["node_id"])
     node.mkdir(parents=True)
-    (node / "metrics.jsonl").write_text(
-        '{"phase": "sft", "step": 0, "split": "val", "dataset": "x", "loss": 1.0}\n'
-    )
+
+    def evaluated_at(*steps: int) -> None:
+        (node / "metrics.jsonl").write_text(
+            "".join(
+                json.dumps({"phase": "sft", "step": s, "split": "val", "dataset": "x", "loss": 1.0})
+                + "\n"
+                for s in steps
+            )
+        )
+
+    evaluated_at(0, 8)  # the grid's own run, evaluated at its ends only: no curve
     val_end = {
         chosen["target_spec"]: float(chosen["sft_val_loss"]),
         "c4": float(chosen["c4_val_loss"]),
     }
     (node / "result.json").write_text(json.dumps({"val_end": val_end}))
+    lines = retrace_check(tmp_path / "runs", folder)
+    assert "evaluated at 2 step(s) only" in lines[0] and not lines[0].endswith("equal")
+    assert main(["copy", str(tmp_path / "runs"), str(folder)]) == 2
+    evaluated_at(0, 4, 8)
     assert all(line.endswith("equal") for line in retrace_check(tmp_path / "runs", folder))
     assert main(["copy", str(tmp_path / "runs"), str(folder)]) == 0
     assert (folder / "nodes" / str(run["node_id"]) / "metrics.jsonl").exists()

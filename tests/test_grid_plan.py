@@ -255,6 +255,19 @@ def test_only_keeps_a_node_and_what_it_needs():
         plan.only(["sft-000000000000"])
 
 
+def test_only_a_kind_keeps_every_node_of_it_beside_named_nodes():
+    plan = build_plan(load_grid("study", []))  # two sizes x two seeds
+    sft = plan.sft_nodes()[-1]
+    part = plan.only(["pretrain", sft.id])
+    pretrains = {n.id for n in plan.nodes if n.kind == "pretrain"}
+    assert len(pretrains) == 4 and pretrains <= set(part.by_id())
+    assert [n.id for n in part.nodes if n.kind == "sft"] == [sft.id]
+    # the SFT run's branch, and nothing else past pretraining
+    assert [n.kind for n in part.nodes].count("midtrain") <= 1
+    with pytest.raises(ProximityError, match=r"nor a node kind .*pretrain"):
+        plan.only(["pretraining"])
+
+
 def test_a_targets_own_sweep_adds_its_runs_and_renames_none():
     smoke = load_grid("smoke")
     target, lrs = smoke.sft.targets[0], smoke.sft.lrs

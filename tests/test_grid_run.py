@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from proximity.training.grid.local import available_cores
 from proximity.training.grid.nodes import LOCK, is_locked, node_lock
 from proximity.training.grid.progress import fmt_seconds
 
@@ -384,3 +385,41 @@ def test_status_shows_done_running_failed_and_pending_nodes(tmp_path):
     assert cells["sft-failed"] == ["failed", "CUDA out of memory"]
     assert cells["sft-pending"] == ["pending", ""]
     assert "1 done, 1 failed, 1 pending, 1 running" in result.output
+
+
+def test_sft_nodes_rerun_alone_with_no_start_cache_equal_the_grid(smoke_run, tmp_path):
+    """The grid shares start evaluations (training/start_evals.py) and runs ready nodes of one
+    kind, whatever their parent, in one process. Two SFT runs of different branches, rerun
+    each in a process of its own with an empty start-evaluation cache, must give the grid's
+    numbers bit for bit: start and end losses, training loss, per-example losses."""
+    table = pd.read_csv(smoke_run / "results.csv")
+    chosen = table.groupby("branch_node_id").node_id.last().iloc[:2]  # the later LR of each
+    threads = str(available_cores())  # what the grid's one job gave each node
+    for node_id in chosen:
+        grid_node = smoke_run / "nodes" / node_id
+        alone = tmp_path / node_id
+        alone.mkdir()
+        node = json.loads((grid_node / "node.json").read_text())
+        cache = tmp_path / f"cache-{node_id}"
+        cache.mkdir()
+        (cache / "tokens").symlink_to(Path(node["run_config"]["data"]["cache_dir"]))
+        node["run_config"]["data"]["cache_dir"] = str(cache / "tokens")
+        node["run_config"]["out_dir"] = str(alone)
+        (alone / "node.json").write_text(json.dumps(node))
+        done = subprocess.run(
+            [sys.executable, "-m", "proximity.training.grid.worker", str(alone),
+             "--threads", threads],
+            capture_output=True, text=True, timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert (cache / "start-evaluations").is_dir()  # evaluated here, not read from the grid
+        ours, grids = (json.loads((d / "result.json").read_text()) for d in (alone, grid_node))
+        for key in ("val_start", "val_end", "train_loss_end", "examples", "tokens"):
+            assert ours[key] == grids[key], key  # exact floats
+        assert (alone / "val_examples.npz").read_bytes() == (
+            grid_node / "val_examples.npz"
+        ).read_bytes()
+    # the grid shared: fewer start-evaluation entries than SFT runs x their two eval sets
+    entries = list((smoke_run / "cache" / "start-evaluations").glob("*.json"))
+    assert 0 < len(entries) < 2 * len(table)

@@ -13,14 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from proximity.training.losses import (
-    IGNORE_INDEX,
-    Batch,
-    chunked_loss_sum,
-    chunked_row_loss_sums,
-    packed_batch,
-    sft_batch,
-)
+from proximity.training.losses import IGNORE_INDEX, Batch, chunked_losses, packed_batch, sft_batch
 
 
 @dataclass
@@ -74,21 +67,7 @@ def evaluate(
     Summed in float64 over chunks of positions (see `chunked_loss_sum`), one host sync per
     eval set rather than per batch.
     """
-    was_training = model.training
-    model.eval()
-    results = {}
-    for eval_set in eval_sets:
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        count = torch.zeros((), dtype=torch.int64, device=device)
-        for inputs, targets in eval_set.batches():
-            inputs, targets = inputs.to(device), targets.to(device)
-            with autocast or contextlib.nullcontext():
-                total += chunked_loss_sum(model, inputs, targets)
-            count += (targets != IGNORE_INDEX).sum()
-        n = int(count)
-        results[eval_set.name] = float(total) / n if n else math.nan
-    model.train(was_training)
-    return results
+    return {s.name: _score(model, s, device, autocast, per_example=False)[0] for s in eval_sets}
 
 
 @torch.no_grad()
@@ -105,15 +84,64 @@ def example_losses(
     lets the analysis bootstrap over validation examples (the outcome's own sampling error,
     which seed-to-seed spread leaves out when every seed scores the same examples).
     """
+    _, examples = _score(model, eval_set, device, autocast, per_example=True, mean=False)
+    return examples
+
+
+@torch.no_grad()
+def evaluate_with_examples(
+    model: torch.nn.Module,
+    eval_sets: list[EvalSet],
+    example_set: EvalSet,
+    *,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray]]:
+    """`evaluate(eval_sets)` and `example_losses(example_set)` at once. When `example_set` is
+    one of `eval_sets` (an SFT target whose validation split fits eval.max_batches), its
+    batches go through the model once for both, and both are bitwise what the separate calls
+    return (tested): the end of every SFT run used to score its target twice."""
+    losses, examples = {}, None
+    for eval_set in eval_sets:
+        shared = eval_set is example_set
+        losses[eval_set.name], scored = _score(model, eval_set, device, autocast, shared)
+        if shared:
+            examples = scored
+    if examples is None:
+        _, examples = _score(model, example_set, device, autocast, per_example=True, mean=False)
+    return losses, examples
+
+
+def _score(
+    model: torch.nn.Module,
+    eval_set: EvalSet,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None,
+    per_example: bool,
+    mean: bool = True,
+) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
+    """One pass over an eval set: its token-weighted mean loss (when `mean`) and, when
+    `per_example`, each example's (summed loss, loss-token count)."""
     was_training = model.training
     model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
     sums, counts = [], []
     for inputs, targets in eval_set.batches():
         inputs, targets = inputs.to(device), targets.to(device)
         with autocast or contextlib.nullcontext():
-            sums.append(chunked_row_loss_sums(model, inputs, targets).cpu().numpy())
-        counts.append((targets != IGNORE_INDEX).sum(dim=1).cpu().numpy())
+            summed, rows = chunked_losses(model, inputs, targets, total=mean, rows=per_example)
+        if summed is not None:
+            total += summed
+        if rows is not None:
+            sums.append(rows.cpu().numpy())
+            counts.append((targets != IGNORE_INDEX).sum(dim=1).cpu().numpy())
+        count += (targets != IGNORE_INDEX).sum()
     model.train(was_training)
+    n = int(count)
+    loss = float(total) / n if n else math.nan
+    if not per_example:
+        return loss, None
     if not sums:
-        return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(sums).astype(np.float64), np.concatenate(counts).astype(np.int64)
+        return loss, (np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64))
+    return loss, (np.concatenate(sums).astype(np.float64), np.concatenate(counts).astype(np.int64))

@@ -55,12 +55,13 @@ from proximity.training.checkpoint import (
 )
 from proximity.training.config import RunConfig
 from proximity.training.data.batches import BatchPrefetcher
-from proximity.training.evaluate import EvalSet, evaluate, example_losses
+from proximity.training.evaluate import EvalSet, evaluate, evaluate_with_examples
 from proximity.training.losses import IGNORE_INDEX, lm_loss, token_loss_sum
 from proximity.training.memory import GIB, check_fits
 from proximity.training.metrics_log import MetricsLog
 from proximity.training.presets import flops_per_token, memory_shape
 from proximity.training.schedule import CosineSchedule
+from proximity.training.start_evals import StartEvalCache, evaluate_start
 from proximity.training.throughput import ThroughputMeter, peak_flops_for
 
 
@@ -230,18 +231,37 @@ class Run:
             step in self.keep_steps or bool(every and step % every == 0) or step == self.stop_step
         )
 
-    def evaluate_at(self, step: int, tokens: int) -> None:
-        """Every held-out set's loss now, into eval_losses and metrics.jsonl."""
-        self.eval_losses.update(
-            evaluate(
+    def evaluate_at(
+        self, step: int, tokens: int, *, start: bool = False, examples: EvalSet | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Every held-out set's loss now, into eval_losses and metrics.jsonl. At the phase's
+        `start` the losses may come from the start-evaluation cache (training/start_evals.py);
+        with `examples`, that set's per-example losses too (returned), from the same pass when
+        it is one of the eval sets."""
+        scored = None
+        if start:
+            cache = StartEvalCache(phases.start_eval_dir(self.cfg))
+            losses = evaluate_start(
+                self.raw_model, self.data.eval_sets, cache,
+                device=self.device, autocast=self.autocast, bf16=uses_bf16(self.cfg, self.device),
+                write=self.info.is_main,
+            )  # fmt: skip
+        elif examples is not None:
+            losses, scored = evaluate_with_examples(
+                self.raw_model, self.data.eval_sets, examples, device=self.device,
+                autocast=self.autocast,
+            )  # fmt: skip
+        else:
+            losses = evaluate(
                 self.raw_model, self.data.eval_sets, device=self.device, autocast=self.autocast
             )
-        )
+        self.eval_losses.update(losses)
         for name, value in self.eval_losses.items():
             self.metrics.write(
                 phase=self.cfg.phase, step=step, tokens=tokens, split="val", dataset=name,
                 loss=value, lr=self.schedule.lr(min(step, self.total_steps - 1)),
             )  # fmt: skip
+        return scored
 
     def checkpoint_at(self, step: int, tokens: int) -> None:
         """Weights, optimizer, schedule and every rank's generators, written by rank 0."""
@@ -289,7 +309,7 @@ def _train(cfg: RunConfig, info: distributed.DistInfo, resume: bool | None) -> R
     step, tokens = run.start.step, run.start.tokens
     if not run.resume and cfg.eval.every:
         # Where the phase starts from: the reference for forgetting and gains.
-        run.evaluate_at(step, tokens)
+        run.evaluate_at(step, tokens, start=True)
     if not run.resume and step in run.keep_steps:
         run.checkpoint_at(step, tokens)
 
@@ -571,9 +591,10 @@ def _finish(run: Run, step: int, tokens: int, loss: float) -> RunResult:
     target), then what the run reached."""
     finished = step >= run.total_steps
     if finished:
-        run.evaluate_at(step, tokens)
-        if run.info.is_main and run.data.example_eval is not None:
-            _write_example_losses(run, run.data.example_eval)
+        examples = run.data.example_eval if run.info.is_main else None
+        scored = run.evaluate_at(step, tokens, examples=examples)
+        if scored is not None:
+            _write_example_losses(run, *scored)
         run.say(
             f"[{run.cfg.phase}] done at step {step}: "
             + ", ".join(f"{name} val loss {value:.4f}" for name, value in run.eval_losses.items())
@@ -595,9 +616,8 @@ def _finish(run: Run, step: int, tokens: int, loss: float) -> RunResult:
     )
 
 
-def _write_example_losses(run: Run, eval_set: EvalSet) -> None:
+def _write_example_losses(run: Run, sums: np.ndarray, counts: np.ndarray) -> None:
     """val_examples.npz: the final model's loss per validation example (atomic), so the
     analysis can bootstrap the outcome over examples."""
-    sums, counts = example_losses(run.raw_model, eval_set, device=run.device, autocast=run.autocast)
     with atomic_path(run.out_dir / "val_examples.npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, loss_sum=sums, tokens=counts)

@@ -59,19 +59,7 @@ def chunked_loss_sum(
     positions on the final hidden states (a 2,048-token batch of 16 at a 50k vocabulary would
     otherwise hold 6.6 GB of fp32 logits). Falls back to the whole batch for models without a
     separate output head."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    base = getattr(model, "base_model", None)
-    if head is None or base is None or base is model:
-        return token_loss_sum(model, inputs, targets)
-    hidden = base(input_ids=inputs, use_cache=False).last_hidden_state
-    hidden = hidden.reshape(-1, hidden.size(-1))
-    flat_targets = targets.reshape(-1)
-    total = torch.zeros((), dtype=torch.float64, device=hidden.device)
-    for start in range(0, hidden.size(0), chunk):
-        logits = head(hidden[start : start + chunk]).float()
-        total += F.cross_entropy(
-            logits, flat_targets[start : start + chunk], ignore_index=IGNORE_INDEX, reduction="sum"
-        ).double()
+    total, _ = chunked_losses(model, inputs, targets, chunk, total=True, rows=False)
     return total
 
 
@@ -81,26 +69,56 @@ def chunked_row_loss_sums(
     """Per-row sums of the next-token losses (float64 [batch]), with the output head run per
     chunk of positions like `chunked_loss_sum`: one forward pass scores a whole batch of
     validation examples one by one."""
+    _, rows = chunked_losses(model, inputs, targets, chunk, total=False, rows=True)
+    return rows
+
+
+def chunked_losses(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int = EVAL_CHUNK,
+    *,
+    total: bool = True,
+    rows: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(`chunked_loss_sum`, `chunked_row_loss_sums`) from one forward pass, each asked-for one
+    computed from the same logits with the very operations it uses alone, so both are bitwise
+    what the separate calls return (tested): the end of an SFT run scores its target's mean
+    loss and its per-example losses without running the model over the examples twice."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     base = getattr(model, "base_model", None)
     flat_targets = targets.reshape(-1)
     if head is None or base is None or base is model:
         logits = model(input_ids=inputs, use_cache=False).logits
-        losses = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(), flat_targets,
-            ignore_index=IGNORE_INDEX, reduction="none",
-        )  # fmt: skip
-        return losses.double().view(targets.shape).sum(dim=1)
+        flat_logits = logits.reshape(-1, logits.size(-1))
+        summed = row_sums = None
+        if total:  # token_loss_sum's call: no upcast (see lm_loss)
+            summed = F.cross_entropy(
+                flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum"
+            )
+        if rows:
+            losses = F.cross_entropy(
+                flat_logits.float(), flat_targets, ignore_index=IGNORE_INDEX, reduction="none"
+            )
+            row_sums = losses.double().view(targets.shape).sum(dim=1)
+        return summed, row_sums
     hidden = base(input_ids=inputs, use_cache=False).last_hidden_state
     hidden = hidden.reshape(-1, hidden.size(-1))
+    summed = torch.zeros((), dtype=torch.float64, device=hidden.device) if total else None
     losses = torch.empty(hidden.size(0), dtype=torch.float64, device=hidden.device)
     for start in range(0, hidden.size(0), chunk):
         logits = head(hidden[start : start + chunk]).float()
-        losses[start : start + chunk] = F.cross_entropy(
-            logits, flat_targets[start : start + chunk], ignore_index=IGNORE_INDEX,
-            reduction="none",
-        ).double()  # fmt: skip
-    return losses.view(targets.shape).sum(dim=1)
+        chunk_targets = flat_targets[start : start + chunk]
+        if summed is not None:
+            summed += F.cross_entropy(
+                logits, chunk_targets, ignore_index=IGNORE_INDEX, reduction="sum"
+            ).double()
+        if rows:
+            losses[start : start + chunk] = F.cross_entropy(
+                logits, chunk_targets, ignore_index=IGNORE_INDEX, reduction="none"
+            ).double()
+    return summed, losses.view(targets.shape).sum(dim=1) if rows else None
 
 
 def packed_batch(sequences: torch.Tensor) -> Batch:

@@ -56,6 +56,12 @@ def cache_dir(cfg: RunConfig) -> Path:
     return proximity_cache_dir() / "tokens"
 
 
+def start_eval_dir(cfg: RunConfig) -> Path:
+    """Where start-of-phase losses are remembered (training/start_evals.py): beside the token
+    cache, so a grid's runs share them and a fresh output folder starts with none."""
+    return cache_dir(cfg).parent / "start-evaluations"
+
+
 def local_batch_size(cfg: RunConfig, info: DistInfo) -> int:
     if cfg.train.batch_size % info.world_size:
         raise ProximityError(
@@ -237,6 +243,12 @@ def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: boo
         raise ProximityError(f"{target}: empty validation split; raise data.n_docs")
     local_batch_size(cfg, info)
     target_eval = sft_eval_set(target, val, cfg.eval.batch_size, cfg.eval.max_batches)
+    # The per-example losses need every validation example; when eval.max_batches already
+    # covers them, the end's one pass over the target serves both (evaluate_with_examples).
+    whole_target = sft_eval_set(target, val, cfg.eval.batch_size, None)
+    scores_every_example = (
+        cfg.eval.max_batches is None or len(val) <= cfg.eval.batch_size * cfg.eval.max_batches
+    )
     # A forgetting set with the target's own name would collide with the SFT split above.
     others = _packed_eval_sets(cfg, cfg.eval.datasets, tokenizer, info, progress, skip={target})
     return TrainData(
@@ -252,5 +264,5 @@ def sft_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, progress: boo
             "dropped": train.n_dropped + val.n_dropped,
             "steps_per_epoch": steps_per_epoch,
         },
-        example_eval=sft_eval_set(target, val, cfg.eval.batch_size, None),
+        example_eval=target_eval if scores_every_example else whole_target,
     )

@@ -321,7 +321,8 @@ def train_grid(
         list[str] | None,
         typer.Option(
             help="Run only this node and the nodes it needs (repeatable), e.g. one SFT run's "
-            "chain with --set eval.every=40 --set eval.sft_every=4 for figure 6's curves."
+            "chain with --set eval.every=40 --set eval.sft_every=4 for figure 6's curves; a "
+            "node kind (pretrain, midtrain, sft) stands for every node of that kind."
         ),
     ] = None,
     verbose: VerboseOption = False,

@@ -37,8 +37,8 @@ def _how_it_runs(pid: int, batch: int) -> str:
     if batch == 1:
         return f"(worker process {pid})"
     return (
-        f"(worker process {pid}, shared with {batch - 1} sibling node(s) of the same kind and "
-        "parent, run one after another so torch is imported once)"
+        f"(worker process {pid}, shared with {batch - 1} other ready node(s) of the same kind, "
+        "run one after another so torch is imported once)"
     )
 
 
@@ -69,9 +69,11 @@ def run_local(
 class Workers:
     """The worker processes of one `run_local` call, `jobs` at a time.
 
-    Siblings (same kind and parents) share one process, so torch is imported once per batch;
-    with --jobs N they are dealt out over the N processes. A node another process holds (its
-    lock) is `elsewhere`: waited for, then taken as done, failed, or free to run again.
+    Ready nodes of one kind share a process, so torch is imported once per batch (a node's
+    numbers never depend on what ran before it in its process: each sets its own seeds and
+    threads, tested bitwise); with --jobs N they are dealt out over the N processes. A node
+    another process holds (its lock) is `elsewhere`: waited for, then taken as done, failed,
+    or free to run again.
     """
 
     def __init__(self, ledger: Ledger, jobs: int, threads: int, max_batch: int) -> None:
@@ -96,13 +98,17 @@ class Workers:
                 continue
             if len(self.running) >= self.jobs:
                 break
+            # Any ready node of the same kind, not only same-parent siblings: on the study
+            # grid same-parent batches meant 85 worker processes per part, ~8 s of imports each.
             siblings = [
                 n
                 for n in ledger.plan.nodes
-                if n.kind == node.kind and n.parents == node.parents and n is not node
-                if self._ready(n)
+                if n.kind == node.kind and n is not node and self._ready(n)
             ]
             size = min(self.max_batch, -(-(len(siblings) + 1) // self.jobs))
+            if node.kind == "pretrain":
+                size = 1  # minutes to hours each: an import is nothing, and batching two
+                # pretraining runs into one process would leave another slot idle
             self._launch([node, *siblings[: size - 1]])
             launched = True
         return launched
@@ -139,7 +145,7 @@ class Workers:
 
     def report_starts(self) -> None:
         """A node starts when its worker takes its lock (what `status` reads), not at launch:
-        siblings in one worker process run one after another."""
+        nodes sharing a worker process run one after another."""
         for nid, how in list(self.unstarted.items()):
             folder = self.ledger.folder(nid)
             if is_locked(folder) or is_done(folder) or (folder / ERROR).exists():

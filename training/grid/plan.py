@@ -100,16 +100,23 @@ class Plan:
 
     def only(self, ids: list[str]) -> Plan:
         """The part of the plan that the nodes `ids` need: them and their ancestors (one SFT
-        run's chain, say, rerun into another folder with denser evaluation for figure 6)."""
+        run's chain, say, rerun into another folder with denser evaluation for figure 6). An
+        entry may also be a node kind (`pretrain`: every pretraining run and what it needs)."""
         by_id = self.by_id()
-        for node_id in ids:
-            if node_id not in by_id:
+        kinds = {node.kind for node in self.nodes}
+        stack: list[str] = []
+        for entry in ids:
+            if entry in kinds:
+                stack.extend(node.id for node in self.nodes if node.kind == entry)
+            elif entry in by_id:
+                stack.append(entry)
+            else:
                 raise ProximityError(
-                    f"--only {node_id}: not a node of this grid (see plan.json, or the node_id "
-                    "columns of results.csv, of a grid run with the same spec and --set)"
+                    f"--only {entry}: not a node of this grid (see plan.json, or the node_id "
+                    "columns of results.csv, of a grid run with the same spec and --set) nor "
+                    f"a node kind ({', '.join(sorted(kinds))})"
                 )
         keep: set[str] = set()
-        stack = list(ids)
         while stack:
             node_id = stack.pop()
             if node_id not in keep:
