@@ -101,7 +101,9 @@ study-curves: install
 study-pretraining: install
 	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; \
 	mkdir -p $(RUNS) $(STUDY_FIGURES)/parts; \
-	set -- $$($(BIN)/python -m proximity.analysis.curves example $(STUDY_FIGURES)); \
+	$(BIN)/python -m proximity.training.grid.merge_parts merge $(STUDY_FIGURES) --spec study; \
+	example=$$($(BIN)/python -m proximity.analysis.curves example $(STUDY_FIGURES)); \
+	set -- $$example; \
 	/usr/bin/time -f "part pretraining: %e s wall" -o $(RUNS)/study-pretraining.time \
 		$(BIN)/proximity train-grid study --out $(RUNS)/study --only pretrain --only $$1 \
 		--set eval.every=$(CURVES_EVERY) --set eval.sft_every=$(CURVES_SFT_EVERY) --jobs $(JOBS); \

@@ -95,15 +95,16 @@ def retrace_check(runs_dir: str | Path, out: str | Path) -> list[str]:
     if not result_path.exists():
         return [f"{result_path}: not there; run the chain first (make study-curves)"]
     retraced = json.loads(result_path.read_text())["val_end"]
-    curve = read_curve(result_path.parent / "metrics.jsonl")
-    evaluated_steps = curve.loc[curve["split"] == "val", "step"].nunique()
     lines = []
-    if evaluated_steps <= 2:  # start and end only: a curve of two points
-        lines.append(
-            f"{run['node_id']}: evaluated at {evaluated_steps} step(s) only, no curve to draw; "
-            "run its chain with intermediate evaluations first (make study-pretraining, or "
-            "make study-curves)"
-        )
+    for column in ("pretrain_node_id", "branch_node_id", "node_id"):
+        curve = read_curve(runs_dir / "nodes" / str(run[column]) / "metrics.jsonl")
+        evaluated_steps = curve.loc[curve["split"] == "val", "step"].nunique()
+        if evaluated_steps <= 2:  # start and end only: a curve of two points
+            lines.append(
+                f"{run[column]}: evaluated at {evaluated_steps} step(s) only, no curve to draw; "
+                "run its chain with intermediate evaluations first (make study-pretraining, "
+                "or make study-curves)"
+            )
     for column, dataset in (("sft_val_loss", recorded["target_spec"]), ("c4_val_loss", "c4")):
         ours, theirs = retraced.get(dataset), float(recorded[column])
         same = ours is not None and abs(ours - theirs) <= 1e-9 * max(1.0, abs(theirs))

@@ -24,11 +24,14 @@ def test_the_example_is_the_main_branch_that_helped_most_and_a_retrace_is_checke
     assert retrace_check(tmp_path / "runs", folder)[0].endswith(
         "run the chain first (make study-curves)"
     )
-    node = tmp_path / "runs" / "nodes" / str(run["node_id"])
-    node.mkdir(parents=True)
+    nodes = {c: tmp_path / "runs" / "nodes" / str(run[c]) for c in ("pretrain_node_id",
+             "branch_node_id", "node_id")}  # fmt: skip
+    for folder_of_node in nodes.values():
+        folder_of_node.mkdir(parents=True)
+    node = nodes["node_id"]
 
-    def evaluated_at(*steps: int) -> None:
-        (node / "metrics.jsonl").write_text(
+    def evaluated_at(column: str, *steps: int) -> None:
+        (nodes[column] / "metrics.jsonl").write_text(
             "".join(
                 json.dumps({"phase": "sft", "step": s, "split": "val", "dataset": "x", "loss": 1.0})
                 + "\n"
@@ -36,16 +39,24 @@ def test_the_example_is_the_main_branch_that_helped_most_and_a_retrace_is_checke
             )
         )
 
-    evaluated_at(0, 8)  # the grid's own run, evaluated at its ends only: no curve
+    for column in nodes:  # the grid's own runs, evaluated at their ends only: no curves
+        evaluated_at(column, 0, 8)
     val_end = {
         chosen["target_spec"]: float(chosen["sft_val_loss"]),
         "c4": float(chosen["c4_val_loss"]),
     }
     (node / "result.json").write_text(json.dumps({"val_end": val_end}))
     lines = retrace_check(tmp_path / "runs", folder)
-    assert "evaluated at 2 step(s) only" in lines[0] and not lines[0].endswith("equal")
+    assert sum("evaluated at 2 step(s) only" in line for line in lines) == 3
     assert main(["copy", str(tmp_path / "runs"), str(folder)]) == 2
-    evaluated_at(0, 4, 8)
+    evaluated_at("node_id", 0, 4, 8)  # the SFT run dense, its pretraining still sparse
+    lines = retrace_check(tmp_path / "runs", folder)
+    refused = [line for line in lines if not line.endswith("equal")]
+    assert len(refused) == 2
+    assert refused[0].startswith(f"{run['pretrain_node_id']}: evaluated at 2")
+    assert refused[1].startswith(f"{run['branch_node_id']}: evaluated at 2")
+    evaluated_at("pretrain_node_id", 0, 4, 8)
+    evaluated_at("branch_node_id", 0, 4, 8)
     assert all(line.endswith("equal") for line in retrace_check(tmp_path / "runs", folder))
     assert main(["copy", str(tmp_path / "runs"), str(folder)]) == 0
     assert (folder / "nodes" / str(run["node_id"]) / "metrics.jsonl").exists()

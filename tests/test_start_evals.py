@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import GPTNeoXForCausalLM
 
+from proximity.training import start_evals
 from proximity.training.evaluate import EvalSet, evaluate
 from proximity.training.losses import IGNORE_INDEX
 from proximity.training.presets import model_config
@@ -94,3 +95,18 @@ def test_no_write_leaves_the_folder_empty_and_an_unwritable_folder_never_fails(t
     assert _start(model, sets, StartEvalCache(blocker / "cache")) == evaluate(
         model, sets, device=CPU
     )
+
+
+def test_another_cpu_misses_and_unreadable_code_means_no_caching(tmp_path, monkeypatch):
+    model, sets = _model(), _sets()
+    cache = StartEvalCache(tmp_path / "cache")
+    _start(model, sets, cache)
+    counter = _CountingForward(model)
+    # a grid folder moved to (or shared with) a machine whose vector width rounds differently
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    _start(model, sets, cache)
+    assert counter.calls > 0 and len(list((tmp_path / "cache").glob("*.json"))) == 4
+    monkeypatch.setattr(start_evals.inspect, "getsourcefile", lambda _: "/nonexistent.py")
+    fresh = StartEvalCache(tmp_path / "fresh")
+    assert _start(model, sets, fresh) == evaluate(model, sets, device=CPU)
+    assert not (tmp_path / "fresh").exists()

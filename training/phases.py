@@ -58,7 +58,7 @@ def cache_dir(cfg: RunConfig) -> Path:
 
 def start_eval_dir(cfg: RunConfig) -> Path:
     """Where start-of-phase losses are remembered (training/start_evals.py): beside the token
-    cache, so a grid's runs share them and a fresh output folder starts with none."""
+    cache, so a grid's runs share them (a grid folder's own; outside a grid, the user cache's)."""
     return cache_dir(cfg).parent / "start-evaluations"
 
 

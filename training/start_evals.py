@@ -5,10 +5,11 @@ its first step (results.csv's "before" columns, the reference for gains and forg
 three or four learning rates of one (branch, target) start from the same weights and score the
 same batches, and so do all of a branch's targets on C4: on the study grid those repeats were
 about a tenth of every SFT run's time. A run now looks each start loss up by a key naming
-everything the number depends on (the weights' bytes, the evaluation batches' bytes, the device,
-the autocast dtype, the thread count, deterministic mode, torch's version and the source of the
-evaluation code), so a hit is the very float the evaluation would have computed again on this
-machine (tested bitwise), and anything that could change it misses.
+everything the number depends on (the weights' bytes, the evaluation batches' bytes, the machine:
+CPU vector width or GPU, torch's build, the autocast dtype, the thread count, deterministic mode,
+torch's and transformers' versions, the model's configuration and the source of its forward pass
+and of the evaluation code), so a hit is the very float the evaluation would have computed
+again (tested bitwise), and anything that could change it misses.
 
 Entries are small JSON files written atomically; a folder that cannot be written only means no
 caching (a read-only or shared cache never fails a run).
@@ -18,13 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
+import platform
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 
 from proximity.atomic import atomic_path
+from proximity.training import attention as attention_module
 from proximity.training import evaluate as evaluate_module
 from proximity.training import losses as losses_module
 from proximity.training.evaluate import EvalSet, evaluate
@@ -54,22 +59,44 @@ def batches_digest(eval_set: EvalSet) -> str:
     return digest.hexdigest()
 
 
-def compute_context(model: torch.nn.Module, device: torch.device, bf16: bool) -> dict[str, Any]:
-    """What besides weights and batches decides the float an evaluation returns."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+def compute_context(
+    model: torch.nn.Module, device: torch.device, bf16: bool
+) -> dict[str, Any] | None:
+    """What besides weights and batches decides the float an evaluation returns: the machine
+    (a grid folder may move, or be shared on a cluster: CPU vector width and torch's build
+    change how reductions round), the numeric settings, the model's configuration and the
+    code of the forward pass and losses. None when that code cannot be read (no caching)."""
     config = getattr(model, "config", None)
+    settings = config.to_dict() if hasattr(config, "to_dict") else {}
+    for volatile in ("_name_or_path", "transformers_version"):
+        settings.pop(volatile, None)
     code = hashlib.sha256()
-    for module in (evaluate_module, losses_module):
-        code.update(Path(module.__file__).read_bytes())
+    try:
+        for module in (evaluate_module, losses_module, attention_module, type(model)):
+            code.update(Path(inspect.getsourcefile(module) or "").read_bytes())
+    except (OSError, TypeError):
+        return None
+    if device.type == "cuda":
+        machine = {
+            "gpu": torch.cuda.get_device_name(device),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
+        }
+    else:
+        machine = {"cpu": torch.backends.cpu.get_cpu_capability(), "arch": platform.machine()}
     return {
         "format": FORMAT,
-        "device": name,
+        "device": device.type,
+        **machine,
+        "torch_build": hashlib.sha256(torch.__config__.show().encode()).hexdigest(),
         "bf16": bf16,
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "model": type(model).__name__,
-        "attention": str(getattr(config, "_attn_implementation", None)),
+        "config": json.dumps(settings, sort_keys=True, default=str),
         "code": code.hexdigest(),
     }
 
@@ -113,7 +140,10 @@ def evaluate_start(
     scored the same batches here before; computed (and stored when `write`) otherwise."""
     if cache is None:
         return evaluate(model, eval_sets, device=device, autocast=autocast)
-    weights, context = weights_digest(model), compute_context(model, device, bf16)
+    context = compute_context(model, device, bf16)
+    if context is None:
+        return evaluate(model, eval_sets, device=device, autocast=autocast)
+    weights = weights_digest(model)
     losses = {}
     for eval_set in eval_sets:
         key = cache.key(weights, eval_set, context)
