@@ -108,7 +108,7 @@ def evaluate_with_examples(
         if shared:
             examples = scored
     if examples is None:
-        _, examples = _score(model, example_set, device, autocast, per_example=True, mean=False)
+        examples = example_losses(model, example_set, device=device, autocast=autocast)
     return losses, examples
 
 

@@ -98,20 +98,21 @@ class Workers:
                 continue
             if len(self.running) >= self.jobs:
                 break
-            # Any ready node of the same kind, not only same-parent siblings: on the study
-            # grid same-parent batches meant 85 worker processes per part, ~8 s of imports each.
-            siblings = [
-                n
-                for n in ledger.plan.nodes
-                if n.kind == node.kind and n is not node and self._ready(n)
-            ]
-            size = min(self.max_batch, -(-(len(siblings) + 1) // self.jobs))
-            if node.kind == "pretrain":
-                size = 1  # minutes to hours each: an import is nothing, and batching two
-                # pretraining runs into one process would leave another slot idle
-            self._launch([node, *siblings[: size - 1]])
+            self._launch([node, *self._batch_mates(node)])
             launched = True
         return launched
+
+    def _batch_mates(self, node: Node) -> list[Node]:
+        """The ready nodes of `node`'s kind that share its process: any parent (on the study
+        grid same-parent batches meant 85 worker processes per part, ~8 s of imports each),
+        its share of them over the jobs. None for pretraining: minutes to hours each, an import
+        is nothing, and two in one process would leave another slot idle."""
+        if node.kind == "pretrain":
+            return []
+        ready = [n for n in self.ledger.plan.nodes if n.kind == node.kind and n is not node]
+        ready = [n for n in ready if self._ready(n)]
+        size = min(self.max_batch, -(-(len(ready) + 1) // self.jobs))
+        return ready[: size - 1]
 
     def _ready(self, node: Node) -> bool:
         ledger = self.ledger
