@@ -65,10 +65,8 @@ study-part: install
 		--part $(MODEL)-seed$(SEED); \
 	cp $(RUNS)/study-$(MODEL)-$(SEED).time $(STUDY_FIGURES)/parts/time-$(MODEL)-seed$(SEED).txt
 
-# SOURCE_DATE_EPOCH (0 unless set) fixes the figures' PDF creation date, so a rerun's figures
-# equal the committed ones byte for byte.
 study-merge: install
-	export PROXIMITY_DATA_DIR=$(DATA_DIR) SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-0}; set -e; \
+	export PROXIMITY_DATA_DIR=$(DATA_DIR); set -e; \
 	$(BIN)/python -m proximity.training.grid.merge_parts merge $(STUDY_FIGURES) --spec study; \
 	$(BIN)/proximity correlate $(STUDY_FIGURES) --metric all --out $(STUDY_FIGURES); \
 	$(BIN)/proximity report $(STUDY_FIGURES) --analysis $(STUDY_FIGURES) \

@@ -48,12 +48,14 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def save(fig: Figure, path: Path) -> list[Path]:
-    """The figure as PNG (for screens and the report) and PDF (for a paper), atomically."""
+    """The figure as PNG (for screens and the report) and PDF (for a paper), atomically. The
+    PDF carries no creation date, so redrawing the same data gives the same bytes (a rerun's
+    figures can be compared with the committed ones byte for byte)."""
     written = []
-    for suffix in (".png", ".pdf"):
+    for suffix, metadata in ((".png", None), (".pdf", {"CreationDate": None})):
         target = path.with_suffix(suffix)
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=DPI)
+            fig.savefig(tmp, format=suffix[1:], dpi=DPI, metadata=metadata)
         written.append(target)
     return written
 
